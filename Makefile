@@ -42,5 +42,13 @@ export: install
 check: export
 	@git diff --exit-code -- posterlens nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
 
+# Documentation site from the notebooks (executed with smoke parameters, cached in _proc/) -> _docs/
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,docs]"
+	@touch $@
+
+docs: $(VENV)/.docs-installed
+	$(PY) docs/build.py $(DOCS_ARGS)
+
 lab: install
 	$(BIN)/pip install -q -e ".[lab]" && $(BIN)/jupyter lab nbs

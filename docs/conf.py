@@ -1,0 +1,98 @@
+# Sphinx configuration of the posterlens documentation site; run through `make docs` (docs/build.py),
+# which writes the processed notebooks and API pages into _proc/site and renders them with this file.
+import inspect, os, re, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+
+import posterlens
+
+project = 'posterlens'
+author = 'posterlens developers'
+copyright = 'posterlens developers'
+release = version = posterlens.__version__
+
+extensions = ['myst_nb', 'sphinx.ext.autodoc']
+root_doc = 'index'
+exclude_patterns = ['_build', '**.ipynb_checkpoints', 'jupyter_execute']
+templates_path = []
+
+# --- HTML: a static site that opens offline (furo ships its CSS/JS; nothing from a CDN)
+html_theme = 'furo'
+html_title = f'posterlens {release}'
+html_static_path = [str(ROOT/'docs'/'_static')]
+html_css_files = ['custom.css']
+html_favicon = str(ROOT/'docs'/'_static'/'favicon.svg')
+html_copy_source = False
+html_show_sourcelink = False
+html_last_updated_fmt = None
+html_theme_options = {'navigation_with_keys': True, 'source_repository': '', 'top_of_page_buttons': []}
+
+# --- notebooks: already executed by docs/build.py
+nb_execution_mode = 'off'
+nb_output_stderr = 'remove'               # progress bars and warnings are not part of the story
+nb_merge_streams = True
+nb_render_markdown_format = 'myst'        # display(Markdown(...)) tables render
+nb_ipywidgets_js = {}                     # no require.js / widget manager from a CDN
+nb_mime_priority_overrides = [('html', 'application/vnd.jupyter.widget-view+json', None),
+                              ('html', 'application/vnd.jupyter.widget-state+json', None)]
+myst_enable_extensions = ['colon_fence', 'deflist']
+myst_heading_anchors = 3
+suppress_warnings = ['mystnb.unknown_mime_type', 'myst.header']
+
+# --- API docs: signatures, one-line docstrings and docments (parameter comments)
+autodoc_typehints = 'signature'          # like nbdev's show_doc; the parameter list carries the docments
+python_maximum_signature_line_length = 90
+autodoc_member_order = 'bysource'
+autodoc_default_options = {'exclude-members': '__weakref__, __dict__, __module__'}
+autodoc_preserve_defaults = True
+add_module_names = False
+python_display_short_literal_types = True
+
+_re_tick = re.compile(r'(?<![`:\w])`([^`\n]+)`(?![`_])')
+_re_mdlink = re.compile(r'\[([^\]\n]+)\]\((https?://[^)\s]+)\)')
+
+def md2rst(s:str) -> str:
+    "The markdown of an nbdev docstring or docment as reST: `code`, [text](url)."
+    s = _re_mdlink.sub(lambda m: f'`{m.group(1)} <{m.group(2)}>`__', s)
+    def tick(m):
+        t = m.group(1)
+        if re.fullmatch(r'[A-Za-z_][\w.]*', t) and _exported(t): return f':py:obj:`{t}`'
+        return f'``{t}``'
+    return _re_tick.sub(tick, s)
+
+def _exported(name:str) -> bool:
+    head = name.split('.')[0]
+    for mod in list(sys.modules):
+        if mod == 'posterlens' or mod.startswith('posterlens.'):
+            if head in getattr(sys.modules[mod], '__all__', ()): return True
+    return False
+
+def _docments(obj):
+    try:
+        from fastcore.docments import docments
+        return docments(obj, full=True)
+    except Exception: return {}
+
+def process_docstring(app, what, name, obj, options, lines):
+    "Markdown docstrings to reST; docments comments become `:param:`/`:returns:` fields."
+    if what == 'module':                   # nbdev's 'Docs: <url>' line points at the published site itself
+        lines[:] = [l for l in lines if not l.startswith('Docs: ')]
+    lines[:] = [md2rst(l) for l in lines]
+    if what not in ('function', 'method', 'class'): return
+    target = obj.__init__ if what == 'class' and '__init__' in getattr(obj, '__dict__', {}) else obj
+    if not callable(target): return
+    dm = _docments(target)
+    fields = []
+    for k, v in dm.items():
+        if k in ('self', 'cls') or not v.get('docment'): continue
+        if k == 'return': fields.append(f':returns: {md2rst(v["docment"])}')
+        else: fields.append(f':param {k}: {md2rst(v["docment"])}')
+    if fields:
+        if lines and lines[-1].strip(): lines.append('')
+        lines.extend(fields)
+
+def setup(app):
+    app.connect('autodoc-process-docstring', process_docstring)

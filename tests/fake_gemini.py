@@ -1,0 +1,295 @@
+"""A local fake of the Gemini REST API, for offline tests of `posterlens.vlm`.
+
+It speaks the wire format the real `google-genai` SDK sends and reads, on both routes:
+
+- API key (Gemini Developer API):  POST /{version}/models/{model}:generateContent   (header x-goog-api-key)
+- Vertex AI:  POST /{version}/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent
+  (header Authorization: Bearer ...)
+- Batch mode (Developer API): POST /{version}/models/{model}:batchGenerateContent (inlined requests or a
+  JSONL file), GET /{version}/batches/{id}, the resumable upload POST /upload/{version}/files and
+  GET /{version}/files/{id}:download?alt=media.
+
+Switches (probabilities per request unless said otherwise) make it misbehave like the real service:
+`rate429` (RESOURCE_EXHAUSTED with a RetryInfo and a Retry-After hint), `rate500`, `rate503`, `rate_hang`
+(sleeps `hang_s` before answering, so the client's timeout fires), `rate_block` (per image, stable across
+retries: finishReason SAFETY), `rate_prompt_block` (per image: promptFeedback.blockReason), `rate_maxtokens`
+(per image: partial text, finishReason MAX_TOKENS). `script` forces the outcomes of the next requests for an
+image: `{image_sha256: ['429', '500', 'ok']}`; `queue` forces the next outcomes of any request.
+
+Server-side bookkeeping (`requests`, `ok_by_image`, `duplicates()`) lets tests and the benchmark check what
+was really sent and answered. Run standalone: `python tests/fake_gemini.py --port 8765 --rate429 0.2`
+(GET /_stats returns the bookkeeping as JSON).
+"""
+from __future__ import annotations
+import argparse, base64, hashlib, itertools, json, random, re, threading, time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+OUTCOMES = ('ok', '429', '500', '503', 'hang', 'block', 'prompt_block', 'maxtokens', '400')
+
+_GEN = re.compile(r'^/(?P<ver>v1[a-z0-9]*)/(?:projects/(?P<proj>[^/]+)/locations/(?P<loc>[^/]+)/)?(?P<pub>publishers/google/)?'
+                  r'models/(?P<model>[^/:]+):(?P<method>generateContent|batchGenerateContent)$')
+_BATCH = re.compile(r'^/(?P<ver>v1[a-z0-9]*)/batches/(?P<id>[^/:]+)$')
+_UPLOAD_START = re.compile(r'^/upload/(?P<ver>v1[a-z0-9]*)/files$')
+_UPLOAD_SESSION = re.compile(r'^/upload/session/(?P<id>[^/]+)$')
+_DOWNLOAD = re.compile(r'^/(?P<ver>v1[a-z0-9]*)/files/(?P<id>[^/:]+):download$')
+
+
+def caption_for(image_sha:str) -> str:
+    "The caption the fake answers for an image (deterministic, so tests can check it)."
+    return f"A fake caption for image {image_sha[:12]}. The image is dark and low-key. Cool blue tones dominate."
+
+
+def _error(code, status, message, details=None):
+    return {'error': {'code': code, 'message': message, 'status': status, **({'details': details} if details else {})}}
+
+
+class FakeServer:
+    "Misbehaviour switches, lifecycle and server-side bookkeeping shared by the fake APIs (context manager)."
+    def __init__(self, rate429=0., rate500=0., rate503=0., rate_hang=0., rate_block=0., rate_prompt_block=0.,
+                 rate_maxtokens=0., hang_s=3., latency=0., retry_after:float|None=0.05, seed=0,
+                 script:dict|None=None, queue:list|None=None, host='127.0.0.1', port=0):
+        self.rate429, self.rate500, self.rate503, self.rate_hang = rate429, rate500, rate503, rate_hang
+        self.rate_block, self.rate_prompt_block, self.rate_maxtokens = rate_block, rate_prompt_block, rate_maxtokens
+        self.hang_s, self.latency, self.retry_after, self.seed = hang_s, latency, retry_after, seed
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.queue = list(queue or [])
+        self._rng, self._lock = random.Random(seed), threading.Lock()
+        self.requests: list[dict] = []          # one row per caption request: t, route, model, image, outcome
+        self.ok_by_image: Counter = Counter()   # image sha256 -> number of successful (ok/maxtokens) answers
+        self.bodies: list[dict] = []            # the last request bodies (for tests inspecting what was sent)
+        self._ids = itertools.count(1)
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = None
+
+    def _handler(self): raise NotImplementedError
+
+    # -- lifecycle
+    @property
+    def url(self) -> str: return f'http://{self._server.server_address[0]}:{self._server.server_address[1]}'
+    def start(self):
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
+        self._thread.start(); return self
+    def stop(self):
+        self._server.shutdown(); self._server.server_close()
+    def __enter__(self): return self.start()
+    def __exit__(self, *a): self.stop()
+
+    # -- bookkeeping
+    def record(self, route, model, sha, outcome, body=None, **extra):
+        "Log one caption request (and count a successful answer per image)."
+        with self._lock:
+            self.requests.append({'t': time.time(), 'route': route, 'model': model, 'image': sha, 'outcome': outcome, **extra})
+            if body is not None: self.bodies = (self.bodies + [body])[-50:]
+            if outcome in ('ok', 'maxtokens'): self.ok_by_image[sha] += 1
+    def duplicates(self) -> int:
+        "Successful answers beyond the first for the same image (paid twice)."
+        return sum(n - 1 for n in self.ok_by_image.values() if n > 1)
+    def stats(self) -> dict:
+        c = Counter(r['outcome'] for r in self.requests)
+        return {'requests': len(self.requests), 'outcomes': dict(c), 'images_ok': len(self.ok_by_image),
+                'duplicates': self.duplicates()}
+
+    # -- behaviour
+    def _per_image(self, sha, salt) -> float:
+        return int(hashlib.sha256(f'{self.seed}|{salt}|{sha}'.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    def outcome(self, sha, transient=True) -> str:
+        "What to answer for this image now: scripted, queued, a random transient error, or its stable fate."
+        with self._lock:
+            if self.script.get(sha): return self.script[sha].pop(0)
+            if self.queue: return self.queue.pop(0)
+            r = self._rng.random()
+        if transient:
+            for name, p in (('hang', self.rate_hang), ('429', self.rate429), ('500', self.rate500), ('503', self.rate503)):
+                if r < p: return name
+                r -= p
+        if self._per_image(sha, 'prompt_block') < self.rate_prompt_block: return 'prompt_block'
+        if self._per_image(sha, 'block') < self.rate_block: return 'block'
+        if self._per_image(sha, 'maxtokens') < self.rate_maxtokens: return 'maxtokens'
+        return 'ok'
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    "Keep-alive JSON request handler."
+    protocol_version = 'HTTP/1.1'
+    def log_message(self, *a): pass
+    def send(self, code, body, headers=None, raw:bytes|None=None):
+        data = raw if raw is not None else json.dumps(body).encode()
+        try:
+            self.send_response(code)
+            self.send_header('Content-Type', 'application/octet-stream' if raw is not None else 'application/json; charset=UTF-8')
+            self.send_header('Content-Length', str(len(data)))
+            for k, v in (headers or {}).items(): self.send_header(k, v)
+            self.end_headers(); self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError): pass
+    def body(self) -> bytes:
+        n = int(self.headers.get('Content-Length') or 0)
+        return self.rfile.read(n) if n else b''
+
+
+class FakeGemini(FakeServer):
+    "A threaded HTTP server answering like Gemini; `with FakeGemini(rate429=0.2) as g:` then point the SDK at `g.url`."
+    def __init__(self, *args, batch_polls=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_polls, self.batches, self.files, self.uploads = batch_polls, {}, {}, {}
+
+    def stats(self) -> dict: return {**super().stats(), 'batches': len(self.batches)}
+
+    def answer(self, req:dict, model:str, transient=True) -> tuple[int, dict, dict, str, str]:
+        "(http status, JSON body, extra headers, outcome, image sha) for one GenerateContentRequest body."
+        try:
+            parts = req['contents'][0]['parts']
+            img = next(p['inlineData'] for p in parts if 'inlineData' in p)
+            data = base64.b64decode(img['data'].replace('-', '+').replace('_', '/'), validate=True)  # the SDK sends url-safe base64
+            assert (img.get('mimeType') or img['mime_type']).startswith('image/')  # protobuf JSON accepts both spellings
+            prompt = ' '.join(p.get('text', '') for p in parts)
+        except (KeyError, IndexError, StopIteration, ValueError, AssertionError, TypeError) as e:
+            return 400, _error(400, 'INVALID_ARGUMENT', f'Invalid request: {type(e).__name__} {e}'), {}, '400', ''
+        sha = hashlib.sha256(data).hexdigest()
+        out = self.outcome(sha, transient)
+        usage_in = 258 + len(prompt.split())
+        if out == '429':
+            ra = self.retry_after
+            det = [{'@type': 'type.googleapis.com/google.rpc.QuotaFailure', 'violations': [{'quotaMetric': 'generate_content_requests'}]}]
+            if ra is not None: det.append({'@type': 'type.googleapis.com/google.rpc.RetryInfo', 'retryDelay': f'{ra}s'})
+            return 429, _error(429, 'RESOURCE_EXHAUSTED', 'Resource has been exhausted (e.g. check quota).', det), \
+                ({'Retry-After': f'{ra}'} if ra is not None else {}), out, sha
+        if out == '500': return 500, _error(500, 'INTERNAL', 'An internal error has occurred.'), {}, out, sha
+        if out == '503': return 503, _error(503, 'UNAVAILABLE', 'The model is overloaded. Please try again later.'), {}, out, sha
+        if out == '400': return 400, _error(400, 'INVALID_ARGUMENT', 'Unable to process input image.'), {}, out, sha
+        version = model
+        if out == 'prompt_block':
+            return 200, {'promptFeedback': {'blockReason': 'PROHIBITED_CONTENT'},
+                         'usageMetadata': {'promptTokenCount': usage_in, 'totalTokenCount': usage_in}, 'modelVersion': version}, {}, out, sha
+        if out == 'block':
+            return 200, {'candidates': [{'finishReason': 'SAFETY', 'index': 0, 'safetyRatings': [
+                         {'category': 'HARM_CATEGORY_DANGEROUS_CONTENT', 'probability': 'HIGH', 'blocked': True},
+                         {'category': 'HARM_CATEGORY_HARASSMENT', 'probability': 'NEGLIGIBLE'}]}],
+                         'usageMetadata': {'promptTokenCount': usage_in, 'totalTokenCount': usage_in}, 'modelVersion': version}, {}, out, sha
+        text = caption_for(sha)
+        if out == 'maxtokens': text = text[:30]
+        n_out = len(text.split())
+        cand = {'content': {'parts': [{'text': text}], 'role': 'model'}, 'index': 0,
+                'finishReason': 'MAX_TOKENS' if out == 'maxtokens' else 'STOP'}
+        return 200, {'candidates': [cand], 'modelVersion': version, 'responseId': f'r{next(self._ids)}',
+                     'usageMetadata': {'promptTokenCount': usage_in, 'candidatesTokenCount': n_out, 'thoughtsTokenCount': 7,
+                                       'totalTokenCount': usage_in + n_out + 7}}, {}, out, sha
+
+    # -- batch mode
+    def _run_batch(self, bid):
+        b = self.batches[bid]
+        if b['source'] == 'inline': reqs = [(r.get('metadata', {}), r['request']) for r in b['requests']]
+        else:
+            lines = self.files[b['file']]['data'].decode().splitlines()
+            reqs = [({'key': j['key']}, j['request']) for j in map(json.loads, filter(None, lines))]
+        outs = []
+        for meta, req in reqs:
+            code, body, _, out, sha = self.answer(req, b['model'], transient=False)
+            self.record('batch', b['model'], sha, out)
+            outs.append((meta, {'response': body} if code == 200 else {'error': body['error']}))
+        if b['source'] == 'inline':
+            b['output'] = {'inlinedResponses': {'inlinedResponses': [{**o, 'metadata': m} for m, o in outs]}}
+        else:
+            fid = f'batchout{bid}'
+            data = '\n'.join(json.dumps({'key': m.get('key'), **o}) for m, o in outs).encode()
+            self.files[fid] = {'data': data, 'mimeType': 'application/jsonl'}
+            b['output'] = {'responsesFile': f'files/{fid}'}
+
+    def _batch_json(self, bid):
+        b = self.batches[bid]
+        meta = {'@type': 'type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch',
+                'model': f"models/{b['model']}", 'displayName': b['displayName'], 'name': f'batches/{bid}',
+                'createTime': b['createTime'], 'state': b['state']}
+        if b['state'] == 'BATCH_STATE_SUCCEEDED': meta.update(output=b['output'], endTime=b['createTime'])
+        return {'name': f'batches/{bid}', 'metadata': meta, 'done': b['state'] == 'BATCH_STATE_SUCCEEDED'}
+
+    # -- HTTP
+    def _handler(self):
+        fake = self
+        class H(JSONHandler):
+            def _auth(self, vertex):
+                if vertex: return self.headers.get('Authorization', '').startswith('Bearer ') or bool(self.headers.get('x-goog-api-key'))
+                return bool(self.headers.get('x-goog-api-key')) or 'key=' in (urlparse(self.path).query or '')
+            def do_GET(self):
+                p = urlparse(self.path).path
+                if p == '/_stats': return self.send(200, fake.stats())
+                if m := _BATCH.match(p):
+                    bid = m['id']
+                    if bid not in fake.batches: return self.send(404, _error(404, 'NOT_FOUND', f'batch {bid} not found'))
+                    b = fake.batches[bid]
+                    b['polls'] += 1
+                    if b['state'] != 'BATCH_STATE_SUCCEEDED':
+                        if b['polls'] >= fake.batch_polls: fake._run_batch(bid); b['state'] = 'BATCH_STATE_SUCCEEDED'
+                        else: b['state'] = 'BATCH_STATE_RUNNING'
+                    return self.send(200, fake._batch_json(bid))
+                if m := _DOWNLOAD.match(p):
+                    f = fake.files.get(m['id'])
+                    if f is None: return self.send(404, _error(404, 'NOT_FOUND', 'file not found'))
+                    return self.send(200, None, raw=f['data'])
+                self.send(404, _error(404, 'NOT_FOUND', f'no route {p}'))
+            def do_POST(self):
+                p = urlparse(self.path).path
+                raw = self.body()
+                if m := _UPLOAD_START.match(p):
+                    if not self._auth(False): return self.send(403, _error(403, 'PERMISSION_DENIED', 'missing API key'))
+                    sid = str(next(fake._ids))
+                    fake.uploads[sid] = {'meta': (json.loads(raw or b'{}').get('file') or {}), 'data': b''}
+                    return self.send(200, {}, {'X-Goog-Upload-URL': f'{fake.url}/upload/session/{sid}', 'X-Goog-Upload-Status': 'active'})
+                if m := _UPLOAD_SESSION.match(p):
+                    u = fake.uploads[m['id']]; u['data'] += raw
+                    if 'finalize' not in self.headers.get('X-Goog-Upload-Command', ''):
+                        return self.send(200, {}, {'X-Goog-Upload-Status': 'active'})
+                    fid = f"up{m['id']}"
+                    fake.files[fid] = {'data': u['data'], 'mimeType': u['meta'].get('mimeType', 'application/jsonl')}
+                    f = {'name': f'files/{fid}', 'mimeType': fake.files[fid]['mimeType'], 'sizeBytes': str(len(u['data'])),
+                         'state': 'ACTIVE', 'uri': f'{fake.url}/v1beta/files/{fid}', 'displayName': u['meta'].get('displayName', '')}
+                    return self.send(200, {'file': f}, {'X-Goog-Upload-Status': 'final'})
+                m = _GEN.match(p)
+                if not m: return self.send(404, _error(404, 'NOT_FOUND', f'no route {p}'))
+                vertex = m['pub'] is not None   # Vertex AI paths name the publisher (with projects/... or, express mode, without)
+                if not self._auth(vertex):
+                    code = 401 if vertex else 403
+                    return self.send(code, _error(code, 'UNAUTHENTICATED' if vertex else 'PERMISSION_DENIED',
+                                                  "Method doesn't allow unregistered callers."))
+                try: req = json.loads(raw)
+                except ValueError: return self.send(400, _error(400, 'INVALID_ARGUMENT', 'Invalid JSON payload'))
+                if m['method'] == 'batchGenerateContent':
+                    if vertex: return self.send(404, _error(404, 'NOT_FOUND', 'Vertex AI uses batchPredictionJobs'))
+                    b = req.get('batch', {}); ic = b.get('inputConfig', {})
+                    bid = str(next(fake._ids))
+                    rec = {'model': m['model'], 'displayName': b.get('displayName', ''), 'state': 'BATCH_STATE_PENDING', 'polls': 0,
+                           'createTime': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
+                    if 'fileName' in ic: rec.update(source='file', file=ic['fileName'].split('files/')[-1])
+                    else: rec.update(source='inline', requests=ic.get('requests', {}).get('requests', []))
+                    fake.batches[bid] = rec
+                    return self.send(200, fake._batch_json(bid))
+                code, body, headers, out, sha = fake.answer(req, m['model'])
+                fake.record('vertex' if vertex else 'apikey', m['model'], sha, out, req, version=m['ver'], project=m['proj'], location=m['loc'])
+                if out == 'hang':
+                    time.sleep(fake.hang_s)
+                    return self.send(504, _error(504, 'DEADLINE_EXCEEDED', 'Deadline exceeded'))
+                if fake.latency: time.sleep(fake.latency)
+                self.send(code, body, headers)
+        return H
+
+
+def serve(cls, argv=None):
+    "Command line: run a fake server class with switches until Ctrl-C."
+    ap = argparse.ArgumentParser(description=(cls.__doc__ or '').split('\n')[0])
+    ap.add_argument('--host', default='127.0.0.1'); ap.add_argument('--port', type=int, default=8765)
+    for k in ('rate429', 'rate500', 'rate503', 'rate_hang', 'rate_block', 'rate_prompt_block', 'rate_maxtokens',
+              'hang_s', 'latency', 'retry_after'):
+        ap.add_argument('--' + k, type=float, default=None)
+    ap.add_argument('--seed', type=int, default=0)
+    kw = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
+    srv = cls(**kw).start()
+    print(f'{cls.__name__} listening on {srv.url}  (GET /_stats for the bookkeeping)', flush=True)
+    try:
+        while True: time.sleep(3600)
+    except KeyboardInterrupt: srv.stop()
+
+
+if __name__ == '__main__': serve(FakeGemini)

@@ -1,0 +1,81 @@
+"""A local fake of an OpenAI-compatible chat completions server (Ollama, vLLM, LM Studio), for offline tests.
+
+POST /v1/chat/completions with the image as a `data:` URL in an `image_url` content part, answered in the
+OpenAI wire format. Same misbehaviour switches and bookkeeping as `fake_gemini.FakeServer`: 429s (with
+`retry-after` / `retry-after-ms` headers), 5xx, hangs, `block` (finish_reason `content_filter`),
+`prompt_block` (HTTP 400 with code `content_filter`, as Azure OpenAI does) and `maxtokens` (finish_reason
+`length`). Run standalone: `python tests/fake_openai.py --port 8766 --rate429 0.2`.
+"""
+from __future__ import annotations
+import base64, hashlib, json, sys, time
+from pathlib import Path
+from urllib.parse import urlparse
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_gemini import FakeServer, JSONHandler, caption_for, serve  # noqa: E402
+
+
+def _err(message, type_, code=None):
+    return {'error': {'message': message, 'type': type_, 'param': None, 'code': code}}
+
+
+class FakeOpenAI(FakeServer):
+    "A threaded HTTP server answering `/v1/chat/completions` like an OpenAI-compatible VLM server."
+    def answer(self, req:dict) -> tuple[int, dict, dict, str, str]:
+        "(http status, JSON body, extra headers, outcome, image sha) for one chat completions request."
+        try:
+            parts = req['messages'][-1]['content']
+            url = next(p['image_url']['url'] for p in parts if p.get('type') == 'image_url')
+            head, b64 = url.split(',', 1)
+            assert head.startswith('data:image/') and head.endswith(';base64')
+            data = base64.b64decode(b64, validate=True)
+            prompt = ' '.join(p.get('text', '') for p in parts if p.get('type') == 'text')
+            model = req['model']
+        except (KeyError, IndexError, StopIteration, ValueError, AssertionError, TypeError) as e:
+            return 400, _err(f'invalid request: {type(e).__name__} {e}', 'invalid_request_error'), {}, '400', ''
+        sha = hashlib.sha256(data).hexdigest()
+        out = self.outcome(sha)
+        n_in = 300 + len(prompt.split())
+        if out == '429':
+            h = {} if self.retry_after is None else {'retry-after': f'{self.retry_after}', 'retry-after-ms': f'{self.retry_after*1000:.0f}'}
+            return 429, _err('Rate limit reached for requests', 'requests', 'rate_limit_exceeded'), h, out, sha
+        if out in ('500', '503'): return int(out), _err('The server had an error while processing your request.', 'server_error'), {}, out, sha
+        if out == '400': return 400, _err('Invalid image.', 'invalid_request_error', 'invalid_image'), {}, out, sha
+        if out == 'prompt_block':
+            return 400, _err("The response was filtered due to the prompt triggering content management policy.",
+                             'invalid_request_error', 'content_filter'), {}, out, sha
+        text, finish = caption_for(sha), 'stop'
+        if out == 'block': text, finish = None, 'content_filter'
+        if out == 'maxtokens': text, finish = text[:30], 'length'
+        n_out = len((text or '').split())
+        return 200, {'id': f'chatcmpl-{next(self._ids)}', 'object': 'chat.completion', 'created': int(time.time()), 'model': model,
+                     'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': text}, 'finish_reason': finish}],
+                     'usage': {'prompt_tokens': n_in, 'completion_tokens': n_out, 'total_tokens': n_in + n_out}}, {}, out, sha
+
+    def _handler(self):
+        fake = self
+        class H(JSONHandler):
+            def do_GET(self):
+                p = urlparse(self.path).path
+                if p == '/_stats': return self.send(200, fake.stats())
+                if p == '/v1/models': return self.send(200, {'object': 'list', 'data': [{'id': 'fake-vlm', 'object': 'model'}]})
+                self.send(404, _err(f'no route {p}', 'invalid_request_error'))
+            def do_POST(self):
+                p = urlparse(self.path).path
+                raw = self.body()
+                if p != '/v1/chat/completions': return self.send(404, _err(f'no route {p}', 'invalid_request_error'))
+                if not self.headers.get('Authorization', '').startswith('Bearer '):
+                    return self.send(401, _err('missing bearer token', 'invalid_request_error', 'invalid_api_key'))
+                try: req = json.loads(raw)
+                except ValueError: return self.send(400, _err('invalid JSON', 'invalid_request_error'))
+                code, body, headers, out, sha = fake.answer(req)
+                fake.record('openai', req.get('model', ''), sha, out, req)
+                if out == 'hang':
+                    time.sleep(fake.hang_s)
+                    return self.send(504, _err('timeout', 'server_error'))
+                if fake.latency: time.sleep(fake.latency)
+                self.send(code, body, headers)
+        return H
+
+
+if __name__ == '__main__': serve(FakeOpenAI)
