@@ -14,7 +14,7 @@ Usage: .venv/bin/python bench/caption_throughput.py [--n 300] [--rpm 1200] [--co
 Exit status 0 when every check holds, 1 otherwise. Nothing leaves the machine: the fake listens on 127.0.0.1.
 """
 from __future__ import annotations
-import argparse, io, sys, tempfile, time
+import argparse, sys, tempfile, time
 from collections import Counter
 from pathlib import Path
 
@@ -23,19 +23,19 @@ sys.path.insert(0, str(ROOT/'tests'))
 from fake_gemini import FakeGemini  # noqa: E402
 
 from PIL import Image  # noqa: E402
-from posterlens.caption import CaptionCache, caption_images  # noqa: E402
+from posterlens.caption import RETRY_WAIT, CaptionCache, caption_images  # noqa: E402
 from posterlens.vlm import GeminiCaptioner  # noqa: E402
 
 FINAL = {'ok', 'blocked', 'truncated', 'failed'}
 
 
-def images(n:int) -> list[tuple[bytes, str]]:
-    "`n` distinct small PNG posters."
+def images(n:int, d:Path) -> list[Path]:
+    "`n` distinct small PNG posters written to `d`."
     out = []
     for i in range(n):
-        b = io.BytesIO()
-        Image.new('RGB', (24, 36), (i % 256, (i * 7) % 256, (i // 256) * 40 % 256)).save(b, 'PNG')
-        out.append((b.getvalue(), 'image/png'))
+        p = d/f'{i:04d}.png'
+        Image.new('RGB', (24, 36), (i % 256, (i * 7) % 256, (i // 256) * 40 % 256)).save(p)
+        out.append(p)
     return out
 
 
@@ -51,11 +51,16 @@ def main(argv=None) -> int:
     ap.add_argument('--retry-after', type=float, default=0.5, help='seconds the fake asks for in its 429 RetryInfo / Retry-After')
     ap.add_argument('--latency', type=float, default=0.05, help='seconds the fake takes per answer')
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--backoff-initial', type=float, default=None,
+                    help="first backoff of the runner, seconds (default: posterlens.caption.RETRY_WAIT['initial'])")
+    ap.add_argument('--backoff-jitter', type=float, default=None, help="backoff jitter, seconds (default: RETRY_WAIT['jitter'])")
     a = ap.parse_args(argv)
+    if a.backoff_initial is not None: RETRY_WAIT['initial'] = a.backoff_initial
+    if a.backoff_jitter is not None: RETRY_WAIT['jitter'] = a.backoff_jitter
 
-    imgs = images(a.n)
     with tempfile.TemporaryDirectory() as d, FakeGemini(rate429=a.rate429, rate500=a.rate500, rate_block=a.rate_block,
                                                          retry_after=a.retry_after, latency=a.latency, seed=a.seed) as g:
+        imgs = images(a.n, Path(d))
         cap = GeminiCaptioner(api_key='bench-fake-key', base_url=g.url, timeout_s=10)
         t0 = time.perf_counter()
         rows = caption_images(cap, imgs, 'Describe this poster.', CaptionCache(Path(d)/'cache'), concurrency=a.concurrency,
@@ -77,6 +82,7 @@ def main(argv=None) -> int:
 
     print(f'images: {a.n}   rpm limit: {a.rpm:g}   concurrency: {a.concurrency}   max_retries: {a.max_retries}')
     print(f'fake: {a.rate429:.0%} 429 (retry hint {a.retry_after:g}s), {a.rate500:.0%} 500, {a.rate_block:.0%} safety blocks, latency {a.latency:g}s')
+    print(f"runner backoff: exponential from {RETRY_WAIT['initial']:g}s + jitter up to {RETRY_WAIT['jitter']:g}s, at least the server's hint")
     print(f'final statuses: {dict(sorted(status.items()))}   every image final: {all_final}')
     print(f'requests sent: {sent}   outcomes: {dict(sorted(outcomes.items()))}')
     print(f'images answered ok twice (server-side): {dup}')

@@ -351,7 +351,11 @@ def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, stri
         raise SystemExit('[docs] the notebooks must include an index.ipynb (the home page)')
     site = proc/'site'
     lh = lib_hash()
-    executed = {p: execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=lh) for p in notebooks}
+    executed, failed = {}, []
+    for p in notebooks:                            # run them all, so one build reports every failure
+        try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=lh)
+        except SystemExit as e: failed.append(str(e))
+    if failed: raise SystemExit('\n\n'.join(failed) + f'\n[docs] {len(failed)} notebook(s) failed; no site built')
     t_exec = time.time()-t0
     renames = {p.stem: page_name(p) for p in notebooks}
     if len(set(renames.values())) != len(renames): raise SystemExit(f'[docs] two notebooks share a page name: {renames}')

