@@ -54,14 +54,21 @@ python_display_short_literal_types = True
 _re_tick = re.compile(r'(?<![`:\w])`([^`\n]+)`(?![`_])')
 _re_mdlink = re.compile(r'\[([^\]\n]+)\]\((https?://[^)\s]+)\)')
 
+_re_code = re.compile(r'(``[^`]+``|:[\w:]+:`[^`]+`|`[^`]+ <[^>]+>`__)')
+
 def md2rst(s:str) -> str:
-    "The markdown of an nbdev docstring or docment as reST: `code`, [text](url)."
+    "The markdown of an nbdev docstring or docment as reST: `code`, [text](url), literal | and name_."
     s = _re_mdlink.sub(lambda m: f'`{m.group(1)} <{m.group(2)}>`__', s)
     def tick(m):
         t = m.group(1)
         if re.fullmatch(r'[A-Za-z_][\w.]*', t) and _exported(t): return f':py:obj:`{t}`'
         return f'``{t}``'
-    return _re_tick.sub(tick, s)
+    s = _re_tick.sub(tick, s)
+    # outside code: `|x|` is a substitution and `name_` a link target in reST, neither is meant here
+    parts = _re_code.split(s)
+    for i in range(0, len(parts), 2):
+        parts[i] = re.sub(r'(\w)_(?=\W|$)', r'\1\\_', parts[i].replace('|', '\\|'))
+    return ''.join(parts)
 
 def _exported(name:str) -> bool:
     head = name.split('.')[0]

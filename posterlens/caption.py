@@ -558,10 +558,10 @@ def describe_captioner(cfg:AttrDict) -> DescribeCaptioner:
 # %% ../nbs/02_caption.ipynb #afdde8b6
 CAPTION_KEYS = ['captioner', 'caption_model', 'prompt', 'temperature', 'top_p', 'max_output_tokens']
 
-def _caption_key(cfg, table, prompt) -> str:
-    extra = sorted(k for k in cfg if k.startswith(('gemini', 'openai', 'vertex', 'thinking', 'caption_')))
-    return stage_key(cfg, CAPTION_KEYS + extra, table=hash_frame(table[['id', 'image_path']]), prompt=hash_bytes(prompt.encode()),
-                     describer=DESCRIBER_VERSION)
+def _caption_key(cfg, table, prompt, cap) -> str:
+    # the captioner's own settings() (safety, thinking, prefixes...) are exactly what enters each image's cache key
+    return stage_key(cfg, CAPTION_KEYS + ['gemini_batch'], table=hash_frame(table[['id', 'image_path']]),
+                     prompt=hash_bytes(prompt.encode()), backend=[cap.name, cap.model, cap.settings()])
 
 def read_prompt(cfg:AttrDict # run configuration
                ) -> str:
@@ -611,14 +611,19 @@ def stage_caption(cfg:AttrDict, # run configuration
     t0, out = time.time(), run_dir(cfg)/'caption'
     table = stage_data(cfg)
     prompt = read_prompt(cfg)
-    key = _caption_key(cfg, table, prompt)
-    if not force and (out/'captions.parquet').exists() and is_fresh(out, key):
-        caps = read_parquet(out/'captions.parquet')
-        if not (caps.status == 'failed').any():
-            print(f"caption: up to date, {len(caps)} rows in {out/'captions.parquet'}")
-            return caps
     with get_captioner(cfg) as cap:
-        caps = caption_table(cap, table, prompt, CaptionCache(cache_dir(cfg, 'captions')),
+        key = _caption_key(cfg, table, prompt, cap)
+        if not force and (out/'captions.parquet').exists() and is_fresh(out, key):
+            caps = read_parquet(out/'captions.parquet')
+            if not (caps.status == 'failed').any():
+                print(f"caption: up to date, {len(caps)} rows in {out/'captions.parquet'}")
+                return caps
+        cache = CaptionCache(cache_dir(cfg, 'captions'))
+        if cfg.get('gemini_batch') and cap.name == 'gemini':
+            # half-price batch prediction fills the same cache; the live runner below then only reads it
+            from posterlens.vlm import caption_batch
+            caption_batch(cap, table.image_path.tolist(), prompt, cache, out/'batch')
+        caps = caption_table(cap, table, prompt, cache,
                              concurrency=int(cfg.get('concurrency') or 1),
                              rpm=cfg.get('rpm') if cap.rate_limited else None,
                              max_retries=int(cfg.get('max_retries') if cfg.get('max_retries') is not None else 6),

@@ -59,10 +59,10 @@ def test_index_compares_two_variants(tmp_path):
 
 def test_skipped_variant_is_listed_not_a_crash(tmp_path):
     o = {'runs_dir': str(tmp_path/'runs'), 'reports_dir': str(tmp_path/'reports')}
-    res = report_all(['imdb-bert'], o, progress=False)
-    assert res['imdb-bert'].startswith('skipped: dataset data/imdb_top_1000.csv not found')
+    res = report_all(['imdb-bert'], {**o, 'dataset': 'data/no-such-file.csv'}, progress=False)
+    assert res == {'imdb-bert': 'skipped: dataset data/no-such-file.csv not found (see README for how to get it)'}
     page = (tmp_path/'reports'/'index.html').read_text()
-    assert 'imdb-bert' in page and 'skipped: dataset data/imdb_top_1000.csv not found' in page
+    assert '>imdb-bert</th>' in page and 'skipped: dataset data/no-such-file.csv not found' in page
 
 
 def test_scrub_removes_keys_and_home_paths():
