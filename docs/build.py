@@ -226,6 +226,39 @@ _re_fence = re.compile(r'^(```|~~~)')
 _re_tick = re.compile(r'(?<![`{\w\[])`([A-Za-z_][\w.]*)(\([^`]*\))?`(?!`)')
 _re_nblink = re.compile(r'\[([^\]\n]*)\]\((?:\./)?([\w-]+)\.(?:ipynb|html)(#[^)\s]*)?\)')
 
+# inline TeX ($...$) as HTML text: the site loads no MathJax (it would come from a CDN)
+_TEX = {'phi': 'φ', 'varphi': 'φ', 'alpha': 'α', 'beta': 'β', 'gamma': 'γ', 'delta': 'δ', 'epsilon': 'ε',
+        'lambda': 'λ', 'mu': 'μ', 'sigma': 'σ', 'rho': 'ρ', 'theta': 'θ', 'pi': 'π', 'tau': 'τ', 'Delta': 'Δ',
+        'emptyset': '∅', 'varnothing': '∅', 'sum': '∑', 'prod': '∏', 'times': '×', 'cdot': '·', 'pm': '±',
+        'le': '≤', 'leq': '≤', 'ge': '≥', 'geq': '≥', 'ne': '≠', 'neq': '≠', 'approx': '≈', 'infty': '∞',
+        'in': '∈', 'notin': '∉', 'subseteq': '⊆', 'subset': '⊂', 'setminus': '∖', 'cup': '∪', 'cap': '∩',
+        'ldots': '…', 'dots': '…', 'cdots': '⋯', 'to': '→', 'mid': '|', 'sim': '~', 'log': 'log', 'exp': 'exp',
+        'min': 'min', 'max': 'max', 'quad': ' ', ',': '\u2009', ';': ' ', '!': '', '%': '%', 'ni': '∋',
+        '{': '\x00', '}': '\x01'}
+_re_math = re.compile(r'(?<![\\$])\$(?=\S)([^$\n]+?)(?<=\S)\$(?!\d)')
+
+def tex_inline(tex:str) -> str|None:
+    "Simple inline TeX as HTML (Greek, operators, \\bar, \\text, sub/superscripts); None if beyond that."
+    arg = r'(?:\{([^{}]*)\}|(\\[A-Za-z]+|\S))'
+    t = re.sub(r'\\(?:text|mathrm|mathit|operatorname)\{([^{}]*)\}', r'\1', tex)
+    t = re.sub(r'\\not\s*\\(in|ni)\b', lambda m: {'in': '∉', 'ni': '∌'}[m.group(1)], t)
+    t = re.sub(r'\\frac\{([^{}]*)\}\{([^{}]*)\}', lambda m: '/'.join(x if re.fullmatch(r'[\w.!]+', x) else f'({x})'
+                                                                for x in m.groups()), t)
+    t = re.sub(r'\\(bar|overline|hat|tilde)\s*' + arg, lambda m: (m.group(2) or m.group(3)) +
+               {'bar': '\u0304', 'overline': '\u0304', 'hat': '\u0302', 'tilde': '\u0303'}[m.group(1)], t)
+    t = re.sub(r'\\([A-Za-z]+|[,;!{}%])', lambda m: _TEX.get(m.group(1), m.group(0)), t)
+    if '\\' in t: return None
+    t = t.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+    t = re.sub(r'([_^])' + arg, lambda m: f'<{"sub" if m.group(1) == "_" else "sup"}>{m.group(2) or m.group(3)}'
+                                          f'</{"sub" if m.group(1) == "_" else "sup"}>', t)
+    if re.search(r'[{}]', t): return None
+    return '<span class="math">' + t.replace('\x00', '{').replace('\x01', '}') + '</span>'
+
+def _outside_code(line:str, f) -> str:
+    "Apply `f` to the parts of a markdown line that are not `code spans`."
+    parts = re.split(r'(`+[^`]*`+)', line)
+    return ''.join(p if i % 2 else f(p) for i, p in enumerate(parts))
+
 def linkify_md(src:str, syms:Symbols, mod:str|None, renames:dict[str,str], unbuilt:set[str]=frozenset()) -> str:
     """Backticked exported names become API links; links to notebooks (`00_core.ipynb`, `core.html`) go to
     their pages, and become plain text when that page exists but is not part of this (partial) build."""
@@ -242,6 +275,7 @@ def linkify_md(src:str, syms:Symbols, mod:str|None, renames:dict[str,str], unbui
                 new = renames.get(stem) or (stem if stem in pages else None)
                 if new: return f'[{text}]({new}.ipynb{frag or ""})'
                 return text if stem in unbuilt or page_name(Path(stem)) in unbuilt else m.group(0)
+            line = _outside_code(line, lambda p: _re_math.sub(lambda m: tex_inline(m.group(1)) or m.group(0), p))
             line = _re_tick.sub(tick, line)
             line = _re_nblink.sub(nblink, line)
         out.append(line)

@@ -1,6 +1,6 @@
 # Sphinx configuration of the posterlens documentation site; run through `make docs` (docs/build.py),
 # which writes the processed notebooks and API pages into _proc/site and renders them with this file.
-import inspect, os, re, sys
+import os, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ as a browser shows it (headless Chromium, served from 127.0.0.1).
 The default suite builds a small site (nbs/index + nbs/00_core + a fixture notebook with a SHAP text plot,
 a matplotlib figure and a markdown image) into a temporary folder; the `slow` test builds the full site
 into _docs/ (cached executions make it quick after `make docs`)."""
-import functools, html.parser, http.server, importlib.util, json, re, shutil, subprocess, sys, threading, time
+import functools, html.parser, http.server, importlib.util, re, shutil, subprocess, sys, threading, time
 import urllib.error, urllib.parse, urllib.request
 from pathlib import Path
 
@@ -54,6 +54,17 @@ def test_linkify_markdown():
     assert out.endswith('```\n`load_settings`\n```')       # code blocks untouched
     assert '[x](nowhere.html)' in B.linkify_md('[x](nowhere.html)', syms, None, ren)   # broken stays visible
     assert B.linkify_md('## `load_settings`', syms, None, ren) == '## `load_settings`'   # headings stay plain
+
+def test_inline_tex_without_mathjax():
+    md = lambda t: B.linkify_md(t, B.Symbols(), None, {})
+    assert md('on all $2^k$ sub-texts') == 'on all <span class="math">2<sup>k</sup></span> sub-texts'
+    assert md(r'$\sum_i \phi_i = v(\text{all}) - v(\emptyset)$') == \
+        '<span class="math">∑<sub>i</sub> φ<sub>i</sub> = v(all) - v(∅)</span>'
+    assert md(r'$\bar f$') == '<span class="math">f\u0304</span>'
+    assert md('costs $5 and $10') == 'costs $5 and $10'                    # money is not math
+    assert md(r'$\frac{|S|!}{k!}\,[v(S\cup\{i\})]$') == '<span class="math">(|S|!)/k!\u2009[v(S∪{i})]</span>'
+    assert md(r'$\sqrt{x}$') == r'$\sqrt{x}$'                          # beyond the simple subset: left as is
+    assert md('`$x$` and $x$') == '`$x$` and <span class="math">x</span>'  # code spans untouched
 
 def test_clean_output_repairs_shap_colours():
     o = {'output_type': 'display_data', 'data': {'text/html': 'background: rgba(np.float64(255.0), np.float64(13.0), '
@@ -250,7 +261,7 @@ SHAP_JS = '''const toks = Array.from(document.querySelectorAll('[id^="_tp_"]'));
 const rects = Array.from(document.querySelectorAll('svg rect')).filter(r => r.closest('.cell_output'));
 return {tokens: toks.length,
   coloured: toks.filter(t => { const c = getComputedStyle(t).backgroundColor; return c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent'; }).length,
-  visible: toks.filter(t => t.getBoundingClientRect().width > 0).length,
+  visible: toks.filter(t => t.textContent.trim() === '' || t.getBoundingClientRect().width > 0).length,  // [CLS]/[SEP] are ''
   bars: rects.length,
   colouredBars: rects.filter(r => { const f = getComputedStyle(r).fill; return f !== 'rgb(0, 0, 0)' && f !== 'none'; }).length};'''
 
