@@ -6,7 +6,7 @@ Docs: https://posterlens.github.io/posterlens/caption.html.md"""
 
 # %% ../nbs/02_caption.ipynb #fc62d271
 from __future__ import annotations
-import heapq, importlib, mimetypes, queue, threading, time
+import heapq, importlib, mimetypes, queue, random, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
@@ -153,9 +153,10 @@ RETRY_WAIT = dict(initial=0.5, max=60.0, jitter=0.5)   # tenacity exponential ba
 def backoff(attempt:int, # attempts made so far (1 after the first failure)
             retry_after:float|None=None # seconds the server asked for, if any
            ) -> float:
-    "Seconds to wait before the next attempt: tenacity's exponential backoff with jitter, at least `retry_after`."
+    "Seconds to wait before the next attempt: the server's hint (plus jitter) when it gave one, else tenacity's exponential backoff with jitter."
+    if retry_after: return float(retry_after) + random.uniform(0, RETRY_WAIT['jitter'])
     rs = RetryCallState(None, None, (), {}); rs.attempt_number = attempt
-    return max(wait_exponential_jitter(**RETRY_WAIT)(rs), float(retry_after or 0))
+    return wait_exponential_jitter(**RETRY_WAIT)(rs)
 
 def _clean(r, model:str) -> CaptionResult:
     "`r` as a well-formed result: a known status, no text on failure, a reason on failure."
