@@ -82,7 +82,7 @@ def main(argv=None) -> int:
 
     print(f'images: {a.n}   rpm limit: {a.rpm:g}   concurrency: {a.concurrency}   max_retries: {a.max_retries}')
     print(f'fake: {a.rate429:.0%} 429 (retry hint {a.retry_after:g}s), {a.rate500:.0%} 500, {a.rate_block:.0%} safety blocks, latency {a.latency:g}s')
-    print(f"runner backoff: exponential from {RETRY_WAIT['initial']:g}s + jitter up to {RETRY_WAIT['jitter']:g}s, at least the server's hint")
+    print(f"runner backoff: exponential from {RETRY_WAIT['initial']:g}s + jitter up to {RETRY_WAIT['jitter']:g}s; the server's hint + jitter when it gives one")
     print(f'final statuses: {dict(sorted(status.items()))}   every image final: {all_final}')
     print(f'requests sent: {sent}   outcomes: {dict(sorted(outcomes.items()))}')
     print(f'images answered ok twice (server-side): {dup}')
