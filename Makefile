@@ -7,15 +7,20 @@ PY := $(BIN)/python
 TORCH_SPEC ?= torch==2.13.0
 VARIANT ?= default
 
+# The install stamps are keyed by pyproject.toml's content, not its date (nbdev-export rewrites the file).
+DEPS := $(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(DEPS)
+DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
+
 .PHONY: install demo test nbtest pytest export clean check docs bench lab report-all
 
-$(VENV)/.installed: pyproject.toml
+$(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
-	@touch $@
+	@rm -f $(VENV)/.installed-*; touch $@
 
-install: $(VENV)/.installed
+install: $(STAMP)
 
 # Whole pipeline on the default variant (synthetic known-answer posters, offline describer, MiniLM),
 # then the papermill HTML reports under reports/.
@@ -43,11 +48,11 @@ check: export
 	@git diff --exit-code -- posterlens nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
 
 # Documentation site from the notebooks (executed with smoke parameters, cached in _proc/) -> _docs/
-$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+$(DOCS_STAMP): $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,docs]"
-	@touch $@
+	@rm -f $(VENV)/.docs-installed-*; touch $@
 
-docs: $(VENV)/.docs-installed
+docs: $(DOCS_STAMP)
 	$(PY) docs/build.py $(DOCS_ARGS)
 
 lab: install
