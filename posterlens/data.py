@@ -6,7 +6,7 @@ Docs: https://posterlens.github.io/posterlens/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #71fb0ff8
 from __future__ import annotations
-import colorsys, difflib, email.utils, functools, hashlib, os, re, threading, time
+import colorsys, difflib, email.utils, functools, os, re, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterable
@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 from tqdm.auto import tqdm
 
-from .core import (PosterlensError, _atomic, cache_dir, hash_file, hash_obj, is_fresh, mark_done, read_json,
+from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_file, hash_obj, is_fresh, mark_done, read_json,
                              read_parquet, resolve, run_dir, stage_key, write_json, write_parquet)
 
 # %% auto #0
@@ -213,14 +213,18 @@ _TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolEr
 
 def url_name(url:str) -> str:
     "File stem of a downloaded `url`: the SHA-256 of the URL."
-    return hashlib.sha256(url.encode()).hexdigest()
+    return hash_bytes(url.encode())
 
 def _is_url(x) -> bool: return isinstance(x, str) and x.strip().lower().startswith(('http://', 'https://'))
 
-def _downloaded(dest:Path, url:str) -> Path|None:
-    "The already-downloaded file of `url` in `dest`, if any."
-    found = sorted(dest.glob(url_name(url) + '.*'))
-    return found[0] if found else None
+def _download_index(dest:Path) -> dict:
+    "Downloaded files in `dest` by URL hash (one folder scan, not one glob per URL)."
+    if dest is None or not Path(dest).is_dir(): return {}
+    return {f.name.split('.', 1)[0]: f for f in sorted(dest.iterdir(), reverse=True) if not f.name.startswith('.')}
+
+def _downloaded(dest:Path, url:str, index:dict|None=None) -> Path|None:
+    "The already-downloaded file of `url` in `dest`, if any (`index`: a `_download_index` of `dest`)."
+    return (_download_index(dest) if index is None else index).get(url_name(url))
 
 def retry_after(value:str|None # a Retry-After header: seconds or an HTTP date
                ) -> float|None:
@@ -243,10 +247,10 @@ def _wait(backoff, max_wait):
         return min(max(expo(rs), getattr(e, 'wait', None) or 0), max_wait)
     return wait
 
-def _fetch_one(client, url, dest, retries, backoff, max_wait):
+def _fetch_one(client, url, dest, retries, backoff, max_wait, index=None):
     "Download `url` into `dest`: (path, status, error)."
     if not _is_url(url): return None, 'failed', 'not an http(s) URL'
-    if (old := _downloaded(dest, url)) is not None:
+    if (old := _downloaded(dest, url, index)) is not None:
         if check_image(old) is None: return str(old), 'ok', ''
         old.unlink(missing_ok=True)   # damaged since it was downloaded: fetch it again
     part = dest/f'.{url_name(url)}.{os.getpid()}.{threading.get_ident()}.part'
@@ -297,7 +301,8 @@ def download_images(urls:Iterable[str], # image URLs (duplicates are fetched onc
                       headers={'User-Agent': 'posterlens image downloader'}) as client, \
          ThreadPoolExecutor(max_workers=concurrency) as pool, \
          tqdm(total=len(uniq), desc='download', disable=not progress or not uniq) as bar:
-        futs = {pool.submit(_fetch_one, client, u, dest, retries, backoff, max_wait): u for u in uniq}
+        index = _download_index(dest)
+        futs = {pool.submit(_fetch_one, client, u, dest, retries, backoff, max_wait, index): u for u in uniq}
         try:
             for f in as_completed(futs):
                 res[futs[f]] = f.result(); bar.update()
@@ -363,7 +368,7 @@ def _target(s:pd.Series, name:str):
 def _ids(df, id_col, refs):
     "Ids from `id_col`, else a short hash of the image reference (`row<line>` when there is none)."
     if id_col: return df[id_col].astype('string').str.strip().replace('', pd.NA)
-    return pd.Series([hashlib.sha256(r.encode()).hexdigest()[:12] if r else f'row{i + 2}'
+    return pd.Series([hash_bytes(r.encode())[:12] if r else f'row{i + 2}'
                       for i, r in zip(df.index, refs)], index=df.index, dtype='string')
 
 def _local(ref:str, base:Path, root:Path|None) -> Path:
@@ -464,10 +469,10 @@ def data_columns(cfg:AttrDict # run configuration
 
 def _image_state(csv, image_col, root, dest) -> str:
     "Hash of (path, size, mtime) of every image file the CSV points to (missing ones included as None)."
-    state = []
+    state, index = [], _download_index(dest)
     for ref in read_table(csv, [image_col])[image_col]:
         ref = ref.strip() if isinstance(ref, str) else ''
-        f = (_downloaded(dest, ref) if _is_url(ref) else _local(ref, csv.parent, root)) if ref else None
+        f = (_downloaded(dest, ref, index) if _is_url(ref) else _local(ref, csv.parent, root)) if ref else None
         try: st = f.stat(); state.append((str(f), st.st_size, st.st_mtime_ns))
         except (OSError, AttributeError): state.append(None)
     return hash_obj(state)
