@@ -516,9 +516,10 @@ def stage_explain(cfg:AttrDict, # run configuration
     "Explain every caption, find factors, run the permutation check; write R/explain/ and return the factor table."
     import tempfile
     from posterlens.model import stage_train, training_table, load_fold_model, make_folds
-    metrics = stage_train(cfg)
+    full = training_table(cfg)   # runs the data and caption stages once (each is skipped when fresh)
+    metrics = stage_train(cfg, df=full.copy())
     R = run_dir(cfg); out = R/'explain'
-    table = training_table(cfg)[['id', 'caption', 'target']].assign(id=lambda d: d.id.astype(str))
+    table = full[['id', 'caption', 'target']].assign(id=lambda d: d.id.astype(str))
     key = stage_key(cfg, EXPLAIN_KEYS, model=read_json(R/'model'/'stage.json')['key'], table=hash_frame(table))
     if not force and is_fresh(out, key) and (out/'factors.parquet').exists(): return read_parquet(out/'factors.parquet')
     (out/'stage.json').unlink(missing_ok=True)

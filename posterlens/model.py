@@ -504,10 +504,11 @@ def training_table(cfg:AttrDict # run configuration
     return df
 
 def stage_train(cfg:AttrDict, # run configuration
-                force:bool=False # retrain even when fresh
+                force:bool=False, # retrain even when fresh
+                df:pd.DataFrame|None=None # the `training_table(cfg)` when the caller already has it
                ) -> dict:
     "Cross-validate the text regressor and the baselines; write R/model/ and return the metrics."
-    df = training_table(cfg)
+    df = training_table(cfg) if df is None else df
     out = run_dir(cfg)/'model'
     key = stage_key(cfg, MODEL_KEYS, table=hash_frame(df))
     if not force and is_fresh(out, key) and (out/'metrics.json').exists(): return read_json(out/'metrics.json')
