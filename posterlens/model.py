@@ -391,7 +391,7 @@ def train_fold(texts_train:Sequence[str], y_train, # training descriptions and t
     opt = _optimizer(model, float(cfg.lr), float(cfg.weight_decay))
     sched = get_linear_schedule_with_warmup(opt, int(float(cfg.warmup_ratio)*steps), steps)
     rng = np.random.default_rng(int(cfg.seed))
-    history, best, best_pred, best_state = [], None, None, None
+    history, best, best_pred = [], None, None
     for ep in range(epochs):
         t0 = time.time(); model.train()
         losses = []

@@ -529,8 +529,7 @@ def _rows(d:dict) -> dict:
     if d.get('status') == 'skipped':
         return {'Status': f'<span class="muted">skipped: {_e(d.get("reason"))}</span>'}
     sc, std = d.get('scores') or {}, d.get('target_std')
-    cell = lambda k: (f'<span class="num">{sc[k]["rmse"]:.3f}' + (f' [{sc[k]["ci"][0]:.3f}, {sc[k]["ci"][1]:.3f}]' if sc[k].get('ci') else '')
-                      + '</span>' if k in sc else '<span class="muted">n/a</span>')
+    cell = lambda k: f'<span class="num">{_ci(sc[k])}</span>' if k in sc else '<span class="muted">n/a</span>'
     beats = d.get('beats_mean')
     caps = d.get('captions') or {}
     counts = ', '.join(f'{v} {k}' for k, v in sorted((caps.get('counts') or {}).items())) or 'n/a'
