@@ -6,7 +6,7 @@ Docs: https://posterlens.github.io/posterlens/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #0bedb45d
 from __future__ import annotations
-import ast, configparser, hashlib, json, os, random, tempfile
+import ast, configparser, email.utils, hashlib, json, os, random, tempfile, time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,7 +17,8 @@ from fastcore.basics import AttrDict
 # %% auto #0
 __all__ = ['PosterlensError', 'parse_value', 'find_root', 'list_variants', 'parse_overrides', 'load_settings', 'resolve',
            'run_dir', 'cache_dir', 'write_json', 'read_json', 'write_parquet', 'read_parquet', 'hash_bytes',
-           'hash_file', 'hash_obj', 'hash_frame', 'stage_key', 'is_fresh', 'mark_done', 'set_seed', 'in_ci']
+           'hash_file', 'hash_obj', 'hash_frame', 'stage_key', 'is_fresh', 'mark_done', 'retry_after', 'set_seed',
+           'in_ci']
 
 # %% ../nbs/00_core.ipynb #e8064d49
 class PosterlensError(Exception):
@@ -191,6 +192,17 @@ def is_fresh(out_dir:str|Path, # a stage's artifact folder
 def mark_done(out_dir:str|Path, key:str, **info) -> None:
     "Record that the stage in `out_dir` finished with `key` (written last, atomically)."
     write_json({'key': key, **info}, Path(out_dir)/'stage.json')
+
+# %% ../nbs/00_core.ipynb #d66e626c
+def retry_after(value:str|None # a Retry-After value: seconds ('3', '1.5s') or an HTTP date
+               ) -> float|None:
+    "Seconds to wait according to a server's retry hint (None if absent or unreadable; never negative)."
+    s = str(value).strip() if value is not None else ''
+    if not s: return None
+    try: return max(0.0, float(s[:-1] if s.endswith('s') else s))
+    except ValueError: pass
+    try: return max(0.0, email.utils.parsedate_to_datetime(s).timestamp() - time.time())
+    except (TypeError, ValueError): return None
 
 # %% ../nbs/00_core.ipynb #b8bb6d82
 def set_seed(seed:int=42 # seed for python, numpy and torch

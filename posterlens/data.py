@@ -19,14 +19,14 @@ from PIL import Image, ImageDraw, ImageFont
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 from tqdm.auto import tqdm
 
-from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_file, hash_obj, is_fresh, mark_done, read_json,
+from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_file, retry_after, hash_obj, is_fresh, mark_done, read_json,
                              read_parquet, resolve, run_dir, stage_key, write_json, write_parquet)
 
 # %% auto #0
 __all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W', 'H', 'DATA_KEYS', 'synth_formula',
            'fake_title', 'synth_table', 'draw_poster', 'synth_truth', 'make_synth', 'show_posters', 'check_image',
-           'url_name', 'retry_after', 'download_images', 'read_table', 'parse_covariate', 'load_dataset', 'is_synth',
-           'dataset_csv', 'data_columns', 'data_summary', 'stage_data']
+           'url_name', 'download_images', 'read_table', 'parse_covariate', 'load_dataset', 'is_synth', 'dataset_csv',
+           'data_columns', 'data_summary', 'stage_data']
 
 # %% ../nbs/01_data.ipynb #cdb06a07
 INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 2
@@ -225,15 +225,6 @@ def _download_index(dest:Path) -> dict:
 def _downloaded(dest:Path, url:str, index:dict|None=None) -> Path|None:
     "The already-downloaded file of `url` in `dest`, if any (`index`: a `_download_index` of `dest`)."
     return (_download_index(dest) if index is None else index).get(url_name(url))
-
-def retry_after(value:str|None # a Retry-After header: seconds or an HTTP date
-               ) -> float|None:
-    "Seconds to wait according to a `Retry-After` header (None if absent or unreadable)."
-    if not value: return None
-    try: return max(0.0, float(value))
-    except ValueError: pass
-    try: return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError): return None
 
 class _RetryableStatus(Exception):
     def __init__(self, status, wait=None): super().__init__(f'HTTP {status}'); self.status, self.wait = status, wait

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastcore.basics import AttrDict
 
-from .core import PosterlensError, read_json, write_json, hash_obj
+from .core import PosterlensError, read_json, write_json, hash_obj, retry_after
 from .caption import CaptionResult, Captioner, Retryable, register_captioner
 
 # %% auto #0
@@ -27,11 +27,7 @@ __all__ = ['GEMINI_DEFAULT_MODEL', 'GEMINI_PRICES', 'GEMINI_BATCH_DISCOUNT', 'SA
 def _seconds(v) -> float|None:
     if v is None: return None
     if isinstance(v, dict): return float(v.get('seconds', 0)) + float(v.get('nanos', 0)) / 1e9
-    s = str(v).strip()
-    try: return float(s[:-1] if s.endswith('s') else s)
-    except ValueError: pass
-    try: return max(0., email.utils.parsedate_to_datetime(s).timestamp() - time.time())
-    except (TypeError, ValueError): return None
+    return retry_after(v)
 
 def retry_after_s(headers=None, # response headers (case-insensitive mapping or dict)
                   body=None # parsed JSON error body
