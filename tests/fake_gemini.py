@@ -37,8 +37,10 @@ _DOWNLOAD = re.compile(r'^/(?P<ver>v1[a-z0-9]*)/files/(?P<id>[^/:]+):download$')
 
 
 def caption_for(image_sha:str) -> str:
-    "The caption the fake answers for an image (deterministic, so tests can check it)."
-    return f"A fake caption for image {image_sha[:12]}. The image is dark and low-key. Cool blue tones dominate."
+    "The caption the fake answers for an image (deterministic, so tests can check it; its sentences vary with the image)."
+    tone = 'The image is dark and low-key.' if int(image_sha[0], 16) < 8 else 'The image is bright and high-key.'
+    colour = 'Cool blue tones dominate.' if int(image_sha[1], 16) < 8 else 'Warm red tones dominate.'
+    return f"A fake caption for image {image_sha[:12]}. {tone} {colour}"
 
 
 def _error(code, status, message, details=None):

@@ -9,8 +9,13 @@ import pytest
 from PIL import Image
 
 from posterlens.core import PosterlensError, load_settings, read_json, read_parquet
-from posterlens.data import (ATTRIBUTES, EFFECTS, INTERCEPT, download_images, load_dataset, make_synth, stage_data,
-                             url_name)
+from posterlens.data import ATTRIBUTES, EFFECTS, INTERCEPT, download_images, load_dataset, make_synth, url_name
+from posterlens.pipeline import run_stage
+
+
+def stage_data(cfg):
+    "The data stage through the pipeline (loaded when fresh)."
+    return run_stage(cfg, 'data', progress=False)
 
 
 def _image_bytes(fmt="JPEG", color=(200, 40, 40), size=(60, 90)):

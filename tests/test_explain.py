@@ -13,7 +13,8 @@ from posterlens.model import TextRegressor, resolve_text_model, tiny_text_model,
 from posterlens.explain import (split_segments, shapley_matrix, shapley_bruteforce, coalition_inputs, explain_segments,
                                 explain_tokens, tokens_frame, tokens_to_explanation, normalise, find_factors,
                                 factor_membership, factor_contributions, factor_stats, relative_shap, flag_significant,
-                                null_factor_stats, planted_recovery, recovery_summary, WordWeights, stage_explain)
+                                null_factor_stats, planted_recovery, recovery_summary, WordWeights)
+from posterlens.pipeline import artifact, run_stage
 
 TRUTH = {'effects': [{'attribute': 'dark', 'coef': 0.6, 'present_phrase': 'dark', 'absent_phrase': 'bright'},
                      {'attribute': 'cool', 'coef': 0.4, 'present_phrase': 'cool', 'absent_phrase': 'warm'},
@@ -205,8 +206,8 @@ def test_permutation_null_with_a_refitted_word_model(tok):
 @pytest.mark.slow
 def test_stage_explain_smoke(tmp_path):
     cfg = load_settings('smoke', {'runs_dir': str(tmp_path/'runs'), 'fold_subset': 'all', 'token_max_evals': 60})
-    factors = stage_explain(cfg, progress=False)
-    E = run_dir(cfg)/'explain'
+    factors = run_stage(cfg, 'explain', progress=False)
+    E = artifact(cfg, 'explain', 'summary.json').parent
     s = read_json(E/'summary.json')
     assert s['out_of_fold'] and s['n_captions'] == len(read_parquet(E/'segments.parquet').id.unique())
     assert list(factors.columns[:8]) == ['factor', 'n', 'prevalence', 'mean_shap', 'ci_lo', 'ci_hi', 'direction', 'significant']

@@ -125,24 +125,24 @@ def test_cross_validate_with_covariates(tiny, tmp_path):
 def test_load_fold_model_without_training(tmp_path):
     cfg = load_settings("smoke", {"runs_dir": str(tmp_path)})
     with pytest.raises(PosterlensError, match="no trained model"):
-        load_fold_model(cfg)
+        load_fold_model(tmp_path / "smoke" / "model")
 
 
 def test_stage_train_on_smoke(tiny, tmp_path):
     "The stage end to end on the smoke data (synthetic posters, offline describer), with the tiny model."
     pytest.importorskip("posterlens.caption")
-    from posterlens.model import stage_train
+    from posterlens.pipeline import run_stage, stage_dir
     from posterlens.core import read_json, read_parquet
     cfg = load_settings("smoke", {"runs_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
                                   "text_model": tiny, "lr": 3e-3, "n_bootstrap": 100})
-    met = stage_train(cfg)
+    met = run_stage(cfg, "train", progress=False)
     r = tmp_path / "runs" / "smoke" / "model"
     assert read_json(r / "metrics.json")["n"] == met["n"] > 0
     oof = read_parquet(r / "oof.parquet")
     assert list(oof.columns) == ["id", "fold", "target", "pred_model", "pred_mean", "pred_tfidf"]
     assert set(met) >= {"n", "target_std", "folds_run", "model", "mean", "tfidf", "beats_mean", "seconds", "settings", "history"}
     assert isinstance(met["beats_mean"], bool) and len(met["model"]["ci"]) == 2
-    m = load_fold_model(cfg)
+    m = load_fold_model(stage_dir(cfg, "train"))
     assert m.predict(["The image is dark and low-key."]).shape == (1,)
     stamp = (r / "stage.json").stat().st_mtime_ns
-    assert stage_train(cfg) == read_json(r / "metrics.json") and (r / "stage.json").stat().st_mtime_ns == stamp
+    assert run_stage(cfg, "train", progress=False) == read_json(r / "metrics.json") and (r / "stage.json").stat().st_mtime_ns == stamp

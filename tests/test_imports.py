@@ -1,0 +1,53 @@
+"""The import graph of the posterlens package: acyclic, one way (core <- caption contract <- backends and stages
+<- pipeline <- report, cli), and no module reaching another through an import inside a function.
+
+Run as a script to print the graph: `.venv/bin/python tests/test_imports.py`."""
+import ast
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent/'posterlens'
+LAYERS = {'core': 0, 'caption': 1, 'describe': 2, 'vlm': 2, 'data': 2, 'model': 2, 'pixels': 2, 'explain': 3,
+          'pipeline': 4, 'report': 5, 'cli': 6}
+
+
+def _target(node, mods):
+    "The posterlens module an import node names, if any."
+    if isinstance(node, ast.ImportFrom):
+        if node.level == 1 and node.module: return {node.module.split('.')[0]}
+        if node.module and node.module.startswith('posterlens.'): return {node.module.split('.')[1]}
+        if node.module == 'posterlens': return {a.name for a in node.names if a.name in mods}
+    if isinstance(node, ast.Import): return {a.name.split('.')[1] for a in node.names if a.name.startswith('posterlens.')}
+    return set()
+
+
+def import_graph():
+    "Module -> (modules it imports at top level, modules it imports inside functions)."
+    mods = {p.stem: p for p in PKG.glob('*.py') if not p.stem.startswith('_')}
+    out = {}
+    for m, p in mods.items():
+        tree, top, inner = ast.parse(p.read_text()), set(), set()
+        for node in tree.body: top |= _target(node, mods)
+        for f in ast.walk(tree):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(f): inner |= _target(node, mods)
+        out[m] = (top & set(mods), inner & set(mods))
+    return out
+
+
+def test_no_cycle_and_one_way():
+    g = import_graph()
+    try: order = list(TopologicalSorter({m: top for m, (top, _) in g.items()}).static_order())
+    except CycleError as e: raise AssertionError(f'import cycle: {e.args[1]}')
+    assert order[0] == 'core'
+    for m, (top, _) in g.items():
+        for d in top: assert LAYERS.get(d, 9) < LAYERS.get(m, 9), f'{m} imports {d}, against the layering'
+
+
+def test_no_imports_inside_functions():
+    assert {m: sorted(inner) for m, (_, inner) in import_graph().items() if inner} == {}
+
+
+if __name__ == '__main__':
+    for m, (top, inner) in sorted(import_graph().items(), key=lambda kv: LAYERS.get(kv[0], 9)):
+        print(f"{m:10} -> {', '.join(sorted(top)) or '(nothing)'}" + (f"   inside functions: {sorted(inner)}" if inner else ''))

@@ -1,0 +1,131 @@
+"""`posterlens run --variant V --report` end to end for every captioning backend, each against a local fake that
+speaks the real protocol: Gemini on the API-key route and on Vertex AI (OAuth2 credentials refreshed at a local
+token endpoint), an OpenAI-compatible server, and a tiny random transformers model. 40 synthetic posters in an
+IMDB-shaped CSV (Poster, Title, Rating, Genre, Year), a tiny text model so that training takes seconds."""
+import json, os, re, subprocess, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_gemini import FakeGemini  # noqa: E402
+from fake_openai import FakeOpenAI  # noqa: E402
+from test_vlm import GEMINI_ENV, tiny_git  # noqa: E402,F401  (the tiny GIT model fixture)
+
+from posterlens.data import make_synth
+from posterlens.model import tiny_text_model
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ('01_data', '02_caption', '02b_vlm', '03_model', '04_explain', '05_report')
+FAST = {'epochs': 1, 'folds': 2, 'fold_subset': [0], 'n_bootstrap': 100, 'n_permutations': 1, 'explain_examples': 1,
+        'token_max_evals': 60, 'max_segments': 5, 'max_length': 64, 'rpm': 6000, 'concurrency': 4, 'max_retries': 2}
+
+
+@pytest.fixture(scope='module')
+def imdb_csv(tmp_path_factory):
+    "40 synthetic posters described by an IMDB-shaped CSV (local poster paths instead of URLs)."
+    d = tmp_path_factory.mktemp('imdb')
+    syn = pd.read_csv(make_synth(d/'synth', 40, seed=3))
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({'Poster': [str(d/'synth'/p) for p in syn.image], 'Title': syn.title, 'Rating': syn.target.round(1),
+                       'Genre': rng.choice(['Drama', 'Comedy', 'Crime, Drama'], len(syn)), 'Year': rng.integers(1950, 2020, len(syn))})
+    df.to_csv(d/'imdb.csv', index=False)
+    return d/'imdb.csv'
+
+
+@pytest.fixture(scope='module')
+def tiny_bert(tmp_path_factory):
+    return str(tiny_text_model(tmp_path_factory.mktemp('tiny-bert')))
+
+
+class _Token(BaseHTTPRequestHandler):
+    "An OAuth 2.0 token endpoint (RFC 6749 refresh_token grant), as google-auth calls oauth2.googleapis.com/token."
+    def log_message(self, *a): pass
+    def do_POST(self):
+        form = parse_qs(self.rfile.read(int(self.headers.get('Content-Length', 0))).decode())
+        ok = form.get('grant_type') == ['refresh_token'] and form.get('refresh_token') == ['test-refresh']
+        body = (json.dumps({'access_token': 'ya29.test-access', 'expires_in': 3599, 'token_type': 'Bearer'}) if ok else
+                json.dumps({'error': 'invalid_grant', 'error_description': 'Bad Request'})).encode()
+        self.send_response(200 if ok else 400); self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+
+
+@pytest.fixture
+def token_server():
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), _Token)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}/token'
+    srv.shutdown()
+
+
+def run_report(variant, tmp, env, **overrides):
+    "`posterlens run --variant V --report` in a subprocess; (exit code, stdout, stderr)."
+    sets = {**FAST, 'runs_dir': f'{tmp}/runs', 'cache_dir': f'{tmp}/cache', 'reports_dir': f'{tmp}/reports', **overrides}
+    cmd = [sys.executable, '-m', 'posterlens.cli', 'run', '--variant', variant, '--report', '-q']
+    for k, v in sets.items(): cmd += ['--set', f'{k}={v!r}' if isinstance(v, str) else f'{k}={v}']
+    base = {k: v for k, v in os.environ.items() if k not in GEMINI_ENV}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**base, **env}, timeout=1500)
+    return r.returncode, r.stdout, r.stderr
+
+
+def check_reports(tmp, variant, captioner, secret=None):
+    "Every stage's report was written, shows this variant's analysis, runs no test and leaks no secret."
+    rep = Path(tmp)/'reports'/variant
+    for n in REPORTS: assert (rep/f'{n}.html').stat().st_size > 5_000, n
+    caps = pd.read_parquet(Path(tmp)/'runs'/variant/'caption'/'captions.parquet')
+    assert len(caps) == 40 and (caps.status == 'ok').all() and (caps.backend == captioner).all(), caps.status.value_counts()
+    for n in REPORTS:
+        nb = json.loads((rep/f'{n}.ipynb').read_text())
+        code = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
+        assert not [c for c in code if re.search(r'^\s*(test_\w+\(|assert\b|#\|\s*export)', c, re.M)], n
+        assert not [o for c in nb['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error'], n
+        page = (rep/f'{n}.html').read_text()
+        if secret: assert secret not in page and secret not in (rep/f'{n}.ipynb').read_text(), n
+    assert captioner in (rep/'02b_vlm.html').read_text()
+    return rep
+
+
+@pytest.mark.slow
+def test_gemini_api_key_variant(tmp_path, imdb_csv, tiny_bert):
+    with FakeGemini() as g:
+        env = {'GEMINI_API_KEY': 'AIzaSyTEST-not-a-real-key-0123456789abcdef', 'GOOGLE_GEMINI_BASE_URL': g.url}
+        rc, out, err = run_report('imdb-gemini', tmp_path, env, dataset=str(imdb_csv), text_model=tiny_bert)
+        assert rc == 0, err[-3000:]
+        assert {r['route'] for r in g.requests} == {'apikey'} and g.duplicates() == 0
+    check_reports(tmp_path, 'imdb-gemini', 'gemini', secret=env['GEMINI_API_KEY'])
+
+
+@pytest.mark.slow
+def test_gemini_vertex_variant(tmp_path, imdb_csv, tiny_bert, token_server):
+    adc = tmp_path/'adc.json'     # application default credentials of `gcloud auth application-default login`
+    adc.write_text(json.dumps({'type': 'authorized_user', 'client_id': 'test.apps.googleusercontent.com',
+                               'client_secret': 'test-secret', 'refresh_token': 'test-refresh', 'token_uri': token_server}))
+    with FakeGemini() as g:
+        env = {'GOOGLE_GENAI_USE_VERTEXAI': 'true', 'GOOGLE_CLOUD_PROJECT': 'proj-1', 'GOOGLE_CLOUD_LOCATION': 'us-central1',
+               'GOOGLE_VERTEX_BASE_URL': g.url, 'GOOGLE_APPLICATION_CREDENTIALS': str(adc)}
+        rc, out, err = run_report('imdb-gemini', tmp_path, env, dataset=str(imdb_csv), text_model=tiny_bert)
+        assert rc == 0, err[-3000:]
+        assert {(r['route'], r['project'], r['location']) for r in g.requests} == {('vertex', 'proj-1', 'us-central1')}
+    check_reports(tmp_path, 'imdb-gemini', 'gemini')
+
+
+@pytest.mark.slow
+def test_openai_variant(tmp_path, tiny_bert):
+    with FakeOpenAI() as f:
+        rc, out, err = run_report('local-openai', tmp_path, {'OPENAI_API_KEY': 'sk-test-0123456789abcdefghij'},
+                                  openai_base_url=f.url + '/v1', synth_n=40, text_model=tiny_bert)
+        assert rc == 0, err[-3000:]
+        assert len(f.requests) == 40
+    check_reports(tmp_path, 'local-openai', 'openai', secret='sk-test-0123456789abcdefghij')
+
+
+@pytest.mark.slow
+def test_transformers_variant(tmp_path, tiny_bert, tiny_git):
+    rc, out, err = run_report('local-transformers', tmp_path, {'HF_HUB_OFFLINE': '1'}, caption_model=str(tiny_git),
+                              max_output_tokens=8, synth_n=40, text_model=tiny_bert)
+    assert rc == 0, err[-3000:]
+    check_reports(tmp_path, 'local-transformers', 'transformers')
