@@ -17,12 +17,13 @@ from .caption import CaptionResult, Captioner, Retryable, register_captioner
 
 # %% auto #0
 __all__ = ['GEMINI_DEFAULT_MODEL', 'GEMINI_PRICES', 'GEMINI_BATCH_DISCOUNT', 'SAFETY_CATEGORIES', 'SAFETY_THRESHOLDS',
-           'GEMINI_BLOCK_REASONS', 'RETRY_HTTP', 'STOP_HTTP', 'BATCH_DONE', 'OPENAI_DEFAULT_BASE_URL', 'retry_after_s',
-           'estimate_gemini_cost', 'safety_list', 'gemini_generation_config', 'gemini_request', 'gemini_result',
-           'gemini_error', 'gemini_route', 'GeminiCaptioner', 'gemini_captioner', 'batch_line', 'parse_batch_line',
-           'vertex_batch_line', 'request_image_sha', 'vertex_status_reason', 'parse_vertex_line', 'gcs_location',
-           'gcs_client', 'batch_route', 'caption_batch', 'data_url', 'openai_result', 'openai_error', 'OpenAICaptioner',
-           'openai_captioner', 'TransformersCaptioner', 'transformers_captioner']
+           'GEMINI_BLOCK_REASONS', 'RETRY_HTTP', 'STOP_HTTP', 'BATCH_DONE', 'GEMINI_TILE_TOKENS',
+           'GEMINI3_IMAGE_TOKENS', 'OPENAI_DEFAULT_BASE_URL', 'retry_after_s', 'estimate_gemini_cost', 'safety_list',
+           'gemini_generation_config', 'gemini_request', 'gemini_result', 'gemini_error', 'gemini_route',
+           'GeminiCaptioner', 'gemini_captioner', 'batch_line', 'parse_batch_line', 'vertex_batch_line',
+           'request_image_sha', 'vertex_status_reason', 'parse_vertex_line', 'gcs_location', 'gcs_client',
+           'batch_route', 'caption_batch', 'gemini_image_tokens', 'data_url', 'openai_result', 'openai_error',
+           'OpenAICaptioner', 'openai_captioner', 'TransformersCaptioner', 'transformers_captioner']
 
 # %% ../nbs/02b_vlm.ipynb #e60d2ebb
 def _seconds(v) -> float|None:
@@ -526,6 +527,44 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API ro
         r = cache.get(k)
         rows.append(None if r is None else dict(path=str(p), key=k, cached=k not in todo, **asdict(r)))
     return rows
+
+# %% ../nbs/02b_vlm.ipynb #7a1e0b07
+import math
+from fastcore.basics import patch
+
+GEMINI_TILE_TOKENS, GEMINI3_IMAGE_TOKENS = 258, 1120
+
+def gemini_image_tokens(width:int, height:int, # image size in pixels
+                        model:str=GEMINI_DEFAULT_MODEL # the model (Gemini 3 counts images differently)
+                       ) -> int:
+    "Input tokens of one image by Gemini's documented per-image rule."
+    if model.split('/')[-1].startswith('gemini-3'): return GEMINI3_IMAGE_TOKENS
+    if width <= 384 and height <= 384: return GEMINI_TILE_TOKENS
+    return math.ceil(width/768) * math.ceil(height/768) * GEMINI_TILE_TOKENS
+
+@patch
+def count_tokens(self:GeminiCaptioner, text:str) -> int|None:
+    "Tokens of `text` by the free `countTokens` call (None when it is unavailable; setup errors stop)."
+    try: return int(self.client.models.count_tokens(model=self.model, contents=text).total_tokens or 0)
+    except Exception as e:
+        try: gemini_error(e, self.model)
+        except Retryable: return None
+        return None
+
+@patch
+def image_tokens(self:GeminiCaptioner, width:int, height:int) -> int:
+    "Input tokens of one image (see `gemini_image_tokens`)."
+    return gemini_image_tokens(width, height, self.model)
+
+@patch
+def price(self:GeminiCaptioner, tokens_in:int, tokens_out:int, batch:bool=False) -> float|None:
+    "Estimated USD at list prices, online or in batch (`GEMINI_PRICES`)."
+    return estimate_gemini_cost(self.model, tokens_in, tokens_out, batch=batch)
+
+@patch
+def caption_batch(self:GeminiCaptioner, images:list, prompt:str, cache, workdir, **kw) -> list[dict|None]:
+    "One Gemini batch job (Gemini API or Vertex AI route) for `images`; see the function `caption_batch`."
+    return caption_batch(self, images, prompt, cache, workdir, **kw)
 
 # %% ../nbs/02b_vlm.ipynb #625b0ef1
 OPENAI_DEFAULT_BASE_URL = 'http://localhost:11434/v1'
