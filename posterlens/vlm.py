@@ -464,6 +464,16 @@ def _poll(captioner, state:dict, state_p:Path, poll_s:float, wait:bool):
         if st in BATCH_DONE or not wait: return job, st
         time.sleep(poll_s)
 
+def _submit_error(e:Exception, route, state_p:Path) -> PosterlensError:
+    "A one-line error for a failed submission; a refusal (4xx) leaves no job, so its marker in `state_p` goes."
+    code = getattr(e, 'code', None)
+    if isinstance(code, int) and 400 <= code < 500:
+        state_p.unlink(missing_ok=True)
+        hint = '; check gcs_bucket and that your account can write to it' if route.route == 'vertex' else ''
+        return PosterlensError(f'the batch job could not be submitted ({type(e).__name__}: {e}){hint}')
+    return PosterlensError(f'submitting the batch job was interrupted ({type(e).__name__}: {e}); run again: '
+                           f'{state_p} lets the next run find the job if it was created')
+
 def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API route, or Vertex AI with `gcs_bucket`)
                   images:list, # image file paths, as for `caption_images`
                   prompt:str, # the instruction text
@@ -509,7 +519,9 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API ro
         state = {'route': route.route, 'display_name': f'posterlens-{stem[9:]}-{time.strftime("%Y%m%d-%H%M%S")}',
                  'requests': req_p.name, 'keys': list(todo), 'images': images_by_sha, 'model': captioner.model, 'job': None}
         write_json(state, state_p)                    # before paying: a kill from here on finds the job by its name
-        job, extra = route.submit(req_p, state['display_name'])
+        try: job, extra = route.submit(req_p, state['display_name'])
+        except PosterlensError: raise
+        except Exception as e: raise _submit_error(e, route, state_p) from e
         state.update(extra, job=job.name, submitted=time.time())
         write_json(state, state_p)
         print(f'gemini batch: submitted {job.name} with {len(todo)} images ({state_p} records it: an interrupted run resumes it)')

@@ -68,7 +68,7 @@ def vertex(monkeypatch, gcs):
 def captioner(prefix:str|None, **kw) -> GeminiCaptioner:
     from google.oauth2.credentials import Credentials
     return GeminiCaptioner(credentials=Credentials(token='test-token'), batch=True,       # stands in for application default credentials
-                           gcs_bucket=None if prefix is None else f'gs://{BUCKET}/{prefix}', **kw)
+                           **{'gcs_bucket': None if prefix is None else f'gs://{BUCKET}/{prefix}', **kw})
 
 def blobs(prefix:str) -> list[str]:
     from google.cloud import storage
@@ -189,3 +189,13 @@ def test_kill_during_polling_then_resume(tmp_path, vertex):
         assert [r['status'] for r in rows] == ['ok'] * 12
         assert [r['text'] for r in rows] == [caption_for(sha(b)) for b in imgs]
         assert f.duplicates() == 0 and not (tmp_path/'batch'/'batch.json').exists()
+
+
+def test_missing_bucket_is_a_clear_error(tmp_path, vertex):
+    items = files([png(1)], tmp_path/'imgs')
+    with FakeVertex() as f:
+        vertex(f)
+        with pytest.raises(PosterlensError, match='could not be submitted.*gcs_bucket'):
+            caption_batch(captioner(None, gcs_bucket='gs://no-such-bucket/x'), items, PROMPT, CaptionCache(tmp_path/'cache'),
+                          tmp_path/'batch', poll_s=0.01)
+        assert f.jobs_created == 0 and not (tmp_path/'batch'/'batch.json').exists()     # nothing to resume: no job exists
