@@ -357,7 +357,7 @@ def gcs_location(spec:str|None, # `gcs_bucket`: a bucket name or gs://bucket/pre
     bucket, _, prefix = s.partition('/')
     if not bucket:
         raise PosterlensError('gemini_batch on Vertex AI needs gcs_bucket: a Cloud Storage bucket (or gs://bucket/prefix) '
-                              'that the Vertex AI service agent can read and write; see README (Vertex AI batch prediction)')
+                              'that the Vertex AI service agent can read and write; see README (Batch mode)')
     return bucket, prefix.strip('/') or default_prefix
 
 def gcs_client(captioner:GeminiCaptioner):
