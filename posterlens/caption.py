@@ -26,8 +26,8 @@ __all__ = ['STATUSES', 'RETRY_WAIT', 'SIDE', 'PALETTE', 'WARM', 'NUMBERS', 'DESC
            'tone_stats', 'tone_sentence', 'colour_stats', 'colour_sentence', 'find_faces', 'face_sentence',
            'find_glyphs', 'find_text_lines', 'is_large_text', 'text_sentence', 'clutter_stats', 'composition_sentence',
            'image_features', 'describe_features', 'describe_image', 'DescribeCaptioner', 'describe_captioner',
-           'caption_fingerprint', 'caption_stale', 'read_prompt', 'caption_table', 'caption_usage', 'stage_caption',
-           'planted_agreement']
+           'caption_fingerprint', 'caption_stale', 'read_prompt', 'caption_table', 'caption_usage',
+           'estimate_captioning', 'estimate_lines', 'estimate_vs_actual', 'stage_caption', 'planted_agreement']
 
 # %% ../nbs/02_caption.ipynb #dbf6b531
 STATUSES = ('ok', 'blocked', 'truncated', 'failed')
@@ -67,20 +67,47 @@ class Captioner:
         "ONE attempt: raise `Retryable` on transient errors, else return a result (failed/blocked/truncated included)."
         raise NotImplementedError
 
-    def caption_batch(self, images:list, # image file paths
-                      prompt:str, # the instruction text
-                      cache, # a `CaptionCache`: answers are stored here as they arrive
-                      workdir:Path # the run's folder for request files and job state
-                     ) -> list:
-        "Caption `images` into `cache` through the backend's batch mode; backends without one refuse."
-        raise PosterlensError(f"captioner {self.name!r} has no batch mode: set gemini_batch = False")
-
     def close(self):
         "Release clients, sessions or models."
         pass
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
+
+# %% ../nbs/02_caption.ipynb #5e11a002
+from fastcore.basics import patch
+
+Captioner.batch = False   # True: the run captions through `caption_batch` (e.g. gemini_batch = True)
+
+@patch
+def count_tokens(self:Captioner, text:str # a prompt
+                ) -> int|None:
+    "Tokens of `text` as the provider counts them (a free call where there is one); None when unknown."
+    return None
+
+@patch
+def image_tokens(self:Captioner, width:int, height:int # image size in pixels
+                ) -> int|None:
+    "Input tokens billed for one image of this size; None when unknown."
+    return None
+
+@patch
+def price(self:Captioner, tokens_in:int, tokens_out:int, # tokens to price
+          batch:bool=False # priced as a batch job
+         ) -> float|None:
+    "Estimated USD for these tokens (None when unknown; local backends cost nothing online)."
+    est = getattr(self, 'estimate_cost', None)
+    return None if est is None or batch else est(tokens_in, tokens_out)
+
+@patch
+def caption_batch(self:Captioner, images:list, # image file paths
+                  prompt:str, # the instruction text
+                  cache, # a `CaptionCache`
+                  workdir, # folder for the job's files and state (in the run folder: a rerun resumes the job)
+                  **kw # backend options (e.g. poll_s)
+                 ) -> list[dict|None]:
+    "Caption `images` through the backend's batch service into `cache`; rows as `caption_images` (None: pending)."
+    raise PosterlensError(f"captioner {self.name!r} has no batch mode")
 
 # %% ../nbs/02_caption.ipynb #9c5e6768
 class CaptionCache:
@@ -596,6 +623,109 @@ def caption_usage(caps:pd.DataFrame, # from `caption_table`
             'blocked': caps[caps.status == 'blocked'][['id', 'reason']].to_dict('records'),
             'failed': caps[caps.status == 'failed'][['id', 'reason']].to_dict('records')}
 
+# %% ../nbs/02_caption.ipynb #5e11a005
+def _typical_tokens_out(results:list, # cached `CaptionResult`s of this data set
+                        cache:CaptionCache, model:str, # where else to look, and for which model
+                        limit:int=2000 # most other cached answers read
+                       ) -> tuple[list[int], str]:
+    "Output tokens of answered captions: this data set's, else other cached answers of `model` (sorted file order)."
+    outs = [r.tokens_out for r in results if r.status in ('ok', 'truncated') and r.tokens_out]
+    if outs or not model: return outs, 'this data set'
+    for d in sorted(p for p in cache.root.iterdir() if p.is_dir()):
+        for f in sorted(d.glob('*.json')):
+            try: j = read_json(f)
+            except (OSError, ValueError): continue
+            if j.get('status') in ('ok', 'truncated') and j.get('tokens_out') and str(j.get('model', '')).startswith(model):
+                outs.append(int(j['tokens_out']))
+                if len(outs) >= limit: return outs, f'other data sets ({model})'
+    return outs, f'other data sets ({model})'
+
+def estimate_captioning(cfg:AttrDict, # run configuration (max_output_tokens, rpm)
+                        table:pd.DataFrame, # the data stage's table (column image_path)
+                        captioner:Captioner, # the backend (its hooks count and price tokens)
+                        cache:CaptionCache, # answers already paid for
+                        prompt:str, # the instruction text
+                        retry_failed:bool=True # cached 'failed' answers are asked again (as the runner does)
+                       ) -> dict:
+    "Images to caption, tokens, USD online and in batch, and wall time of captioning `table`, without a caption request."
+    from PIL import Image
+    seen, todo, done, n_retry, unreadable = set(), {}, [], 0, 0
+    for p in map(Path, table.image_path):
+        try: b = p.read_bytes()
+        except OSError: unreadable += 1; continue
+        k = cache.key(b, prompt, captioner)
+        if k in seen: continue                        # the same image twice is captioned once
+        seen.add(k)
+        r = cache.get(k)
+        if r is not None and (r.status != 'failed' or not retry_failed): done.append(r)
+        else: todo[k] = p; n_retry += r is not None
+    n = len(todo)
+    img = 0
+    for p in todo.values():
+        try:
+            with Image.open(p) as im: w, h = im.size       # the header only
+        except Exception: w = h = 0
+        t = captioner.image_tokens(w, h)
+        if t is None: img = None; break
+        img += t
+    pt = captioner.count_tokens(prompt) if n else 0
+    tin = None if img is None or pt is None else img + n*pt
+    mot = getattr(captioner, 'gen', {}).get('max_output_tokens') or cfg.get('max_output_tokens')
+    outs, src = _typical_tokens_out(done, cache, captioner.model)
+    typ = float(np.median(outs)) if outs else None
+    tout_max, tout_typ = (n*int(mot) if mot else None), (round(n*typ) if typ is not None else None)
+    usd = lambda tout, batch: None if tin is None or tout is None else captioner.price(tin, tout, batch)
+    rpm = float(cfg.get('rpm') or 0) if captioner.rate_limited else 0.0
+    return dict(backend=captioner.name, model=captioner.model, batch=bool(captioner.batch), n_images=len(table),
+                n_unique=len(seen), n_cached=len(done), n_todo=n, n_retry=n_retry, n_unreadable=unreadable,
+                image_tokens=img, prompt_tokens=pt, tokens_in=tin, max_output_tokens=int(mot) if mot else None,
+                tokens_out_max=tout_max, tokens_out_typical=tout_typ, typical_out=typ, typical_n=len(outs), typical_from=src,
+                usd_online=usd(tout_typ, False), usd_online_max=usd(tout_max, False),
+                usd_batch=usd(tout_typ, True), usd_batch_max=usd(tout_max, True),
+                rpm=rpm or None, seconds=n*60/rpm if rpm else None)
+
+def _usd(x) -> str: return 'unknown' if x is None else f'${x:,.2f}' if x >= 0.01 or x == 0 else f'${x:.4f}'
+def _n(x) -> str: return 'unknown' if x is None else f'{x:,}'
+def _dur(s) -> str: return f'{s:.0f} s' if s < 120 else f'{s/60:.1f} min' if s < 7200 else f'{s/3600:.1f} h'
+
+def estimate_lines(est:dict # from `estimate_captioning`
+                  ) -> list[str]:
+    "The estimate in words: a summary line, then tokens, USD and time."
+    e = est
+    head = (f"caption estimate ({e['backend']} {e['model']}{', batch mode' if e['batch'] else ''}): {e['n_images']} images, "
+            f"{e['n_cached']} already cached, {e['n_todo']} to caption" + (f" ({e['n_retry']} failed before)" if e['n_retry'] else '')
+            + (f"; {e['n_unreadable']} unreadable" if e['n_unreadable'] else ''))
+    if not e['n_todo']: return [head + '; nothing to pay']
+    how = (f"{_n(e['image_tokens'])} for the images by the per-image rule + {e['n_todo']:,} x {_n(e['prompt_tokens'])} prompt tokens "
+           "counted by the provider")
+    typ = ('typical length unknown (no cached answer yet)' if e['typical_out'] is None else
+           f"typically ~{_n(e['tokens_out_typical'])} (median {e['typical_out']:.0f} per answer, {e['typical_n']} cached answers "
+           f"from {e['typical_from']})")
+    lines = [head, f"  input tokens: ~{_n(e['tokens_in'])} ({how})",
+             f"  output tokens: at most {_n(e['tokens_out_max'])} (max_output_tokens {_n(e['max_output_tokens'])}); {typ}"]
+    if any(e[k] is not None for k in ('usd_online', 'usd_online_max', 'usd_batch', 'usd_batch_max')):
+        usd = lambda t, m: f"at most {_usd(m)}" if t is None else f"~{_usd(t)} (at most {_usd(m)})"
+        lines.append(f"  est. USD at list prices: online {usd(e['usd_online'], e['usd_online_max'])}; "
+                     f"batch {usd(e['usd_batch'], e['usd_batch_max'])}")
+    else: lines.append('  est. USD: unknown for this backend (local backends cost nothing)')
+    t = f"~{_dur(e['seconds'])} at rpm {e['rpm']:g}" if e['seconds'] is not None else 'not rate limited (depends on this machine)'
+    lines.append(f"  time: {t} online" + ('; a batch job answers within 24 h, usually much sooner' if e['batch'] else ''))
+    return lines
+
+def estimate_vs_actual(est:dict, # from `estimate_captioning`, made before the run
+                       caps:pd.DataFrame, # the run's captions (`caption_table`)
+                       usage:dict # the run's `caption_usage`
+                      ) -> pd.DataFrame:
+    "The estimate beside what the run really used (images captioned in the run only), one row per quantity."
+    new = caps[~caps.cached]
+    b = 'batch' if est['batch'] else 'online'
+    rows = [('images captioned', est['n_todo'], est['n_todo'], len(new)),
+            ('input tokens', est['tokens_in'], est['tokens_in'], int(new.tokens_in.sum())),
+            ('output tokens', est['tokens_out_typical'], est['tokens_out_max'], int(new.tokens_out.sum())),
+            ('USD', est[f'usd_{b}'], est[f'usd_{b}_max'], usage.get('cost_usd')),
+            ('seconds', est['seconds'], est['seconds'], usage.get('seconds'))]
+    return pd.DataFrame(rows, columns=['quantity', 'estimate', 'bound', 'actual'])
+
 # %% ../nbs/02_caption.ipynb #c8f2a1aa
 def stage_caption(cfg:AttrDict, # run configuration
                   table:pd.DataFrame, # the data stage's table (id, image_path)
@@ -606,7 +736,9 @@ def stage_caption(cfg:AttrDict, # run configuration
     t0, out, cap = time.time(), Path(out), captioner
     prompt = read_prompt(cfg)
     cache = CaptionCache(cache_dir(cfg, 'captions'))
-    if cfg.get('gemini_batch'):   # batch prediction fills the same cache; the live runner below then only reads it
+    est = estimate_captioning(cfg, table, cap, cache, prompt) if cap.rate_limited else None
+    if est and est['n_todo']: print('\n'.join(estimate_lines(est)))     # before the first paid request
+    if cap.batch:   # batch prediction (gemini_batch) fills the same cache; the live runner below then only reads it
         cap.caption_batch(table.image_path.tolist(), prompt, cache, out/'batch')
     caps = caption_table(cap, table, prompt, cache,
                          concurrency=int(cfg.get('concurrency') or 1),
@@ -614,6 +746,7 @@ def stage_caption(cfg:AttrDict, # run configuration
                          max_retries=int(cfg.get('max_retries') if cfg.get('max_retries') is not None else 6),
                          progress=len(table) > 50)
     usage = caption_usage(caps, cap, time.time() - t0)
+    if est is not None: usage['estimate'] = est
     write_parquet(caps, out/'captions.parquet')
     write_json(usage, out/'usage.json')
     c = usage['counts']

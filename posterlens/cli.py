@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
-from .pipeline import STAGES, preflight, run_stage, stage_dir
+from .caption import estimate_lines
+from .pipeline import STAGES, estimate_caption_stage, preflight, run_stage, stage_dir
 from .report import factor_label, mean_statement, report_all, report_variant, top_factors
 
 # %% auto #0
@@ -29,6 +30,10 @@ def settings_help() -> str:
     rows = [f"  {r.key} ({r.type}{', ' + r.range if r.range else ''}): {r.help}" for r in t.itertuples()]
     return 'settings (settings.ini, --set KEY=VALUE):\n' + '\n'.join(rows)
 
+def _estimate(p:argparse.ArgumentParser):
+    p.add_argument('--estimate', action='store_true',
+                   help='print what captioning would cost and take (tokens, USD online and batch, time at rpm), then stop: no paid request')
+
 def make_parser() -> argparse.ArgumentParser:
     "The argument parser of the `posterlens` command."
     ap = argparse.ArgumentParser(prog='posterlens', description='Which visual elements of an image drive a numeric outcome? '
@@ -43,10 +48,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument('-q', '--quiet', action='store_true', help='print only where the CSV went')
     for st in STAGES.values():
         h = f'{st.help} into runs/<variant>/{st.folder}/'
-        _common(sub.add_parser(st.name, help=h, description=h[0].upper() + h[1:] + ' (earlier stages run first when needed).'))
+        p = sub.add_parser(st.name, help=h, description=h[0].upper() + h[1:] + ' (earlier stages run first when needed).')
+        _common(p)
+        if st.needs_captioner: _estimate(p)
     p = sub.add_parser('run', help='run every stage; with --report also the HTML reports',
                        description=f"Run {', '.join(STAGES)} for a variant; with --report also the HTML reports.")
-    _common(p)
+    _common(p); _estimate(p)
     p.add_argument('--report', action='store_true', help='afterwards, execute the notebooks into reports/<variant>/ as HTML')
     p = sub.add_parser('report', help='HTML reports of a variant (or --all) and reports/index.html',
                        description='Run what is missing, execute the stage notebooks with papermill into reports/<variant>/ '
@@ -106,6 +113,7 @@ def run_command(args:argparse.Namespace # parsed arguments
         return [f"{v}: {s}" for v, s in res.items()] + [f"index: {resolve(cfg, cfg.reports_dir)/'index.html'}"]
     cfg = load_settings(args.variant, args.overrides)     # every setting checked here, before any work
     preflight(cfg)
+    if getattr(args, 'estimate', False): return estimate_lines(estimate_caption_stage(cfg))
     if args.command == 'report':
         rep = report_variant(cfg, progress=not args.quiet)
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]

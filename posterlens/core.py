@@ -62,6 +62,7 @@ class Settings(BaseModel):
     safety_settings: _SAFETY = _f('BLOCK_ONLY_HIGH', "Gemini safety threshold of the adjustable categories ('default': the model's own)")
     thinking_budget: Optional[int] = _f(None, "Gemini thinking tokens (empty: the model's default; 0: off; -1: dynamic)", ge=-1)
     gemini_batch: bool = _f(False, 'caption through Gemini batch prediction (half price, answers within 24 h)')
+    gcs_bucket: Optional[str] = _f(None, 'Cloud Storage bucket (or gs://bucket/prefix) for Vertex AI batch files')
     openai_base_url: Optional[str] = _f(None, 'OpenAI-compatible server (empty: $OPENAI_BASE_URL, else a local Ollama)')
     transformers_prefix: Optional[str] = _f(None, 'text prefix for plain captioning models (BLIP, GIT)')
     # -- text model

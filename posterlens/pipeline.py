@@ -12,18 +12,18 @@ from typing import Any, Callable
 
 from fastcore.basics import AttrDict
 
-from .core import (PosterlensError, is_fresh, mark_done, read_json, read_parquet, run_dir, stage_key,
+from .core import (PosterlensError, cache_dir, is_fresh, mark_done, read_json, read_parquet, run_dir, stage_key,
                              write_json)
 from .data import DATA_KEYS, data_fingerprint, stage_data
-from .caption import (CAPTION_KEYS, Captioner, caption_fingerprint, caption_stale, describe_captioner,
-                                read_prompt, stage_caption)
+from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_fingerprint, caption_stale,
+                                describe_captioner, estimate_captioning, read_prompt, stage_caption)
 from .vlm import gemini_captioner, openai_captioner, transformers_captioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
 from .explain import EXPLAIN_KEYS, stage_explain
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun', 'get_stage',
-           'stage_dir', 'artifact', 'preflight', 'run_stage', 'run_stages']
+           'stage_dir', 'artifact', 'estimate_caption_stage', 'preflight', 'run_stage', 'run_stages']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, Callable[[AttrDict], Captioner]] = {
@@ -140,6 +140,13 @@ def _bars(on:bool):
     finally:
         if old is None: os.environ.pop('TQDM_DISABLE', None)
         else: os.environ['TQDM_DISABLE'] = old
+
+def estimate_caption_stage(cfg:AttrDict # run configuration
+                          ) -> dict:
+    "What the caption stage of `cfg` would send, cost and take (`estimate_captioning`); no caption request is made."
+    table = run_stage(cfg, 'data', progress=False)
+    with make_captioner(cfg) as cap:
+        return estimate_captioning(cfg, table, cap, CaptionCache(cache_dir(cfg, 'captions')), read_prompt(cfg))
 
 def preflight(cfg:AttrDict # run configuration
              ) -> None:

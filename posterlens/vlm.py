@@ -15,11 +15,13 @@ from .caption import CaptionResult, Captioner, Retryable
 
 # %% auto #0
 __all__ = ['GEMINI_DEFAULT_MODEL', 'GEMINI_PRICES', 'GEMINI_BATCH_DISCOUNT', 'SAFETY_CATEGORIES', 'SAFETY_THRESHOLDS',
-           'GEMINI_BLOCK_REASONS', 'RETRY_HTTP', 'STOP_HTTP', 'BATCH_DONE', 'OPENAI_DEFAULT_BASE_URL', 'retry_after_s',
-           'estimate_gemini_cost', 'safety_list', 'gemini_generation_config', 'gemini_request', 'gemini_result',
-           'gemini_error', 'gemini_route', 'GeminiCaptioner', 'gemini_captioner', 'batch_line', 'parse_batch_line',
-           'caption_batch', 'data_url', 'openai_result', 'openai_error', 'OpenAICaptioner', 'openai_captioner',
-           'TransformersCaptioner', 'transformers_captioner']
+           'GEMINI_BLOCK_REASONS', 'RETRY_HTTP', 'STOP_HTTP', 'BATCH_DONE', 'GEMINI_TILE_TOKENS',
+           'GEMINI3_IMAGE_TOKENS', 'OPENAI_DEFAULT_BASE_URL', 'retry_after_s', 'estimate_gemini_cost', 'safety_list',
+           'gemini_generation_config', 'gemini_request', 'gemini_result', 'gemini_error', 'gemini_route',
+           'GeminiCaptioner', 'gemini_captioner', 'batch_line', 'parse_batch_line', 'vertex_batch_line',
+           'request_image_sha', 'vertex_status_reason', 'parse_vertex_line', 'gcs_location', 'gcs_client',
+           'batch_route', 'caption_batch', 'gemini_image_tokens', 'data_url', 'openai_result', 'openai_error',
+           'OpenAICaptioner', 'openai_captioner', 'TransformersCaptioner', 'transformers_captioner']
 
 # %% ../nbs/02b_vlm.ipynb #e60d2ebb
 def _seconds(v) -> float|None:
@@ -193,10 +195,12 @@ class GeminiCaptioner(Captioner):
     def __init__(self, model:str=GEMINI_DEFAULT_MODEL, temperature:float|None=1.0, top_p:float|None=0.95,
                  max_output_tokens:int|None=1000, safety:str|dict|None='BLOCK_ONLY_HIGH', thinking_budget:int|None=None,
                  timeout_s:float=60, vertexai:bool|None=None, api_key:str|None=None, credentials=None,
-                 project:str|None=None, location:str|None=None, base_url:str|None=None, batch:bool=False):
+                 project:str|None=None, location:str|None=None, base_url:str|None=None, batch:bool=False,
+                 gcs_bucket:str|None=None):
         self.model = model or GEMINI_DEFAULT_MODEL
         self.gen = dict(temperature=temperature, top_p=top_p, max_output_tokens=max_output_tokens, thinking_budget=thinking_budget)
         self.safety, self.timeout_s, self.batch = safety, timeout_s, batch
+        self.gcs_bucket = gcs_bucket            # Vertex AI batch files: a bucket or gs://bucket/prefix
         self._safety = safety_list(safety)      # validate early
         self._client_kw = dict(vertexai=vertexai, api_key=api_key, credentials=credentials, project=project, location=location)
         self.base_url, self._client, self._lock = base_url, None, threading.Lock()
@@ -273,7 +277,8 @@ def gemini_captioner(cfg:AttrDict) -> GeminiCaptioner:
     return GeminiCaptioner(model=cfg.get('caption_model') or GEMINI_DEFAULT_MODEL, temperature=cfg.get('temperature'),
                            top_p=cfg.get('top_p'), max_output_tokens=cfg.get('max_output_tokens'),
                            safety=cfg.get('safety_settings', 'BLOCK_ONLY_HIGH'), thinking_budget=cfg.get('thinking_budget'),
-                           timeout_s=cfg.get('request_timeout') or 60, batch=bool(cfg.get('gemini_batch')))
+                           timeout_s=cfg.get('request_timeout') or 60, batch=bool(cfg.get('gemini_batch')),
+                           gcs_bucket=cfg.get('gcs_bucket') or None)
 
 # %% ../nbs/02b_vlm.ipynb #6c7a245e
 BATCH_DONE = {'JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED'}
@@ -294,8 +299,179 @@ def parse_batch_line(line:str, # one line of a batch result file
     msg = f"{err.get('code', '')} {err.get('status', '')}: {err.get('message', '')}".strip() if isinstance(err, dict) else str(err)
     return j.get('key', ''), CaptionResult('', 'failed', f'batch error {msg}', model=model)
 
+# %% ../nbs/02b_vlm.ipynb #7a1e0b02
+import hashlib
+
+def vertex_batch_line(request:dict # a `generateContent` body, see `gemini_request`
+                     ) -> str:
+    "One line of a Vertex AI batch input file."
+    return json.dumps({'request': request})
+
+def _b64(s:str) -> bytes:
+    s = s.replace('-', '+').replace('_', '/')
+    return base64.b64decode(s + '=' * (-len(s) % 4))
+
+def request_image_sha(request:dict|None # a `generateContent` body (camelCase or snake_case field names)
+                     ) -> str:
+    "SHA-256 of the first inline image of a request ('' if it holds none)."
+    for c in (request or {}).get('contents') or []:
+        for p in c.get('parts') or []:
+            d = p.get('inlineData') or p.get('inline_data') or {}
+            if d.get('data'): return hashlib.sha256(_b64(d['data'])).hexdigest()
+    return ''
+
+def vertex_status_reason(status # the `status` of a Vertex AI batch output row: a string, perhaps holding an error JSON, or a dict
+                        ) -> str:
+    "The failure reason of a batch row error, worded as `gemini_error` words the same error online."
+    err = status if isinstance(status, dict) else None
+    if isinstance(status, str) and '{' in status:
+        try: err = json.loads(status[status.index('{'):])
+        except ValueError: err = None
+    if isinstance(err, dict): err = err.get('error', err)
+    if isinstance(err, dict) and ('code' in err or 'message' in err):
+        return 'Gemini ' + f"{err.get('code', '')} {err.get('status') or ''}: {err.get('message') or ''}".strip()
+    return f'Gemini batch row error: {status}'
+
+def parse_vertex_line(line:str, # one line of a Vertex AI batch output file (predictions.jsonl)
+                      model:str='' # the model of the job
+                     ) -> tuple[str, CaptionResult]:
+    "(SHA-256 of the image asked about, result) of one Vertex AI batch output row."
+    j = json.loads(line)
+    sha, status = request_image_sha(j.get('request')), j.get('status')
+    if status: return sha, CaptionResult('', 'failed', vertex_status_reason(status), model=model)
+    if not j.get('response'): return sha, CaptionResult('', 'failed', 'no response in the batch output row', model=model)
+    return sha, gemini_result(j['response'], model)
+
+# %% ../nbs/02b_vlm.ipynb #7a1e0b04
+from .caption import backoff
+
+def gcs_location(spec:str|None, # `gcs_bucket`: a bucket name or gs://bucket/prefix
+                 default_prefix:str='posterlens-batch' # prefix when `spec` names only a bucket
+                ) -> tuple[str, str]:
+    "(bucket, prefix) of the `gcs_bucket` setting."
+    s = (spec or '').strip()
+    if s.startswith('gs://'): s = s[5:]
+    bucket, _, prefix = s.partition('/')
+    if not bucket:
+        raise PosterlensError('gemini_batch on Vertex AI needs gcs_bucket: a Cloud Storage bucket (or gs://bucket/prefix) '
+                              'that the Vertex AI service agent can read and write; see README (Batch mode)')
+    return bucket, prefix.strip('/') or default_prefix
+
+def gcs_client(captioner:GeminiCaptioner):
+    "A `google.cloud.storage.Client` with the captioner's project and credentials (honours STORAGE_EMULATOR_HOST)."
+    try: from google.cloud import storage
+    except ImportError as e: raise PosterlensError('Vertex AI batch mode needs google-cloud-storage (pip install google-cloud-storage)') from e
+    kw = captioner._client_kw
+    try: return storage.Client(project=kw.get('project') or os.environ.get('GOOGLE_CLOUD_PROJECT'), credentials=kw.get('credentials'))
+    except Exception as e:
+        if type(e).__name__ in ('DefaultCredentialsError', 'RefreshError'): raise PosterlensError(f'{_CRED_HELP} ({e})') from e
+        raise
+
+class _ApiBatch:
+    "Gemini API batch jobs: the request file goes up with the Files API, the answers come back as a file (or inline)."
+    route = 'gemini-api'
+    def __init__(self, captioner): self.cap = captioner
+    def line(self, key, request): return batch_line(key, request)
+    def submit(self, req_p:Path, display_name:str) -> tuple:
+        from google.genai import types
+        client = self.cap.client
+        up = client.files.upload(file=str(req_p), config=types.UploadFileConfig(mime_type='jsonl', display_name=req_p.name))
+        job = client.batches.create(model=self.cap.model, src=up.name, config=types.CreateBatchJobConfig(display_name=display_name))
+        return job, {'file': up.name}
+    def find(self, display_name:str):
+        "The job created under `display_name`, or None."
+        return next((j for j in self.cap.client.batches.list() if j.display_name == display_name), None)
+    def results(self, job, state:dict, workdir:Path) -> dict:
+        "{cache key: CaptionResult} of a finished job."
+        got = {}
+        if job.dest is not None and job.dest.file_name:
+            data = self.cap.client.files.download(file=job.dest.file_name)
+            (workdir/f"results-{state['job'].split('/')[-1]}.jsonl").write_bytes(data)
+            got = dict(parse_batch_line(l, state['model']) for l in data.decode().splitlines() if l.strip())
+        elif job.dest is not None and job.dest.inlined_responses:
+            for ir in job.dest.inlined_responses:
+                k = (ir.metadata or {}).get('key', '')
+                got[k] = gemini_result(ir.response, state['model']) if ir.response else CaptionResult('', 'failed', f'batch error {ir.error}')
+        return got
+
+class _VertexBatch:
+    "Vertex AI batch prediction jobs: the request file and the answers live in Cloud Storage (`gcs_bucket`)."
+    route = 'vertex'
+    def __init__(self, captioner):
+        self.cap = captioner
+        self.bucket, self.prefix = gcs_location(getattr(captioner, 'gcs_bucket', None))
+        self._gcs = None
+    @property
+    def gcs(self):
+        if self._gcs is None: self._gcs = gcs_client(self.cap)
+        return self._gcs
+    def line(self, key, request): return vertex_batch_line(request)
+    def submit(self, req_p:Path, display_name:str) -> tuple:
+        from google.genai import types
+        blob = self.gcs.bucket(self.bucket).blob(f'{self.prefix}/{req_p.name}')
+        blob.upload_from_filename(str(req_p), content_type='application/jsonl')
+        src, dest = f'gs://{self.bucket}/{blob.name}', f'gs://{self.bucket}/{self.prefix}/out/{display_name}'
+        job = self.cap.client.batches.create(model=self.cap.model, src=src, config=types.CreateBatchJobConfig(display_name=display_name, dest=dest))
+        return job, {'src': src, 'dest': dest}
+    def find(self, display_name:str):
+        "The job created under `display_name`, or None."
+        from google.genai import types
+        jobs = self.cap.client.batches.list(config=types.ListBatchJobsConfig(filter=f'display_name="{display_name}"'))
+        return next((j for j in jobs if j.display_name == display_name), None)
+    def results(self, job, state:dict, workdir:Path) -> dict:
+        "{cache key: CaptionResult} of a finished job, streamed from its output folder in Cloud Storage."
+        out = job.output_info.gcs_output_directory if job.output_info else None
+        if not out: return {}
+        bucket, path = out[5:].partition('/')[::2]
+        keys, got = state['images'], {}
+        for blob in self.gcs.list_blobs(bucket, prefix=path.rstrip('/') + '/'):
+            if not blob.name.endswith('.jsonl'): continue
+            with blob.open('rt', encoding='utf-8') as f:
+                for l in f:
+                    if not l.strip(): continue
+                    sha, r = parse_vertex_line(l, state['model'])
+                    if sha in keys: got[keys[sha]] = r
+        return got
+
+def batch_route(captioner:GeminiCaptioner):
+    "The batch-job backend of the captioner's route: Gemini API (Files API) or Vertex AI (Cloud Storage)."
+    return _VertexBatch(captioner) if captioner.route == 'vertex' else _ApiBatch(captioner)
+
 # %% ../nbs/02b_vlm.ipynb #25ddf861
-def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner on the Gemini API route
+def _poll(captioner, state:dict, state_p:Path, poll_s:float, wait:bool):
+    "The job of `state`, polled until it ends (or once when not `wait`); transient errors are waited out."
+    from google.genai import errors
+    client, last, fails = captioner.client, None, 0
+    while True:
+        try: job = client.batches.get(name=state['job'])
+        except Exception as e:
+            if isinstance(e, errors.APIError) and e.code == 404:
+                raise PosterlensError(f"batch job {state['job']} (recorded in {state_p}) no longer exists; delete that file to submit again") from e
+            try: r = gemini_error(e, captioner.model)
+            except Retryable as t:
+                fails += 1
+                if fails > 10: raise PosterlensError(f"cannot reach batch job {state['job']}: {t}") from e
+                time.sleep(min(poll_s, backoff(fails, t.retry_after))); continue
+            raise PosterlensError(f"batch job {state['job']}: {r.reason}") from e
+        fails, st = 0, _enum(job.state)
+        if st != last:
+            cs = job.completion_stats
+            done = f' ({cs.successful_count or 0} answered, {cs.failed_count or 0} failed so far)' if cs is not None else ''
+            print(f"gemini batch: {state['job']} {st}{done}", flush=True); last = st
+        if st in BATCH_DONE or not wait: return job, st
+        time.sleep(poll_s)
+
+def _submit_error(e:Exception, route, state_p:Path) -> PosterlensError:
+    "A one-line error for a failed submission; a refusal (4xx) leaves no job, so its marker in `state_p` goes."
+    code = getattr(e, 'code', None)
+    if isinstance(code, int) and 400 <= code < 500:
+        state_p.unlink(missing_ok=True)
+        hint = '; check gcs_bucket and that your account can write to it' if route.route == 'vertex' else ''
+        return PosterlensError(f'the batch job could not be submitted ({type(e).__name__}: {e}){hint}')
+    return PosterlensError(f'submitting the batch job was interrupted ({type(e).__name__}: {e}); run again: '
+                           f'{state_p} lets the next run find the job if it was created')
+
+def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API route, or Vertex AI with `gcs_bucket`)
                   images:list, # image file paths, as for `caption_images`
                   prompt:str, # the instruction text
                   cache, # a `posterlens.caption.CaptionCache`
@@ -305,53 +481,54 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner on the Gemini 
                   retry_failed:bool=True # send again images whose cached answer is 'failed'
                  ) -> list[dict|None]:
     "Caption `images` with one Gemini batch job into `cache`; rows as `caption_images` returns (None: still pending)."
-    from google.genai import types
     workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in images]
-    blobs = [p.read_bytes() for p in paths]
-    keys = [cache.key(b, prompt, captioner) for b in blobs]
-    before = {k: cache.get(k) for k in keys}
-    todo = {}
-    for k, b, p in zip(keys, blobs, paths):
-        r = before[k]
-        if k not in todo and (r is None or (retry_failed and r.status == 'failed')):
-            todo[k] = (b, mimetypes.guess_type(p.name)[0] or 'image/jpeg')
+    keys, todo = [], {}
+    for p in paths:                                   # one image in memory at a time
+        k = cache.key(p.read_bytes(), prompt, captioner); keys.append(k)
+        r = cache.get(k)
+        if k not in todo and (r is None or (retry_failed and r.status == 'failed')): todo[k] = p
+    route = batch_route(captioner)
     state_p = workdir/'batch.json'
     state = read_json(state_p) if state_p.exists() else None
+    if state is not None and state.get('route', 'gemini-api') != route.route:
+        raise PosterlensError(f"{state_p} records a batch job on the {state.get('route', 'gemini-api')} route, but the environment "
+                              f"selects {route.route}; restore the environment to collect it, or delete the file")
+    if state is not None and not state.get('job'):    # killed between submitting and recording: look the job up
+        try: job = route.find(state['display_name'])
+        except Exception as e:
+            raise PosterlensError(f"{state_p}: a batch job named {state['display_name']} may have been submitted but cannot be "
+                                  f"looked up ({type(e).__name__}: {e}); check the job list, then delete the file to submit again") from e
+        if job is None: state = None
+        else:
+            state['job'] = job.name; write_json(state, state_p)
+            print(f"gemini batch: found {job.name} submitted before the interruption; resuming it")
     if state is None and todo:
-        if captioner.route != 'gemini-api':
-            raise PosterlensError('gemini_batch needs the Gemini API route (GEMINI_API_KEY); Vertex AI batch jobs read from Cloud Storage')
-        req_p = workdir/f'requests-{hash_obj(sorted(todo))[:12]}.jsonl'
+        stem = f'requests-{hash_obj(sorted(todo))[:12]}'
+        req_p, images_by_sha = workdir/f'{stem}.jsonl', {}
         tmp = req_p.with_suffix('.tmp')
         with open(tmp, 'w') as f:
-            for k, (b, mime) in todo.items(): f.write(batch_line(k, captioner.request(b, mime, prompt)) + '\n')
+            for k, p in todo.items():
+                b = p.read_bytes()
+                images_by_sha[hashlib.sha256(b).hexdigest()] = k
+                f.write(route.line(k, captioner.request(b, mimetypes.guess_type(p.name)[0] or 'image/jpeg', prompt)) + '\n')
         os.replace(tmp, req_p)
-        client = captioner.client
-        up = client.files.upload(file=str(req_p), config=types.UploadFileConfig(mime_type='jsonl', display_name=req_p.name))
-        job = client.batches.create(model=captioner.model, src=up.name, config=types.CreateBatchJobConfig(display_name=f'posterlens {req_p.stem}'))
-        state = {'job': job.name, 'file': up.name, 'requests': req_p.name, 'keys': list(todo), 'model': captioner.model,
-                 'submitted': time.time()}
+        state = {'route': route.route, 'display_name': f'posterlens-{stem[9:]}-{time.strftime("%Y%m%d-%H%M%S")}',
+                 'requests': req_p.name, 'keys': list(todo), 'images': images_by_sha, 'model': captioner.model, 'job': None}
+        write_json(state, state_p)                    # before paying: a kill from here on finds the job by its name
+        try: job, extra = route.submit(req_p, state['display_name'])
+        except PosterlensError: raise
+        except Exception as e: raise _submit_error(e, route, state_p) from e
+        state.update(extra, job=job.name, submitted=time.time())
         write_json(state, state_p)
         print(f'gemini batch: submitted {job.name} with {len(todo)} images ({state_p} records it: an interrupted run resumes it)')
     if state is not None:
-        client = captioner.client
-        while True:
-            job = client.batches.get(name=state['job'])
-            st = _enum(job.state)
-            if st in BATCH_DONE or not wait: break
-            time.sleep(poll_s)
+        job, st = _poll(captioner, state, state_p, poll_s, wait)
         if st in BATCH_DONE:
-            got = {}
-            if job.dest is not None and job.dest.file_name:
-                data = client.files.download(file=job.dest.file_name)
-                (workdir/f"results-{state['job'].split('/')[-1]}.jsonl").write_bytes(data)
-                got = dict(parse_batch_line(l, state['model']) for l in data.decode().splitlines() if l.strip())
-            elif job.dest is not None and job.dest.inlined_responses:
-                for ir in job.dest.inlined_responses:
-                    k = (ir.metadata or {}).get('key', '')
-                    got[k] = gemini_result(ir.response, state['model']) if ir.response else CaptionResult('', 'failed', f'batch error {ir.error}')
+            got = route.results(job, state, workdir)
+            why = f'batch job {st}' + (f': {job.error.message}' if job.error is not None and job.error.message else '')
             for k in state['keys']:
-                cache.put(k, got.get(k) or CaptionResult('', 'failed', f'batch job {st}: no answer for this image', model=state['model']))
+                cache.put(k, got.get(k) or CaptionResult('', 'failed', f'{why}; no answer for this image', model=state['model']))
             state_p.unlink()
             print(f"gemini batch: {state['job']} ended {st}; {len(got)} answers stored in the cache")
     rows = []
@@ -360,12 +537,43 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner on the Gemini 
         rows.append(None if r is None else dict(path=str(p), key=k, cached=k not in todo, **asdict(r)))
     return rows
 
-# %% ../nbs/02b_vlm.ipynb #69b64183
-def _gemini_caption_batch(self, images:list, prompt:str, cache, workdir:Path) -> list:
-    "Gemini's batch mode behind the `Captioner.caption_batch` hook (see `caption_batch`)."
-    return caption_batch(self, images, prompt, cache, workdir)
+# %% ../nbs/02b_vlm.ipynb #7a1e0b07
+import math
+from fastcore.basics import patch
 
-GeminiCaptioner.caption_batch = _gemini_caption_batch
+GEMINI_TILE_TOKENS, GEMINI3_IMAGE_TOKENS = 258, 1120
+
+def gemini_image_tokens(width:int, height:int, # image size in pixels
+                        model:str=GEMINI_DEFAULT_MODEL # the model (Gemini 3 counts images differently)
+                       ) -> int:
+    "Input tokens of one image by Gemini's documented per-image rule."
+    if model.split('/')[-1].startswith('gemini-3'): return GEMINI3_IMAGE_TOKENS
+    if width <= 384 and height <= 384: return GEMINI_TILE_TOKENS
+    return math.ceil(width/768) * math.ceil(height/768) * GEMINI_TILE_TOKENS
+
+@patch
+def count_tokens(self:GeminiCaptioner, text:str) -> int|None:
+    "Tokens of `text` by the free `countTokens` call (None when it is unavailable; setup errors stop)."
+    try: return int(self.client.models.count_tokens(model=self.model, contents=text).total_tokens or 0)
+    except Exception as e:
+        try: gemini_error(e, self.model)
+        except Retryable: return None
+        return None
+
+@patch
+def image_tokens(self:GeminiCaptioner, width:int, height:int) -> int:
+    "Input tokens of one image (see `gemini_image_tokens`)."
+    return gemini_image_tokens(width, height, self.model)
+
+@patch
+def price(self:GeminiCaptioner, tokens_in:int, tokens_out:int, batch:bool=False) -> float|None:
+    "Estimated USD at list prices, online or in batch (`GEMINI_PRICES`)."
+    return estimate_gemini_cost(self.model, tokens_in, tokens_out, batch=batch)
+
+@patch
+def caption_batch(self:GeminiCaptioner, images:list, prompt:str, cache, workdir, **kw) -> list[dict|None]:
+    "One Gemini batch job (Gemini API or Vertex AI route) for `images`; see the function `caption_batch`."
+    return caption_batch(self, images, prompt, cache, workdir, **kw)
 
 # %% ../nbs/02b_vlm.ipynb #625b0ef1
 OPENAI_DEFAULT_BASE_URL = 'http://localhost:11434/v1'
