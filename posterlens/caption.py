@@ -1,4 +1,4 @@
-"""Describe every image in words: the captioner interface, a content-addressed caption cache, a rate-limited retrying runner, and an offline pixel describer.
+"""Describe every image in words: the captioner interface, a content-addressed caption cache and a rate-limited retrying runner that stops on setup errors.
 
 Docs: https://posterlens.github.io/posterlens/caption.html.md"""
 
@@ -7,12 +7,12 @@ Docs: https://posterlens.github.io/posterlens/caption.html.md"""
 # %% ../nbs/02_caption.ipynb #fc62d271
 from __future__ import annotations
 import heapq, importlib, mimetypes, queue, random, threading, time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
@@ -23,12 +23,10 @@ from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_frame, 
                              read_json, read_parquet, resolve, run_dir, stage_key, write_json, write_parquet)
 
 # %% auto #0
-__all__ = ['STATUSES', 'RETRY_WAIT', 'SIDE', 'PALETTE', 'WARM', 'NUMBERS', 'DESCRIBER_VERSION', 'CAPTION_KEYS', 'CaptionResult',
-           'Retryable', 'Captioner', 'register_captioner', 'get_captioner', 'CaptionCache', 'RateLimiter', 'backoff',
-           'caption_images', 'load_bgr', 'tone_stats', 'tone_sentence', 'colour_stats', 'colour_sentence', 'find_faces',
-           'face_sentence', 'find_glyphs', 'find_text_lines', 'is_large_text', 'text_sentence', 'clutter_stats',
-           'composition_sentence', 'image_features', 'describe_features', 'describe_image', 'DescribeCaptioner',
-           'describe_captioner', 'read_prompt', 'caption_table', 'caption_usage', 'stage_caption', 'planted_agreement']
+__all__ = ['STATUSES', 'RETRY_WAIT', 'UNREACHABLE_AFTER', 'CAPTION_KEYS', 'CaptionResult', 'Retryable', 'Unreachable',
+           'Captioner', 'register_captioner', 'get_captioner', 'CaptionCache', 'RateLimiter', 'busiest_window',
+           'backoff', 'caption_images', 'read_prompt', 'caption_table', 'caption_usage', 'check_caption_run',
+           'stage_caption']
 
 # %% ../nbs/02_caption.ipynb #dbf6b531
 STATUSES = ('ok', 'blocked', 'truncated', 'failed')
@@ -50,6 +48,14 @@ class Retryable(Exception):
                 ):
         super().__init__(msg); self.retry_after = retry_after
 
+class Unreachable(Retryable):
+    "The service could not be reached at all (connection refused, DNS, TLS, proxy): no answer came back."
+    def __init__(self, msg:str, # what went wrong
+                 url:str='', # the address that was tried
+                 source:str='' # where that address came from (a setting, an environment variable, a default)
+                ):
+        super().__init__(msg); self.url, self.source = url, source
+
 # %% ../nbs/02_caption.ipynb #c2dc6222
 class Captioner:
     "Base class of the caption backends: one `caption` call is one attempt."
@@ -67,6 +73,10 @@ class Captioner:
                ) -> CaptionResult:
         "ONE attempt: raise `Retryable` on transient errors, else return a result (failed/blocked/truncated included)."
         raise NotImplementedError
+
+    def open(self):
+        "Get ready before the first request (clients, credentials); raise `PosterlensError` for a setup problem."
+        pass
 
     def close(self):
         "Release clients, sessions or models."
@@ -90,8 +100,9 @@ def get_captioner(cfg:AttrDict # run configuration (`cfg.captioner` names the ba
                  ) -> Captioner:
     "The captioner that `cfg.captioner` names, built from `cfg`."
     name = str(cfg.get('captioner') or 'describe').strip()
-    if name not in _CAPTIONERS:
-        try: importlib.import_module('posterlens.vlm')
+    for mod in ('posterlens.describe', 'posterlens.vlm'):
+        if name in _CAPTIONERS: break
+        try: importlib.import_module(mod)
         except ModuleNotFoundError as e:
             if e.name and not e.name.startswith('posterlens'): raise PosterlensError(f"captioner {name!r} needs the package {e.name!r}: pip install it") from e
     if name not in _CAPTIONERS:
@@ -131,21 +142,44 @@ class CaptionCache:
 
 # %% ../nbs/02_caption.ipynb #a9549931
 class RateLimiter:
-    "Spaces `acquire` calls from all threads at least `60/rpm` seconds apart (None: unlimited)."
-    def __init__(self, rpm:float|None=None # requests per minute; None or 0 for no limit
+    "At most `rpm` starts in any window of `period` seconds, evenly spaced, from the first start on (None: unlimited)."
+    def __init__(self, rpm:float|None=None, # requests per minute (per `period`); None or 0 for no limit
+                 period:float=60.0, # the window in seconds
+                 margin:float|None=None # seconds added to every window against start-to-arrival jitter (default period/120)
                 ):
-        self.interval = 60.0/rpm if rpm else 0.0
-        self._next, self._lock = 0.0, threading.Lock()
+        self.n = max(1, int(rpm)) if rpm else 0
+        self.period, self.interval = period, (period/rpm if rpm else 0.0)
+        self.margin = period/120 if margin is None else margin
+        self._next, self._starts, self._cv = 0.0, deque(maxlen=max(self.n, 1)), threading.Condition()
 
-    def acquire(self) -> float:
-        "Wait for the next free slot; returns the seconds waited."
-        if not self.interval: return 0.0
-        with self._lock:
+    def acquire(self, cancel:threading.Event|None=None # stop waiting (and return None) once this is set
+               ) -> float|None:
+        "Wait for a start that keeps every window within the limit; the start's `time.monotonic()` (None if cancelled)."
+        if not self.n: return time.monotonic()
+        with self._cv:
             now = time.monotonic()
-            t = max(now, self._next)
-            self._next = t + self.interval
-        if t > now: time.sleep(t - now)
-        return t - now
+            t = max(now, self._next); self._next = t + self.interval          # pacing: the next slot, in order
+        if t > now:
+            if cancel is None: time.sleep(t - now)
+            elif cancel.wait(t - now): return None
+        with self._cv:                                                        # the window log, on the actual time
+            while True:
+                if cancel is not None and cancel.is_set(): return None
+                now = time.monotonic()
+                free = self._starts[0] + self.period + self.margin if len(self._starts) == self.n else now
+                if now >= free:
+                    self._starts.append(now); return now
+                self._cv.wait(min(free - now, 0.05))
+
+def busiest_window(starts:list, # start times in seconds (any clock, any order)
+                   period:float=60.0 # the window in seconds
+                  ) -> int:
+    "The most starts that fall in any half-open window [t, t + period)."
+    s = sorted(starts); j = best = 0
+    for i in range(len(s)):
+        while s[i] - s[j] >= period: j += 1
+        best = max(best, i - j + 1)
+    return best
 
 # %% ../nbs/02_caption.ipynb #e4414593
 RETRY_WAIT = dict(initial=0.5, max=60.0, jitter=0.5)   # tenacity exponential backoff (seconds): 0.5, 1, 2, 4 ... 60, plus up to 0.5 jitter
@@ -173,7 +207,7 @@ class _Jobs:
     "Thread-safe job queue: new jobs in order, retries once their ready time has come (first)."
     def __init__(self, jobs):
         self.new, self.later, self.cv = list(reversed(jobs)), [], threading.Condition()
-        self.open, self.stopped, self.seq = len(jobs), False, 0
+        self.open, self.stopped, self.seq, self.cancel = len(jobs), False, 0, threading.Event()
 
     def get(self):
         "The next job to attempt, waiting for a retry to become ready; None when all are finished or stopped."
@@ -197,17 +231,20 @@ class _Jobs:
             if not self.open: self.cv.notify_all()
 
     def stop(self):
-        with self.cv: self.stopped = True; self.cv.notify_all()
+        "Hand out no more jobs; wake every waiting worker."
+        with self.cv: self.stopped = True; self.cancel.set(); self.cv.notify_all()
 
 # %% ../nbs/02_caption.ipynb #5c331a80
 def _mime(path:Path) -> str:
     return mimetypes.guess_type(path.name)[0] or 'image/jpeg'
 
-def _attempt(captioner, path, prompt, limiter) -> CaptionResult:
-    "One rate-limited attempt; raises `Retryable` or `PosterlensError`, turns anything else into a failed result."
+UNREACHABLE_AFTER = 3   # connection failures in a row, with no answer in between, that stop a run
+
+def _attempt(captioner, path, prompt, limiter, cancel=None) -> CaptionResult|None:
+    "One rate-limited attempt (None: the run stopped first); raises `Retryable` or `PosterlensError`, turns anything else into a failed result."
     try: image = Path(path).read_bytes()
     except OSError as e: return CaptionResult('', 'failed', f'cannot read image: {e}')
-    limiter.acquire()
+    if limiter.acquire(cancel) is None: return None
     try: return captioner.caption(image, _mime(Path(path)), prompt)
     except (Retryable, PosterlensError): raise
     except Exception as e: return CaptionResult('', 'failed', f'{type(e).__name__}: {e}')
@@ -234,22 +271,35 @@ def caption_images(captioner:Captioner, # the backend
         hit = cache.get(k)
         if hit is not None and (hit.status != 'failed' or not retry_failed): out[i] = dict(path=str(p), key=k, cached=True, **asdict(hit))
         else: same.setdefault(k, []).append((i, p))
+    if same: captioner.open()                       # clients and credentials before the first start (may raise PosterlensError)
     counts = {s: 0 for s in STATUSES}
     for r in out:
         if r: counts[r['status']] += 1
     bar = tqdm(total=len(images), initial=sum(r is not None for r in out), desc=f'caption ({captioner.name})', disable=not progress)
     bar.set_postfix(counts, refresh=False)
     jobs, limiter, done, errors = _Jobs([[k, v[0][1], 1] for k, v in same.items()]), RateLimiter(rpm), queue.Queue(), []
+    down, down_lock = [0], threading.Lock()         # Unreachable failures in a row, over all workers
+
+    def fail(e):
+        "Stop the run with `e`."
+        errors.append(e); jobs.stop(); done.put(None)
 
     def worker():
         while (job := jobs.get()) is not None:
             k, p, n = job
-            try: r = _attempt(captioner, p, prompt, limiter)
+            try: r = _attempt(captioner, p, prompt, limiter, jobs.cancel)
             except Retryable as e:
+                with down_lock:
+                    down[0] = down[0] + 1 if isinstance(e, Unreachable) else 0
+                    if down[0] >= UNREACHABLE_AFTER:
+                        return fail(PosterlensError(f"cannot reach {e.url or 'the service'}" + (f" (from {e.source})" if e.source else '') +
+                                                    f": {e}; {down[0]} attempts in a row got no answer; is the server running and the address right?"))
                 if n <= max_retries:
                     job[2] += 1; jobs.retry(job, time.monotonic() + backoff(n, e.retry_after)); continue
                 r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}')
-            except PosterlensError as e: errors.append(e); jobs.stop(); done.put(None); return
+            except PosterlensError as e: return fail(e)
+            if r is None: return                        # stopped while waiting for a start: nothing was sent
+            with down_lock: down[0] = 0                 # an answer: the service is reachable
             r = _clean(r, captioner.model)
             cache.put(k, r)                     # stored the moment it arrives
             done.put((k, r)); jobs.finish()
@@ -270,291 +320,6 @@ def caption_images(captioner:Captioner, # the backend
         bar.close()
     if errors: raise errors[0]
     return out
-
-# %% ../nbs/02_caption.ipynb #49023fe8
-SIDE = 320   # long side (pixels) the describer measures at
-
-def load_bgr(image:bytes|str|Path|np.ndarray, # encoded bytes, a file path, or a BGR/gray array
-             side:int=SIDE # resize so the long side has this many pixels
-            ) -> np.ndarray:
-    "The image as a BGR uint8 array with long side `side`."
-    if isinstance(image, (str, Path)): image = Path(image).read_bytes()
-    if isinstance(image, (bytes, bytearray)):
-        img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
-        if img is None: raise ValueError('not a decodable image')
-    else:
-        img = np.asarray(image)
-        if img.ndim == 2: img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        img = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
-    h, w = img.shape[:2]; s = side/max(h, w)
-    return cv2.resize(img, (max(1, round(w*s)), max(1, round(h*s))), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-
-# %% ../nbs/02_caption.ipynb #ae14c64f
-def tone_stats(bgr:np.ndarray # BGR image
-              ) -> dict:
-    "Key (0 dark .. 1 bright) and contrast (luminance standard deviation) of an image."
-    g = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)/255
-    v = bgr.max(axis=2).astype(np.float32)/255
-    return dict(key=float(np.median((g + v)/2)), contrast=float(g.std()))
-
-def tone_sentence(key:float, contrast:float) -> str:
-    "The tone sentence: dark/low-key, bright/high-key or evenly lit, with the contrast."
-    c = 'strong' if contrast >= 0.3 else 'soft' if contrast < 0.22 else 'moderate'
-    if key < 0.4: return f'The image is dark and low-key, with {c} contrast.'
-    if key > 0.55: return f'The image is bright and high-key, with {c} contrast.'
-    return f'The image is evenly lit in middle tones, with {c} contrast.'
-
-# %% ../nbs/02_caption.ipynb #d4ddb606
-PALETTE = [('red', 0, 15), ('orange', 15, 40), ('yellow', 40, 70), ('green', 70, 160), ('teal', 160, 200),
-           ('blue', 200, 255), ('purple', 255, 290), ('pink', 290, 345), ('red', 345, 361)]   # hue ranges (degrees)
-WARM = ('red', 'orange', 'yellow', 'pink')
-
-def colour_stats(bgr:np.ndarray # BGR image
-                ) -> dict:
-    "Coloured fraction, saturation, warm share and chroma share of each named hue."
-    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL).astype(np.float32)
-    hue, s, v = hsv[..., 0]*360/256, hsv[..., 1]/255, hsv[..., 2]/255
-    chroma = s*v
-    m = chroma > 0.06
-    w, h = chroma[m], hue[m]
-    tot = w.sum()
-    shares = {}
-    for name, lo, hi in PALETTE:
-        shares[name] = shares.get(name, 0.0) + (float(w[(h >= lo) & (h < hi)].sum()/tot) if tot else 0.0)
-    return dict(coloured=float(m.mean()), saturation=float(s[m].mean()) if m.any() else 0.0,
-                warm=sum(shares[c] for c in WARM), shares=shares)
-
-def _names(shares, names):
-    top = sorted(((shares[c], c) for c in names), reverse=True)
-    keep = [c for x, c in top[:2] if x >= 0.25*top[0][0] and x > 0.02]
-    return ' and '.join(c for c in names if c in keep)   # in palette order: 'red and orange'
-
-def colour_sentence(coloured:float, saturation:float, warm:float, shares:dict) -> str:
-    "The colour sentence: black and white, or the dominant warm/cool hues, how vivid, and accents."
-    if coloured < 0.03: return 'It is black and white.'
-    feel = 'vivid' if saturation >= 0.55 else 'soft' if saturation >= 0.35 else 'muted'
-    cool = [c for c in ('green', 'teal', 'blue', 'purple')]
-    if warm >= 0.6: side, main, other = 'Warm', list(WARM), cool
-    elif warm <= 0.4: side, main, other = 'Cool', cool, list(WARM)
-    else:
-        w, c = max(WARM, key=lambda k: shares[k]), max(cool, key=lambda k: shares[k])
-        return f'{w.capitalize()} and {c} tones are mixed, in {feel} colour.'
-    acc = max(other, key=lambda c: shares[c])
-    tail = f', with {acc} accents' if shares[acc] >= 0.08 else ''
-    return f'{side} {_names(shares, main)} tones dominate, in {feel} colour{tail}.'
-
-# %% ../nbs/02_caption.ipynb #77af5229
-_CASCADE = {}
-def find_faces(gray:np.ndarray # grayscale image at the describer's size
-              ) -> list[tuple]:
-    "Frontal faces as (x, y, w, h) boxes in `gray`'s coordinates."
-    if not _CASCADE: _CASCADE.update({k: cv2.CascadeClassifier(cv2.data.haarcascades + f'haarcascade_frontalface_{k}.xml') for k in ('default', 'alt2')})
-    H, W = gray.shape; s = 256/max(H, W)
-    small = cv2.equalizeHist(cv2.resize(gray, (round(W*s), round(H*s)), interpolation=cv2.INTER_AREA))
-    out = []
-    for x, y, w, h in _CASCADE['default'].detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(14, 14)):
-        x, y, w, h = (int(round(v/s)) for v in (x, y, w, h))
-        p = w//4; roi = cv2.equalizeHist(gray[max(0, y - p):y + h + p, max(0, x - p):x + w + p])
-        if len(_CASCADE['alt2'].detectMultiScale(roi, scaleFactor=1.1, minNeighbors=3, minSize=(int(0.6*w), int(0.6*h)))):
-            out.append((x, y, w, h))     # confirmed by a second cascade
-    return out
-
-NUMBERS = ['no', 'one', 'two', 'three', 'four', 'five', 'six']
-
-def face_sentence(faces:list, # (x, y, w, h) boxes
-                  shape:tuple # (height, width) of the image
-                 ) -> str:
-    "The faces sentence: how many, and close-up, medium distance or small and distant."
-    if not faces: return 'No faces are visible.'
-    n = len(faces); big = max(w*h for x, y, w, h in faces)/(shape[0]*shape[1])
-    num = NUMBERS[n] if n < len(NUMBERS) else 'many'
-    if n == 1:
-        if big >= 0.05: return 'One face appears in close-up.'
-        return 'One face is visible at medium distance.' if big >= 0.012 else 'One small face appears in the distance.'
-    if big >= 0.05: return f'{num.capitalize()} faces appear, one of them in close-up.'
-    return f'{num.capitalize()} faces are visible at medium distance.' if big >= 0.012 else f'{num.capitalize()} small faces appear in the distance.'
-
-# %% ../nbs/02_caption.ipynb #8d0e91f2
-def _runs(mask:np.ndarray) -> int:
-    "Most separate strokes crossed by a scan along a third, the middle, or two thirds of a mask's height."
-    rows = mask[[mask.shape[0]//3, mask.shape[0]//2, 2*mask.shape[0]//3]].astype(np.int8)
-    return int((np.diff(rows, axis=1, prepend=0) == 1).sum(1).max())
-
-def _mad(v): return float(np.median(np.abs(v - np.median(v))))
-
-def _solidity(mask:np.ndarray) -> float:
-    "Pixels of a blob over the pixels of its convex hull."
-    cs, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    hull = np.zeros(mask.shape, np.uint8); cv2.fillConvexPoly(hull, cv2.convexHull(np.concatenate(cs)), 1)
-    return float(mask.sum()/max(hull.sum(), 1))
-
-def find_glyphs(gray:np.ndarray # grayscale image
-               ) -> tuple[np.ndarray, list]:
-    "Letter-like components: rows (x, y, w, h, stroke, wide, polarity, label, contrast, area), and the two label images."
-    H, W = gray.shape
-    I = cv2.integral(gray.astype(np.float64))
-    rows, labs = [], []
-    for pol, (mode, C) in enumerate([(cv2.THRESH_BINARY_INV, 18), (cv2.THRESH_BINARY, -18)]):
-        b = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, mode, (W//5) | 1, C)
-        n, lab, st, _ = cv2.connectedComponentsWithStats(b, connectivity=8)
-        dt = cv2.distanceTransform(b, cv2.DIST_L2, 3)
-        x, y, w, h, a = [st[:, i].astype(float) for i in range(5)]
-        stroke = np.maximum(1, 4*np.bincount(lab.ravel(), dt.ravel(), n)/np.maximum(a, 1) - 2)
-        gin = np.bincount(lab.ravel(), gray.ravel().astype(float), n)
-        x0, y0, x1, y1 = st[:, 0], st[:, 1], st[:, 0] + st[:, 2], st[:, 1] + st[:, 3]
-        box = I[y1, x1] - I[y0, x1] - I[y1, x0] + I[y0, x0]
-        contrast = np.abs(gin/np.maximum(a, 1) - (box - gin)/np.maximum(w*h - a, 1))   # ink vs the rest of its box
-        m = np.maximum(2, h//4).astype(int)                                            # ink vs a ring around its box
-        X0, Y0, X1, Y1 = np.maximum(x0 - m, 0), np.maximum(y0 - m, 0), np.minimum(x1 + m, W), np.minimum(y1 + m, H)
-        ring = (I[Y1, X1] - I[Y0, X1] - I[Y1, X0] + I[Y0, X0] - box)/np.maximum((X1 - X0)*(Y1 - Y0) - w*h, 1)
-        surround = np.abs(gin/np.maximum(a, 1) - ring)
-        fill = a/(w*h)
-        wide = w > 2.5*h
-        ok = ((h >= H*0.015) & (h <= H*0.2) & (w <= 15*h) & (h <= 15*w) & (a >= 8) & (fill >= 0.12)
-              & ((fill <= 0.9) | (w < 0.4*h)) & ((stroke <= 0.35*h) | wide) & (contrast >= 35) & (surround >= 25))
-        ok[0] = False
-        for i in np.nonzero(ok & wide)[0]:   # a wide blob must cross several strokes, like a word
-            ok[i] = _runs(lab[y0[i]:y1[i], x0[i]:x1[i]] == i) >= max(3, 0.8*w[i]/h[i])
-        rows.append(np.stack([x, y, w, h, stroke, wide, np.full(n, pol), np.arange(n), contrast, a], 1)[ok])
-        labs.append(lab)
-    return np.concatenate(rows), labs
-
-# %% ../nbs/02_caption.ipynb #d81a57eb
-def find_text_lines(gray:np.ndarray # grayscale image
-                   ) -> list[dict]:
-    "Lines of text: dicts with x, y, w, h (box), glyph_h (median letter height), n (glyphs), contrast."
-    g, labs = find_glyphs(gray)
-    n = len(g)
-    if not n: return []
-    x, y, w, h, sw = g[:, 0], g[:, 1], g[:, 2], g[:, 3], g[:, 4]
-    cy = y + h/2
-    hi, lo = np.maximum(h[:, None], h[None, :]), np.minimum(h[:, None], h[None, :])
-    gap = x[None, :] - (x[:, None] + w[:, None])
-    link = (hi/lo < 2.0) & (np.abs(cy[:, None] - cy[None, :]) < 0.35*hi) & (gap > -0.3*lo) & (gap < hi)
-    link |= link.T
-    np.fill_diagonal(link, False)
-    parent = np.arange(n)
-    def find(i):
-        while parent[i] != i: parent[i] = parent[parent[i]]; i = parent[i]
-        return i
-    for i, j in zip(*np.nonzero(np.triu(link))): parent[find(i)] = find(j)
-    roots = np.array([find(i) for i in range(n)])
-    lines = []
-    for r in np.unique(roots):
-        m = roots == r
-        hm = float(np.median(h[m]))
-        X0, Y0, X1, Y1 = int(x[m].min()), int(y[m].min()), int((x + w)[m].max()), int((y + h)[m].max())
-        if np.maximum(1, np.round(w[m]/(0.7*h[m]))).sum() < 3: continue                  # about three letters
-        if X1 - X0 < 2*hm or Y1 - Y0 > 1.6*hm: continue                                  # a line, not a column
-        if m.sum() >= 2 and min(_mad(y[m]), _mad((y + h)[m])) > 0.12*hm: continue        # aligned tops or bottoms
-        if np.std(sw[m]) > 0.5*np.mean(sw[m]): continue                                  # even strokes
-        mask = np.zeros((Y1 - Y0, X1 - X0), bool)
-        for p in (0, 1):
-            ids = g[m & (g[:, 6] == p), 7]
-            if len(ids): mask |= np.isin(labs[p][Y0:Y1, X0:X1], ids)
-        if _runs(mask) < 0.6*(X1 - X0)/hm: continue                                      # strokes, not blobs
-        if hm >= 14 and np.median([_solidity(labs[int(p)][int(b):int(b + d), int(a):int(a + c)] == int(i))
-                                   for a, b, c, d, p, i in g[m][:, [0, 1, 2, 3, 6, 7]]]) > 0.85: continue
-        lines.append(dict(x=X0, y=Y0, w=X1 - X0, h=Y1 - Y0, glyph_h=hm, n=int(m.sum()), contrast=float(np.median(g[m, 8]))))
-    return lines
-
-# %% ../nbs/02_caption.ipynb #a99100c5
-def _where(y:float) -> str: return 'at the top' if y < 0.36 else 'at the bottom' if y > 0.64 else 'in the middle'
-
-def is_large_text(line:dict, shape:tuple) -> bool:
-    "Large bold text: letters >= 5% of the height, spanning >= 30% of the width, strong contrast."
-    return line['glyph_h'] >= 0.05*shape[0] and line['w'] >= 0.3*shape[1] and line['contrast'] >= 80
-
-def text_sentence(lines:list, # from `find_text_lines`
-                  shape:tuple # (height, width) of the image
-                 ) -> str:
-    "The text sentence: large bold text, large but faint lettering, only a little small text, several small lines, or none."
-    if not lines: return 'There is no visible text.'
-    H = shape[0]
-    pos = lambda l: _where((l['y'] + l['h']/2)/H)
-    large = [l for l in lines if is_large_text(l, shape)]
-    if large:
-        l = max(large, key=lambda l: l['glyph_h']*l['w'])
-        return f"Large bold text dominates the image {pos(l)}."
-    faint = [l for l in lines if l['glyph_h'] >= 0.08*H and l['w'] >= 0.3*shape[1]]
-    if faint: return f"Large but faint lettering runs across the image {pos(max(faint, key=lambda l: l['glyph_h']*l['w']))}."
-    if len(lines) >= 4: return 'Several lines of small text are spread over the image.'
-    return f"There is only a little small text {pos(max(lines, key=lambda l: l['w']*l['h']*l['contrast']))}."
-
-# %% ../nbs/02_caption.ipynb #21546e5c
-def clutter_stats(gray:np.ndarray, # grayscale image
-                  lines:list=() # text lines to leave out
-                 ) -> dict:
-    "Edge coverage (0 empty .. 1 edges everywhere) outside text, and the edges' centre of mass (fractions)."
-    H, W = gray.shape
-    keep = np.ones((H, W), np.uint8)
-    for l in lines: keep[l['y']:l['y'] + l['h'] + 1, l['x']:l['x'] + l['w'] + 1] = 0
-    band = keep.copy()
-    for l in lines:                  # a title: the band it sits in, neighbouring (perhaps missed) title lines included
-        if is_large_text(l, (H, W)): band[max(0, int(l['y'] - 1.3*l['h'])):int(l['y'] + 2.3*l['h']) + 1] = 0
-    if band.mean() >= 0.5: keep = band
-    h2, w2 = H//2, W//2
-    e = cv2.Canny(cv2.resize(gray, (w2, h2), interpolation=cv2.INTER_AREA), 60, 120)
-    keep = cv2.resize(keep, (w2, h2), interpolation=cv2.INTER_NEAREST) > 0
-    e = (e > 0) & keep
-    cover = cv2.dilate(e.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    ys, xs = np.nonzero(e)
-    cx, cy = (float(xs.mean()/w2), float(ys.mean()/h2)) if len(xs) else (0.5, 0.5)
-    return dict(coverage=float(cover[keep].mean()) if keep.any() else 0.0, cx=cx, cy=cy)
-
-def composition_sentence(coverage:float, cx:float, cy:float, # from `clutter_stats`
-                         closeup:bool=False # a face close-up anchors the frame
-                        ) -> str:
-    "The composition sentence: clean and minimal (centred or with empty space), anchored, or busy and cluttered."
-    if coverage < 0.2:
-        if abs(cx - 0.5) < 0.15 and abs(cy - 0.5) < 0.2: return 'The composition is clean and minimal, centred on a single subject.'
-        return 'The composition is clean and minimal, with plenty of empty space.'
-    if closeup: return 'The composition is layered, with one main subject set against a detailed background.'
-    if coverage >= 0.8: return 'The composition is very busy and cluttered, crowded with detail from edge to edge.'
-    return 'The composition is busy and cluttered, with many elements spread across the frame.'
-
-# %% ../nbs/02_caption.ipynb #e21eab5c
-DESCRIBER_VERSION = 2
-
-def image_features(image:bytes|str|Path|np.ndarray # encoded bytes, a file path or an array
-                  ) -> dict:
-    "Every measurement the describer uses."
-    bgr = load_bgr(image)
-    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    lines = find_text_lines(gray)
-    return dict(shape=gray.shape, **tone_stats(bgr), **colour_stats(bgr), faces=find_faces(gray), lines=lines,
-                **clutter_stats(gray, lines))
-
-def describe_features(f:dict # from `image_features`
-                     ) -> list[str]:
-    "The five sentences for the measurements `f`."
-    area = f['shape'][0]*f['shape'][1]
-    closeup = any(w*h >= 0.05*area for x, y, w, h in f['faces'])
-    return [tone_sentence(f['key'], f['contrast']),
-            colour_sentence(f['coloured'], f['saturation'], f['warm'], f['shares']),
-            face_sentence(f['faces'], f['shape']),
-            text_sentence(f['lines'], f['shape']),
-            composition_sentence(f['coverage'], f['cx'], f['cy'], closeup)]
-
-def describe_image(image:bytes|str|Path|np.ndarray # encoded bytes, a file path or an array
-                  ) -> str:
-    "A five-sentence plain-English description of an image from its pixels alone."
-    return ' '.join(describe_features(image_features(image)))
-
-# %% ../nbs/02_caption.ipynb #9e78e8e4
-class DescribeCaptioner(Captioner):
-    "The offline pixel describer as a caption backend (ignores the prompt)."
-    name, model, rate_limited = 'describe', f'opencv-describer-v{DESCRIBER_VERSION}', False
-    def settings(self) -> dict: return {'version': DESCRIBER_VERSION, 'side': SIDE}
-    def caption(self, image:bytes, mime:str, prompt:str) -> CaptionResult:
-        try: text = describe_image(image)
-        except (ValueError, cv2.error) as e: return CaptionResult('', 'failed', f'cannot describe the image: {e}', model=self.model)
-        return CaptionResult(text, 'ok', '', 0, 0, self.model)
-
-@register_captioner('describe')
-def describe_captioner(cfg:AttrDict) -> DescribeCaptioner:
-    "The offline describer (needs no settings)."
-    return DescribeCaptioner()
 
 # %% ../nbs/02_caption.ipynb #afdde8b6
 CAPTION_KEYS = ['captioner', 'caption_model', 'prompt', 'temperature', 'top_p', 'max_output_tokens']
@@ -603,6 +368,17 @@ def caption_usage(caps:pd.DataFrame, # from `caption_table`
             'blocked': caps[caps.status == 'blocked'][['id', 'reason']].to_dict('records'),
             'failed': caps[caps.status == 'failed'][['id', 'reason']].to_dict('records')}
 
+def check_caption_run(usage:dict, # from `caption_usage`
+                      where:str|Path='' # where the details are (usage.json), named in the message
+                     ) -> None:
+    "Raise `PosterlensError` when every image of the run failed: such a run must not look like a success."
+    n, failed = usage['n'], usage['counts']['failed']
+    if not n or failed < n: return
+    reasons = pd.Series([r['reason'] for r in usage['failed']]).value_counts()
+    top = f"{reasons.index[0]!r}" + (f" ({reasons.iloc[0]} images)" if len(reasons) > 1 else '')
+    raise PosterlensError(f"all {n} images failed to caption with {usage['backend']} ({usage['model']}); most common reason: {top}"
+                          + (f"; every reason is in {where}" if where else '') + "; a rerun asks for them again")
+
 # %% ../nbs/02_caption.ipynb #c8f2a1aa
 def stage_caption(cfg:AttrDict, # run configuration
                   force:bool=False # recompute even if the artifacts are up to date
@@ -639,21 +415,6 @@ def stage_caption(cfg:AttrDict, # run configuration
     for kind in ('blocked', 'failed'):
         for r in usage[kind][:20]: print(f"  {kind}: {r['id']}: {r['reason']}")
         if len(usage[kind]) > 20: print(f"  ... {len(usage[kind]) - 20} more {kind} rows in {out/'usage.json'}")
+    check_caption_run(usage, out/'usage.json')
     mark_done(out, key, n=len(caps), counts=c, seconds=usage['seconds'])
     return caps
-
-# %% ../nbs/02_caption.ipynb #7f77ccfb
-def planted_agreement(caps:pd.DataFrame, # captions with columns id, caption
-                      attrs:pd.DataFrame, # the synthetic posters' attributes (id + one 0/1 column each)
-                      effects:list # `truth.json` effects: attribute, present_phrase
-                     ) -> pd.DataFrame:
-    "Per planted attribute: how often the caption's key phrase agrees with the attribute (percent)."
-    d = caps[['id', 'caption']].merge(attrs.assign(id=attrs.id.astype(str)), on='id')
-    rows = []
-    for e in effects:
-        a, ph = e['attribute'], e['present_phrase'].lower()
-        s = d[d.bw == 0] if a == 'cool' and 'bw' in d else d
-        said = s.caption.str.lower().str.contains(ph, regex=False)
-        rows.append(dict(attribute=a, phrase=ph, n=len(s), prevalence=float(s[a].mean()),
-                         agreement_pct=round(100*float((said == s[a].astype(bool)).mean()), 1)))
-    return pd.DataFrame(rows)
