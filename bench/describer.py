@@ -13,7 +13,7 @@ import argparse, sys, tempfile, time
 from pathlib import Path
 
 import pandas as pd
-from posterlens.caption import describe_image, planted_agreement
+from posterlens.describe import describe_image, planted_agreement
 from posterlens.data import EFFECTS, make_synth
 
 

@@ -39,7 +39,7 @@ def describer_captions(n:int, seed:int=1) -> list[str]:
     f = cache/f'describer-n{n}-s{seed}.parquet'
     if f.exists(): return read_parquet(f).caption.tolist()
     from posterlens.data import make_synth
-    from posterlens.caption import describe_image
+    from posterlens.describe import describe_image
     csv = make_synth(cache/f'synth-n{n}-s{seed}', n=n, seed=seed)
     df = pd.read_csv(csv)
     caps = [describe_image(csv.parent/p) for p in df.image]

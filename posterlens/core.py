@@ -48,6 +48,9 @@ class Settings(BaseModel):
     covariates: list[str] = _f([], 'CSV columns used as covariates (numeric standardized, categorical multi-hot)')
     image_root: Optional[str] = _f(None, 'folder that relative image paths are taken from (empty: the CSV\'s folder)')
     download_dir: str = _f('data/images', 'where images given as URLs are downloaded')
+    download_timeout: float = _f(20.0, 'seconds per connect/read when downloading images', ge=0.1, le=3600)
+    download_attempts: int = _f(5, 'attempts per URL on transient errors (still failing: asked again by the next run)', ge=1, le=50)
+    download_concurrency: int = _f(8, 'parallel image downloads', ge=1, le=256)
     # -- captioning
     captioner: str = _f('describe', 'the captioning backend: describe, gemini, openai or transformers')
     prompt: str = _f('prompts/concise.txt', 'the prompt file sent with each image')

@@ -8,6 +8,7 @@ import colorsys, difflib, email.utils, functools, os, re, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import unquote, urlparse
 
 import httpx
 import numpy as np
@@ -21,10 +22,11 @@ from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_file, r
                              read_parquet, resolve, run_dir, stage_key, write_json, write_parquet)
 
 # %% auto #0
-__all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W', 'H', 'DATA_KEYS', 'synth_formula',
+__all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W', 'H', 'PERMANENT', 'DATA_KEYS', 'synth_formula',
            'fake_title', 'synth_table', 'draw_poster', 'synth_truth', 'make_synth', 'show_posters', 'check_image',
-           'url_name', 'download_images', 'read_table', 'parse_covariate', 'load_dataset', 'is_synth', 'dataset_csv',
-           'data_columns', 'data_summary', 'data_fingerprint', 'stage_data']
+           'url_name', 'unsupported_url', 'download_settings', 'downloads_pending', 'download_images', 'separator_hint',
+           'read_table', 'parse_covariate', 'load_dataset', 'is_synth', 'dataset_csv', 'data_columns', 'data_summary',
+           'data_fingerprint', 'stage_data']
 
 # %% ../nbs/01_data.ipynb #cdb06a07
 INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 2
@@ -99,6 +101,20 @@ def _clutter(d, rng, col):
         elif k == 2: d.line([x, y, x+rng.uniform(-2, 2)*s, y+rng.uniform(-2, 2)*s], fill=col(), width=int(rng.integers(1, 4)))
         else: d.polygon([(x, y), (x+s, y+rng.uniform(-s, s)), (x+rng.uniform(0, s), y+s)], fill=col())
 
+def _face(d, rng, cx, cy, s):
+    "A frontal cartoon face `s` pixels tall: skin oval, hair, eyes with brows, nose and mouth."
+    skin = _rgb(rng.uniform(0.04, 0.1), rng.uniform(0.25, 0.5), rng.uniform(0.55, 0.95))
+    hair, w = _rgb(rng.uniform(0.02, 0.1), rng.uniform(0.3, 0.7), rng.uniform(0.08, 0.3)), s*0.8
+    d.ellipse([cx-w/2, cy-s/2, cx+w/2, cy+s/2], fill=skin)
+    d.chord([cx-w/2-2, cy-s/2-4, cx+w/2+2, cy-s*0.05], 180, 360, fill=hair)
+    ey, ex, er = cy-s*0.08, w*0.2, s*0.06
+    for k in (-1, 1):
+        d.ellipse([cx+k*ex-er*1.4, ey-er*0.8, cx+k*ex+er*1.4, ey+er*0.8], fill=(250, 250, 250))
+        d.ellipse([cx+k*ex-er*0.7, ey-er*0.7, cx+k*ex+er*0.7, ey+er*0.7], fill=hair)
+        d.line([cx+k*ex-er*1.8, ey-er*2.2, cx+k*ex+er*1.8, ey-er*2.0], fill=hair, width=max(2, int(s*0.035)))
+    d.line([cx, ey+er, cx-s*0.04, cy+s*0.15, cx+s*0.02, cy+s*0.17], fill=_rgb(0.03, 0.4, 0.6), width=max(1, int(s*0.02)))
+    d.chord([cx-w*0.2, cy+s*0.2, cx+w*0.2, cy+s*0.32], 0, 180, fill=_rgb(0.98, 0.6, 0.6))
+
 def _big_title_layout(d, title):
     "The split of `title` into lines (capitals) that allows the largest letters, and that font."
     words, best = title.upper().split(), None
@@ -122,9 +138,10 @@ def _title(d, rng, title, layout, at_top, ink):
 
 def draw_poster(dark:int, cool:int, bw:int, cluttered:int, big_title:int, # the latent attributes (0/1)
                 title:str, # text of the title
-                rng:np.random.Generator # per-poster generator for the non-causal variation
+                rng:np.random.Generator, # per-poster generator for the non-causal variation
+                faces:int=0 # cartoon faces to draw over the middle band (not a planted attribute)
                ) -> Image.Image:
-    "A 200x300 RGB poster showing the five attributes (see the pixel signatures above)."
+    "A 200x300 RGB poster showing the five attributes (see the pixel signatures above), optionally with faces."
     hue = rng.uniform(0.52, 0.62) if cool else rng.uniform(-0.02, 0.08)
     sat, v = (rng.uniform(0.6, 0.9), rng.uniform(0.1, 0.22)) if dark else (rng.uniform(0.35, 0.55), rng.uniform(0.86, 0.97))
     top = np.array(_rgb(hue, sat, v))
@@ -144,6 +161,7 @@ def draw_poster(dark:int, cool:int, bw:int, cluttered:int, big_title:int, # the 
                  min(rng.uniform(90, 120), 0.8*(hi - lo)), col())
     ink = _rgb(0, 0, rng.uniform(0.95, 1.0)) if dark else _rgb(0, 0, rng.uniform(0.0, 0.06))
     _title(d, rng, title, layout, at_top, ink)
+    for _ in range(faces): _face(d, rng, rng.uniform(0.25*W, 0.75*W), rng.uniform(0.35*H, 0.65*H), rng.uniform(0.3, 0.5)*W)
     return img.convert('L').convert('RGB') if bw else img
 
 # %% ../nbs/01_data.ipynb #fef96ff1
@@ -215,6 +233,16 @@ def url_name(url:str) -> str:
 
 def _is_url(x) -> bool: return isinstance(x, str) and x.strip().lower().startswith(('http://', 'https://'))
 
+_SCHEME = re.compile(r'^([a-zA-Z][a-zA-Z0-9+.-]*)://')
+
+def unsupported_url(ref:str) -> str|None:
+    "Why `ref` is a URL that cannot be fetched (a scheme other than http/https), or None."
+    m = _SCHEME.match(ref.strip()) if isinstance(ref, str) else None
+    if m is None or _is_url(ref): return None
+    s = m[1].lower()
+    if s == 'file': return f'file:// URLs are not read: give the local path instead ({unquote(urlparse(ref.strip()).path) or "/"})'
+    return f'unsupported URL scheme {s}:// (only http and https URLs are downloaded)'
+
 def _download_index(dest:Path) -> dict:
     "Downloaded files in `dest` by URL hash (one folder scan, not one glob per URL)."
     if dest is None or not Path(dest).is_dir(): return {}
@@ -236,9 +264,11 @@ def _wait(backoff, max_wait):
         return min(max(expo(rs), getattr(e, 'wait', None) or 0), max_wait)
     return wait
 
+PERMANENT = ('http_error', 'not_image', 'unsupported')   # download statuses that a later run does not ask again (unless forced)
+
 def _fetch_one(client, url, dest, retries, backoff, max_wait, index=None):
     "Download `url` into `dest`: (path, status, error)."
-    if not _is_url(url): return None, 'failed', 'not an http(s) URL'
+    if not _is_url(url): return None, 'unsupported', unsupported_url(url) or 'not an http(s) URL'
     if (old := _downloaded(dest, url, index)) is not None:
         if check_image(old) is None: return str(old), 'ok', ''
         old.unlink(missing_ok=True)   # damaged since it was downloaded: fetch it again
@@ -253,14 +283,14 @@ def _fetch_one(client, url, dest, retries, backoff, max_wait, index=None):
                     if r.status_code >= 400: return None, 'http_error', f'HTTP {r.status_code}'
                     with open(part, 'wb') as f:
                         for chunk in r.iter_bytes(): f.write(chunk)
-        if (err := check_image(part)) is not None: return None, 'not_image', err
+        if (err := check_image(part)) is not None: return None, 'not_image', err.replace(str(part), url)
         with Image.open(part) as im: fmt = im.format
         final = dest/(url_name(url) + _EXT.get(fmt, f'.{str(fmt).lower()}'))
         os.replace(part, final)
         return str(final), 'ok', ''
-    except _RetryableStatus as e: return None, 'http_error', f'{e} after {retries + 1} attempts'
-    except httpx.TimeoutException as e: return None, 'failed', f'timeout after {retries + 1} attempts ({type(e).__name__})'
-    except Exception as e: return None, 'failed', f'{type(e).__name__}: {e}'
+    except _RetryableStatus as e: return None, 'transient', f'{e} after {retries + 1} attempts'
+    except httpx.TimeoutException as e: return None, 'transient', f'timeout after {retries + 1} attempts ({type(e).__name__})'
+    except Exception as e: return None, 'transient', f'{type(e).__name__}: {e}'.replace(str(part), url)
     finally: part.unlink(missing_ok=True)
 
 def _clean_stale_parts(dest:Path):
@@ -270,6 +300,32 @@ def _clean_stale_parts(dest:Path):
         except (ProcessLookupError, ValueError, IndexError): f.unlink(missing_ok=True)
         except PermissionError: pass   # the process exists (another user's)
 
+def _failures(dest:Path) -> dict:
+    "The permanent download failures remembered in `dest`: URL hash -> {url, status, error}."
+    try: d = read_json(Path(dest)/'.failures.json')
+    except (OSError, ValueError): return {}
+    return d if isinstance(d, dict) else {}
+
+def _remember(dest:Path, results:dict):
+    "Record this run's permanent failures in `dest/.failures.json`; forget URLs that succeeded or failed transiently."
+    if not results: return
+    before = _failures(dest); known = dict(before)
+    for u, (_, status, err) in results.items():
+        if status in PERMANENT: known[url_name(u)] = {'url': u, 'status': status, 'error': err}
+        else: known.pop(url_name(u), None)
+    if known != before: write_json(known, dest/'.failures.json')
+
+def download_settings(cfg:AttrDict # run configuration (checked by the settings schema)
+                     ) -> dict:
+    "The downloader's keyword arguments from the settings download_timeout, download_attempts and download_concurrency."
+    return dict(timeout=float(cfg.download_timeout), retries=int(cfg.download_attempts) - 1, concurrency=int(cfg.download_concurrency))
+
+def downloads_pending(out:Path # the data stage's folder
+                     ) -> bool:
+    "True when the last data stage left downloads that failed transiently (the next plain run asks again)."
+    try: return bool((read_parquet(out/'skipped.parquet').reason == 'download transient').any())
+    except (OSError, ValueError, AttributeError, KeyError): return False
+
 def download_images(urls:Iterable[str], # image URLs (duplicates are fetched once)
                     dest:str|Path, # folder for the files (created)
                     concurrency:int=8, # parallel requests
@@ -277,20 +333,24 @@ def download_images(urls:Iterable[str], # image URLs (duplicates are fetched onc
                     timeout:float=20, # seconds per connect/read
                     backoff:float=1.0, # first backoff wait in seconds (doubles each retry, plus jitter)
                     max_wait:float=60, # longest single wait, Retry-After included
-                    progress:bool=True # show a tqdm bar
+                    progress:bool=True, # show a tqdm bar
+                    force:bool=False # ask again for URLs whose earlier failure was permanent (404, not an image...)
                    ) -> pd.DataFrame:
     "Fetch `urls` into `dest` robustly; one row per URL with `url, path, status, error`."
     dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
     _clean_stale_parts(dest)
     urls = [u.strip() if isinstance(u, str) else u for u in urls]
     uniq = list(dict.fromkeys(u for u in urls if isinstance(u, str)))
-    res = {}
+    known, index, res = ({} if force else _failures(dest)), _download_index(dest), {}
+    for u in uniq:                                  # permanent failures of earlier runs are not asked again
+        if (f := known.get(url_name(u))) and f.get('url') == u and f.get('status') in PERMANENT and _downloaded(dest, u, index) is None:
+            res[u] = (None, f['status'], f"{f['error']} (an earlier run; --force asks again)")
+    uniq = [u for u in uniq if u not in res]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(timeout=timeout, follow_redirects=True, limits=limits,
                       headers={'User-Agent': 'posterlens image downloader'}) as client, \
          ThreadPoolExecutor(max_workers=concurrency) as pool, \
          tqdm(total=len(uniq), desc='download', disable=not progress or not uniq) as bar:
-        index = _download_index(dest)
         futs = {pool.submit(_fetch_one, client, u, dest, retries, backoff, max_wait, index): u for u in uniq}
         try:
             for f in as_completed(futs):
@@ -298,7 +358,8 @@ def download_images(urls:Iterable[str], # image URLs (duplicates are fetched onc
                 bar.set_postfix(ok=sum(s == 'ok' for _, s, _ in res.values()), refresh=False)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True); raise
-    rows = [res.get(u, (None, 'failed', 'not an http(s) URL')) for u in urls]
+        finally: _remember(dest, {u: res[u] for u in uniq if u in res})
+    rows = [res.get(u, (None, 'unsupported', 'not an http(s) URL')) for u in urls]
     return pd.DataFrame({'url': urls, 'path': [r[0] for r in rows], 'status': [r[1] for r in rows],
                          'error': [r[2] for r in rows]})
 
@@ -307,6 +368,19 @@ def _as_list(x) -> list[str]:
     if x is None or x == '': return []
     if isinstance(x, str): return [c.strip() for c in x.split(',') if c.strip()]
     return [str(c) for c in x]
+
+def separator_hint(csv:Path # a CSV file
+                  ) -> str|None:
+    "A one-line error when the header of `csv` is separated by ';', tabs or '|' rather than commas; else None."
+    try:
+        with open(csv, encoding='utf-8', errors='replace') as f: head = f.readline()
+    except OSError: return None
+    names = {';': 'semicolons', '\t': 'tabs', '|': "'|'"}
+    sep = max(names, key=head.count)
+    if head.count(sep) < 1 or head.count(',') >= head.count(sep): return None
+    py = "'\\t'" if sep == '\t' else repr(sep)
+    return (f"{csv.name} is separated by {names[sep]}, not commas (header: {head.strip()[:80]!r}); save it as a comma-separated "
+            f"CSV, e.g. pandas.read_csv(path, sep={py}).to_csv(path, index=False)")
 
 def read_table(csv:str|Path, # the data set
                columns:Iterable[str|None] # column names that must exist (None/'' entries are ignored)
@@ -317,8 +391,10 @@ def read_table(csv:str|Path, # the data set
     try: df = pd.read_csv(csv, dtype=str, skipinitialspace=True, keep_default_na=False, na_values=[''])
     except pd.errors.EmptyDataError: raise PosterlensError(f"dataset CSV is empty: {csv}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        if (sep := separator_hint(csv)): raise PosterlensError(sep) from None
         raise PosterlensError(f"cannot parse {csv} as CSV: {str(e).splitlines()[0]}") from None
     missing = [c for c in dict.fromkeys(c for c in columns if c) if c not in df.columns]
+    if missing and (sep := separator_hint(csv)): raise PosterlensError(sep)
     if missing:
         hints = [f"{c!r}->{m[0]!r}" for c in missing if (m := difflib.get_close_matches(c, df.columns, 1, 0.6))]
         raise PosterlensError(f"{csv.name}: missing column(s) {', '.join(map(repr, missing))}; available: "
@@ -378,7 +454,7 @@ def load_dataset(csv:str|Path, # the data set
                  image_root:str|Path|None=None, # base folder of relative image paths (None: the CSV's folder)
                  download_dir:str|Path|None=None, # where URL images go (None: `<csv folder>/images`)
                  progress:bool=True, # progress bars
-                 **download_kw # passed on to `download_images`
+                 **download_kw # passed on to `download_images` (timeout, retries, concurrency, force...)
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Read and validate `csv`: (usable rows: id, image_path, target, title, covariates; skipped rows: id, reason, ...)."
     csv = Path(csv).resolve(); covs = _as_list(covariates)
@@ -398,6 +474,7 @@ def load_dataset(csv:str|Path, # the data set
     urls = [i for i in todo if _is_url(refs[i])]
     for i in todo:
         if refs[i] is None: why[i] = 'missing image'
+        elif (bad := unsupported_url(refs[i])): why[i], detail[i] = 'unsupported URL', bad
         elif not _is_url(refs[i]):
             f = _local(refs[i], base, root)
             if f.is_file(): path[i] = str(f.resolve())
@@ -475,7 +552,9 @@ def data_summary(table:pd.DataFrame, skipped:pd.DataFrame, csv:str|Path, target_
     else: s += "; no row skipped"
     y = table.target
     sd = y.std() if len(y) > 1 else 0.0
-    return s + f". Target {target_col!r}: mean {y.mean():.3f}, std {sd:.3f}, range {y.min():g} to {y.max():g}."
+    s += f". Target {target_col!r}: mean {y.mean():.3f}, std {sd:.3f}, range {y.min():g} to {y.max():g}."
+    return s + (f"\nWarning: the target {target_col!r} is {y.iloc[0]:g} in every usable row: there is nothing to explain "
+                "(is target_col the right column?)" if len(y) > 1 and y.nunique() == 1 else '')
 
 def data_fingerprint(cfg:AttrDict # run configuration
                     ) -> dict:
@@ -486,14 +565,15 @@ def data_fingerprint(cfg:AttrDict # run configuration
     return dict(csv=hash_file(csv), version=_STAGE_VERSION, images=_image_state(csv, cols['image_col'], root, dest))
 
 def stage_data(cfg:AttrDict, # run configuration
-               out:Path # the stage's folder (runs/<variant>/data)
+               out:Path, # the stage's folder (runs/<variant>/data)
+               force:bool=False # also ask again for images whose download failed for good (404, not an image)
               ) -> pd.DataFrame:
     "Load and validate the configured data set into `out` (table, skipped rows, planted truth); returns the table."
     t0, out = time.time(), Path(out)
     csv, cols = dataset_csv(cfg), data_columns(cfg)
     root = resolve(cfg, str(cfg.image_root)) if cfg.get('image_root') else None
     dest = resolve(cfg, str(cfg.get('download_dir') or 'data/images'))
-    table, skipped = load_dataset(csv, **cols, image_root=root, download_dir=dest)
+    table, skipped = load_dataset(csv, **cols, image_root=root, download_dir=dest, **download_settings(cfg), force=force)
     write_parquet(table, out/'table.parquet')
     write_parquet(skipped, out/'skipped.parquet')
     truth = csv.parent/'truth.json'

@@ -14,9 +14,10 @@ from fastcore.basics import AttrDict
 
 from .core import (PosterlensError, cache_dir, is_fresh, mark_done, read_json, read_parquet, run_dir, stage_key,
                              write_json)
-from .data import DATA_KEYS, data_fingerprint, stage_data
+from .data import DATA_KEYS, data_fingerprint, downloads_pending, stage_data
 from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_fingerprint, caption_stale,
-                                describe_captioner, estimate_captioning, read_prompt, stage_caption)
+                                estimate_captioning, read_prompt, stage_caption)
+from .describe import describe_captioner
 from .vlm import gemini_captioner, openai_captioner, transformers_captioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
 from .explain import EXPLAIN_KEYS, stage_explain
@@ -27,7 +28,7 @@ __all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'make_captioner', 'uses
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, Callable[[AttrDict], Captioner]] = {
-    'describe': describe_captioner,           # offline OpenCV describer (posterlens.caption)
+    'describe': describe_captioner,           # offline OpenCV describer (posterlens.describe)
     'gemini': gemini_captioner,               # Gemini API or Vertex AI (posterlens.vlm)
     'openai': openai_captioner,               # any OpenAI-compatible server (posterlens.vlm)
     'transformers': transformers_captioner,   # a local Hugging Face model (posterlens.vlm)
@@ -69,7 +70,7 @@ class StageRun(AttrDict):
     "What a stage's `compute` gets: cfg, inputs (results of its input stages), out (its folder), key, force, progress." 
 
 # %% ../nbs/04b_pipeline.ipynb #14400718
-def _data(r:StageRun): return stage_data(r.cfg, r.out)
+def _data(r:StageRun): return stage_data(r.cfg, r.out, force=r.force)
 def _caption(r:StageRun): return stage_caption(r.cfg, r.inputs['data'], r.inputs['captioner'], r.out)
 def _table(cfg, ins): return training_table(cfg, ins['data'], ins['caption'])
 def _train(r:StageRun): return stage_train(r.cfg, _table(r.cfg, r.inputs), r.out, r.key)
@@ -85,7 +86,8 @@ def _explain(r:StageRun):
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage('data', 'data', (), ('table.parquet', 'skipped.parquet'), tuple(DATA_KEYS),
           'load and validate the data set (downloads image URLs)', _data,
-          lambda d: read_parquet(d/'table.parquet'), fingerprint=lambda cfg, ins: data_fingerprint(cfg)),
+          lambda d: read_parquet(d/'table.parquet'), fingerprint=lambda cfg, ins: data_fingerprint(cfg),
+          stale=downloads_pending),
     Stage('caption', 'caption', ('data',), ('captions.parquet', 'usage.json'), tuple(CAPTION_KEYS),
           'describe every image in words (content-addressed cache)', _caption,
           lambda d: read_parquet(d/'captions.parquet'),

@@ -179,13 +179,13 @@ def _kernel_manager():
     return KernelManager
 
 # %% ../nbs/05_report.ipynb #c1ab8e38
-STAGE_NOTEBOOKS = ['01_data', '02_caption', '02b_vlm', '03_model', '04_explain', '05_report']
+STAGE_NOTEBOOKS = ['01_data', '02_caption', '02a_describe', '02b_vlm', '03_model', '04_explain', '05_report']
 def stage_notebooks(cfg:AttrDict, # run configuration
                     check:bool=True # raise if one is missing
                    ) -> list[Path]:
-    "The stage notebooks in `nbs/` that make the report of `cfg`, in order (`02b_vlm` only for VLM captioners)."
+    "The stage notebooks in `nbs/` that make the report of `cfg`, in order (the captioner's own: `02a_describe` or `02b_vlm`)."
     nbs = Path(cfg.root)/'nbs'
-    names = [n for n in STAGE_NOTEBOOKS if n != '02b_vlm' or uses_vlm(cfg)]
+    names = [n for n in STAGE_NOTEBOOKS if (n != '02b_vlm' or uses_vlm(cfg)) and (n != '02a_describe' or not uses_vlm(cfg))]
     missing = [n for n in names if not (nbs/f'{n}.ipynb').exists()]
     if missing and check: raise PosterlensError(f"notebook(s) missing from {nbs}: {', '.join(missing)}")
     return [nbs/f'{n}.ipynb' for n in names]

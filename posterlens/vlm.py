@@ -4,24 +4,25 @@
 
 # %% ../nbs/02b_vlm.ipynb #b01cefdd
 from __future__ import annotations
-import base64, email.utils, io, json, mimetypes, os, threading, time
+import base64, email.utils, importlib, io, json, mimetypes, os, re, threading, time
 from dataclasses import asdict
 from pathlib import Path
 
 from fastcore.basics import AttrDict
 
 from .core import PosterlensError, read_json, write_json, hash_obj, retry_after
-from .caption import CaptionResult, Captioner, Retryable
+from .caption import CaptionResult, Captioner, Retryable, Unreachable
 
 # %% auto #0
 __all__ = ['GEMINI_DEFAULT_MODEL', 'GEMINI_PRICES', 'GEMINI_BATCH_DISCOUNT', 'SAFETY_CATEGORIES', 'SAFETY_THRESHOLDS',
-           'GEMINI_BLOCK_REASONS', 'RETRY_HTTP', 'STOP_HTTP', 'BATCH_DONE', 'GEMINI_TILE_TOKENS',
+           'GEMINI_BLOCK_REASONS', 'RETRY_HTTP', 'STOP_HTTP', 'CREDENTIAL_REASONS', 'BATCH_DONE', 'GEMINI_TILE_TOKENS',
            'GEMINI3_IMAGE_TOKENS', 'OPENAI_DEFAULT_BASE_URL', 'retry_after_s', 'estimate_gemini_cost', 'safety_list',
-           'gemini_generation_config', 'gemini_request', 'gemini_result', 'gemini_error', 'gemini_route',
-           'GeminiCaptioner', 'gemini_captioner', 'batch_line', 'parse_batch_line', 'vertex_batch_line',
-           'request_image_sha', 'vertex_status_reason', 'parse_vertex_line', 'gcs_location', 'gcs_client',
-           'batch_route', 'caption_batch', 'gemini_image_tokens', 'data_url', 'openai_result', 'openai_error',
-           'OpenAICaptioner', 'openai_captioner', 'TransformersCaptioner', 'transformers_captioner']
+           'gemini_generation_config', 'gemini_request', 'gemini_result', 'proxy_for', 'unreachable',
+           'google_error_info', 'gemini_error', 'gemini_route', 'check_credentials_file', 'GeminiCaptioner',
+           'gemini_captioner', 'batch_line', 'parse_batch_line', 'vertex_batch_line', 'request_image_sha',
+           'vertex_status_reason', 'parse_vertex_line', 'gcs_location', 'gcs_client', 'batch_route', 'caption_batch',
+           'gemini_image_tokens', 'data_url', 'openai_result', 'openai_error', 'OpenAICaptioner', 'openai_captioner',
+           'TransformersCaptioner', 'transformers_captioner']
 
 # %% ../nbs/02b_vlm.ipynb #e60d2ebb
 def _seconds(v) -> float|None:
@@ -145,6 +146,9 @@ def gemini_result(resp, # a `google.genai.types.GenerateContentResponse`, or its
 # %% ../nbs/02b_vlm.ipynb #9fabdc48
 RETRY_HTTP = {408, 429, 500, 502, 503, 504}
 STOP_HTTP = {401, 403, 404}
+CREDENTIAL_REASONS = {'API_KEY_INVALID', 'API_KEY_EXPIRED', 'API_KEY_SERVICE_BLOCKED', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_TYPE_UNSUPPORTED',
+                      'ACCESS_TOKEN_SCOPE_INSUFFICIENT', 'CREDENTIALS_MISSING', 'IAM_PERMISSION_DENIED', 'SERVICE_DISABLED', 'CONSUMER_INVALID',
+                      'USER_PROJECT_DENIED', 'BILLING_DISABLED'}   # google.rpc.ErrorInfo reasons that no retry can fix
 
 def _transport_errors() -> tuple:
     import httpx
@@ -159,21 +163,77 @@ def _transport_errors() -> tuple:
     except ImportError: pass
     return tuple(errs)
 
+def _connect_errors() -> tuple:
+    "What httpx (and google-genai's httpx2) raise when no connection was made: refused, DNS, TLS, proxy, connect timeout, bad scheme."
+    errs = []
+    for name in ('httpx', 'httpx2'):
+        try: m = importlib.import_module(name)
+        except ImportError: continue
+        errs += [getattr(m, n) for n in ('ConnectError', 'ConnectTimeout', 'ProxyError', 'UnsupportedProtocol') if hasattr(m, n)]
+    return tuple(errs)
+
+def proxy_for(url:str) -> tuple[str, str]|None:
+    "(proxy URL without credentials, the variable it came from) that httpx uses for `url`; None without a proxy."
+    scheme = url.split(':', 1)[0].lower()
+    for k in (f'{scheme}_proxy', f'{scheme.upper()}_PROXY', 'all_proxy', 'ALL_PROXY'):
+        if os.environ.get(k): return re.sub(r'//[^@/]*@', '//', os.environ[k]), k
+    return None
+
+def unreachable(e:Exception, # the connection error
+                url:str, # the address the request went to
+                source:str # where that address came from
+               ) -> Unreachable:
+    "The `Unreachable` for connection error `e`; a failing proxy is named instead of the address behind it."
+    if type(e).__name__ == 'ProxyError' and (px := proxy_for(url)): url, source = px
+    return Unreachable(f'{type(e).__name__}: {e}'.rstrip(': '), url=url, source=source)
+
+def google_error_info(body) -> tuple[str, str, list]:
+    "(status, message, ErrorInfo reasons) of a google.rpc error body `{'error': {...}}`."
+    err = body.get('error', body) if isinstance(body, dict) else {}
+    err = err if isinstance(err, dict) else {}
+    reasons = [d.get('reason', '') for d in err.get('details') or []
+               if isinstance(d, dict) and str(d.get('@type', '')).endswith('google.rpc.ErrorInfo')]
+    return str(err.get('status') or ''), ' '.join(str(err.get('message') or '').split()), [r for r in reasons if r]
+
+def _gemini_fix(route:str, code:int, reasons:list, source:str) -> str:
+    "What to do about refused credentials."
+    if route == 'gemini-api':
+        if 'SERVICE_DISABLED' in reasons: return "enable the Generative Language API in the key's Google Cloud project (or use a key from https://aistudio.google.com/apikey)"
+        var = source if source.isupper() else 'GEMINI_API_KEY'
+        return f'put a valid Gemini API key in {var} (https://aistudio.google.com/apikey)'
+    proj = f"GOOGLE_CLOUD_PROJECT={os.environ.get('GOOGLE_CLOUD_PROJECT') or '(not set)'}"
+    if 'SERVICE_DISABLED' in reasons: return f'enable the Vertex AI API in the project ({proj})'
+    if code == 401 or any(r.startswith(('ACCESS_TOKEN', 'CREDENTIALS')) for r in reasons):
+        return 'renew the credentials (gcloud auth application-default login) or point GOOGLE_APPLICATION_CREDENTIALS at a valid service-account key file'
+    return f'grant the account the Vertex AI User role in the project, and check {proj} and GOOGLE_CLOUD_LOCATION'
+
 def gemini_error(e:Exception, # what the SDK raised for one request
-                 model:str='' # the model asked
+                 model:str='', # the model asked
+                 cap=None # the `GeminiCaptioner` that asked (names the credentials and URL in messages)
                 ) -> CaptionResult:
-    "The `failed` result for a refused request; raises `Retryable` (transient) or `PosterlensError` (setup)."
+    "The `failed` result for a refused request; raises `Retryable`/`Unreachable` (transient) or `PosterlensError` (setup)."
     from google.genai import errors
+    route = cap.route if cap is not None else 'gemini-api'
     if isinstance(e, errors.APIError):
         code = int(e.code or 0)
-        msg = f'{code} {e.status or ""}: {e.message or ""}'.strip()
+        status, message, reasons = google_error_info(e.details)
+        status, message = status or e.status or '', message or ' '.join(str(e.message or '').split())
+        msg = f'{code} {" ".join(filter(None, [status, *reasons]))}: {message}'
         if code in RETRY_HTTP or code >= 500:
             hdrs = getattr(getattr(e, 'response', None), 'headers', None)
             raise Retryable(f'Gemini {msg}', retry_after=retry_after_s(hdrs, e.details)) from e
-        if code in STOP_HTTP:
-            hint = 'check caption_model' if code == 404 else 'check the Gemini credentials (README: credentials)'
-            raise PosterlensError(f'Gemini refused the request ({msg}); {hint}') from e
+        service = 'Vertex AI' if route == 'vertex' else 'the Gemini API'
+        if code in (401, 403) or set(reasons) & CREDENTIAL_REASONS:
+            source = cap.credential_source() if cap is not None else 'GEMINI_API_KEY'
+            raise PosterlensError(f'{service} refused the credentials from {source} ({msg}); {_gemini_fix(route, code, reasons, source)}') from e
+        if code == 404: raise PosterlensError(f'{service} refused the request ({msg}); check caption_model') from e
+        if status == 'FAILED_PRECONDITION':
+            raise PosterlensError(f'{service} refused the request ({msg}); every request would fail the same way') from e
         return CaptionResult('', 'failed', f'Gemini {msg}', model=model)
+    if isinstance(e, _connect_errors()): raise unreachable(e, *(cap.endpoint() if cap is not None else ('', ''))) from e
+    if type(e).__name__ == 'TransportError' and type(e).__module__.startswith('google.auth'):   # the token refresh got no answer
+        src = cap.credential_source() if cap is not None else 'the application default credentials'
+        raise Unreachable(f'TransportError: {e}', url='https://oauth2.googleapis.com/token', source=f'refreshing {src}') from e
     if isinstance(e, _transport_errors()): raise Retryable(f'{type(e).__name__}: {e}') from e
     raise e
 
@@ -188,6 +248,19 @@ def gemini_route(vertexai:bool|None=None) -> str:
 _CRED_HELP = ("Gemini needs credentials: set GEMINI_API_KEY (or GOOGLE_API_KEY) for the Gemini API, or "
               "GOOGLE_GENAI_USE_VERTEXAI=true, GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION and application default "
               "credentials (gcloud auth application-default login) for Vertex AI; see README")
+
+def check_credentials_file(path:str, # the value of GOOGLE_APPLICATION_CREDENTIALS
+                           var:str='GOOGLE_APPLICATION_CREDENTIALS' # the variable that named it
+                          ) -> None:
+    "Raise `PosterlensError` naming `var` and the file when `path` is missing, unreadable or not a JSON credentials file."
+    fix = f'fix {var} or unset it to use the gcloud application default credentials'
+    p = Path(path).expanduser()
+    if not p.is_file(): raise PosterlensError(f'{var} names {p}, which does not exist: {fix}')
+    try: d = json.loads(p.read_text())
+    except OSError as e: raise PosterlensError(f'{var} names {p}, which cannot be read ({e.strerror or e}): {fix}') from e
+    except ValueError as e: raise PosterlensError(f'{var} names {p}, which is not a JSON credentials file ({e}): {fix}') from e
+    if not isinstance(d, dict) or 'type' not in d:
+        raise PosterlensError(f"{var} names {p}, which is not a Google credentials file (no 'type' field): {fix}")
 
 class GeminiCaptioner(Captioner):
     "Captions with a Gemini model through `google-genai`, on the Gemini API or Vertex AI route."
@@ -211,6 +284,34 @@ class GeminiCaptioner(Captioner):
 
     @property
     def route(self) -> str: return gemini_route(self._client_kw['vertexai'])
+
+    def credential_source(self) -> str:
+        "Where this route's credentials come from: a variable, a file or an argument (never their value)."
+        kw = self._client_kw
+        if kw['api_key']: return 'the api_key argument'
+        if self.route == 'gemini-api':
+            return next((k for k in ('GOOGLE_API_KEY', 'GEMINI_API_KEY') if os.environ.get(k)), 'GEMINI_API_KEY (not set)')
+        if kw['credentials'] is not None: return 'the credentials argument'
+        if f := os.environ.get('GOOGLE_APPLICATION_CREDENTIALS'): return f'GOOGLE_APPLICATION_CREDENTIALS={f}'
+        return 'the application default credentials (gcloud auth application-default login)'
+
+    def endpoint(self) -> tuple[str, str]:
+        "(base URL of the requests, where it came from)."
+        if self.base_url: return self.base_url, 'the base_url argument'
+        var = 'GOOGLE_VERTEX_BASE_URL' if self.route == 'vertex' else 'GOOGLE_GEMINI_BASE_URL'
+        if os.environ.get(var): return os.environ[var], var
+        try: url = self._client._api_client._http_options.base_url
+        except AttributeError: url = None
+        if self.route == 'vertex':
+            loc = self._client_kw['location'] or os.environ.get('GOOGLE_CLOUD_LOCATION') or 'global'
+            return url or f'https://{loc}-aiplatform.googleapis.com/', f'the default Vertex AI endpoint (GOOGLE_CLOUD_LOCATION={loc})'
+        return url or 'https://generativelanguage.googleapis.com/', 'the default Gemini API endpoint'
+
+    def open(self):
+        "Check the credentials file the environment names and build the client, before any request."
+        if self.route == 'vertex' and self._client_kw['credentials'] is None and not self._client_kw['api_key']:
+            if f := os.environ.get('GOOGLE_APPLICATION_CREDENTIALS'): check_credentials_file(f)
+        self.client
 
     @property
     def client(self):
@@ -256,8 +357,9 @@ class GeminiCaptioner(Captioner):
             resp = client.models.generate_content(model=self.model, config=self.config(),
                                                   contents=[types.Part.from_bytes(data=image, mime_type=mime), prompt])
         except Exception as e:
-            if type(e).__name__ in ('RefreshError', 'DefaultCredentialsError'): raise PosterlensError(f'{_CRED_HELP} ({e})') from e
-            return gemini_error(e, self.model)
+            if type(e).__name__ in ('RefreshError', 'DefaultCredentialsError'):
+                raise PosterlensError(f'Gemini could not use the credentials from {self.credential_source()} ({e}); {_CRED_HELP}') from e
+            return gemini_error(e, self.model, self)
         return gemini_result(resp, self.model)
 
     def estimate_cost(self, tokens_in:int, tokens_out:int) -> float|None:
@@ -603,18 +705,29 @@ def openai_result(completion, # an `openai` `ChatCompletion` (or its JSON as a d
     return CaptionResult(text, 'ok', '', **kw) if text else CaptionResult('', 'failed', 'empty answer', **kw)
 
 # %% ../nbs/02b_vlm.ipynb #99edb314
-def openai_error(e:Exception, model:str='') -> CaptionResult:
-    "The `failed`/`blocked` result for a refused request; raises `Retryable` (transient) or `PosterlensError` (setup)."
+def openai_error(e:Exception, model:str='', cap=None # the `OpenAICaptioner` that asked (names the URL and key in messages)
+                ) -> CaptionResult:
+    "The `failed`/`blocked` result for a refused request; raises `Retryable`/`Unreachable` (transient) or `PosterlensError` (setup)."
     import openai
-    if isinstance(e, (openai.APITimeoutError, openai.APIConnectionError)): raise Retryable(f'{type(e).__name__}: {e}') from e
+    url, source = cap.endpoint() if cap is not None else ('', '')
+    if isinstance(e, openai.APIConnectionError):                     # APITimeoutError included
+        if isinstance(e.__cause__, _connect_errors()): raise unreachable(e.__cause__, url, source) from e
+        raise Retryable(f'{type(e).__name__}: {e}' + (f' ({type(e.__cause__).__name__})' if e.__cause__ else '')) from e
     if isinstance(e, openai.APIStatusError):
         code, body = e.status_code, e.body if isinstance(e.body, dict) else {}
         err = body.get('error', body) if isinstance(body, dict) else {}
         ecode = (err.get('code') if isinstance(err, dict) else None) or getattr(e, 'code', None)
         msg = f'{code} {ecode or ""}: {err.get("message", e.message) if isinstance(err, dict) else e.message}'
+        key = cap.key_source() if cap is not None else 'OPENAI_API_KEY'
+        if ecode == 'insufficient_quota':        # a 429 that no wait fixes
+            raise PosterlensError(f'the OpenAI-compatible server at {url or "openai_base_url"} has no quota left for the key from {key} ({msg}); '
+                                  'check the plan and billing of that key') from e
         if code in RETRY_HTTP or code >= 500:
             raise Retryable(f'OpenAI-compatible server {msg}', retry_after=retry_after_s(e.response.headers, body)) from e
         if ecode == 'content_filter': return CaptionResult('', 'blocked', 'content_filter (prompt)', model=model)
+        if code in (401, 403) or ecode == 'invalid_api_key':
+            raise PosterlensError(f'the OpenAI-compatible server at {url or "openai_base_url"} refused the API key from {key} ({msg}); '
+                                  'set a valid key in OPENAI_API_KEY') from e
         if code in STOP_HTTP:
             raise PosterlensError(f'the OpenAI-compatible server refused the request ({msg}); check openai_base_url, caption_model and OPENAI_API_KEY') from e
         return CaptionResult('', 'failed', f'OpenAI-compatible server {msg}', model=model)
@@ -628,12 +741,27 @@ class OpenAICaptioner(Captioner):
         if not model: raise PosterlensError("captioner 'openai' needs caption_model (the model name the server knows, e.g. qwen2.5vl:7b)")
         self.model, self.timeout_s, self._api_key = model, timeout_s, api_key
         self.base_url = base_url or os.environ.get('OPENAI_BASE_URL') or OPENAI_DEFAULT_BASE_URL
+        self.base_url_source = ('setting openai_base_url' if base_url else 'OPENAI_BASE_URL' if os.environ.get('OPENAI_BASE_URL')
+                                else 'the default, a local Ollama (set openai_base_url or OPENAI_BASE_URL)')
         self.gen = dict(temperature=temperature, top_p=top_p, max_tokens=max_output_tokens)
         self._client, self._lock = None, threading.Lock()
 
     def settings(self) -> dict:
         "What determines the answer: backend, server, model, generation settings."
         return {'backend': self.name, 'base_url': self.base_url, 'model': self.model, **self.gen}
+
+    def endpoint(self) -> tuple[str, str]:
+        "(base URL, where it came from: the setting, OPENAI_BASE_URL or the default)."
+        return self.base_url, self.base_url_source
+
+    def key_source(self) -> str:
+        "Where the API key comes from (never its value)."
+        if self._api_key: return 'the api_key argument'
+        return 'OPENAI_API_KEY' if os.environ.get('OPENAI_API_KEY') else 'nowhere (OPENAI_API_KEY is not set)'
+
+    def open(self):
+        "Build the client before the first request."
+        self.client
 
     @property
     def client(self):
@@ -652,7 +780,7 @@ class OpenAICaptioner(Captioner):
     def caption(self, image:bytes, mime:str, prompt:str) -> CaptionResult:
         "ONE chat completion for `image`; raises `Retryable` on transient errors."
         try: resp = self.client.chat.completions.create(**self.request(image, mime, prompt))
-        except Exception as e: return openai_error(e, self.model)
+        except Exception as e: return openai_error(e, self.model, self)
         return openai_result(resp, self.model)
 
     def estimate_cost(self, tokens_in:int, tokens_out:int) -> float|None:

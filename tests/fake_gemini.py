@@ -16,6 +16,15 @@ retries: finishReason SAFETY), `rate_prompt_block` (per image: promptFeedback.bl
 (per image: partial text, finishReason MAX_TOKENS). `script` forces the outcomes of the next requests for an
 image: `{image_sha256: ['429', '500', 'ok']}`; `queue` forces the next outcomes of any request.
 
+Credentials are checked as the real service checks them, before anything else: with `api_keys` set, any other
+API key is answered HTTP 400 INVALID_ARGUMENT with the ErrorInfo reason API_KEY_INVALID ("API key not valid.
+Please pass a valid API key."); a request without any credentials gets 403 PERMISSION_DENIED; with `tokens` set,
+any other Vertex AI bearer token gets 401 UNAUTHENTICATED (reason ACCESS_TOKEN_TYPE_UNSUPPORTED); projects in
+`denied_projects` get Vertex AI's 403 PERMISSION_DENIED (reason IAM_PERMISSION_DENIED on
+aiplatform.endpoints.predict); `service_disabled` answers 403 PERMISSION_DENIED with reason SERVICE_DISABLED.
+`rpm_limit` enforces a quota of that many accepted requests in any sliding `rpm_window` seconds (60): a request
+over it is refused with 429 RESOURCE_EXHAUSTED (QuotaFailure, and a RetryInfo until the window has room).
+
 Server-side bookkeeping (`requests`, `ok_by_image`, `duplicates()`) lets tests and the benchmark check what
 was really sent and answered. Run standalone: `python tests/fake_gemini.py --port 8765 --rate429 0.2`
 (GET /_stats returns the bookkeeping as JSON).
@@ -26,7 +35,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-OUTCOMES = ('ok', '429', '500', '503', 'hang', 'block', 'prompt_block', 'maxtokens', '400')
+OUTCOMES = ('ok', '429', '500', '503', 'hang', 'block', 'prompt_block', 'maxtokens', '400')   # plus 'auth' and 'quota' (recorded)
 
 _GEN = re.compile(r'^/(?P<ver>v1[a-z0-9]*)/(?:projects/(?P<proj>[^/]+)/locations/(?P<loc>[^/]+)/)?(?P<pub>publishers/google/)?'
                   r'models/(?P<model>[^/:]+):(?P<method>generateContent|batchGenerateContent)$')
@@ -47,16 +56,55 @@ def _error(code, status, message, details=None):
     return {'error': {'code': code, 'message': message, 'status': status, **({'details': details} if details else {})}}
 
 
+def _info(reason, domain='googleapis.com', **metadata):
+    return {'@type': 'type.googleapis.com/google.rpc.ErrorInfo', 'reason': reason, 'domain': domain, 'metadata': metadata}
+
+
+def bad_api_key(service='generativelanguage.googleapis.com'):
+    "The real answer to a wrong or expired API key: 400 INVALID_ARGUMENT, ErrorInfo API_KEY_INVALID."
+    msg = 'API key not valid. Please pass a valid API key.'
+    return 400, _error(400, 'INVALID_ARGUMENT', msg, [_info('API_KEY_INVALID', service=service),
+                       {'@type': 'type.googleapis.com/google.rpc.LocalizedMessage', 'locale': 'en-US', 'message': msg}])
+
+
+def unauthenticated(method='google.cloud.aiplatform.v1beta1.PredictionService.GenerateContent'):
+    "Vertex AI's answer to an invalid or expired access token: 401 UNAUTHENTICATED."
+    return 401, _error(401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token, login '
+                       'cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.',
+                       [_info('ACCESS_TOKEN_TYPE_UNSUPPORTED', service='aiplatform.googleapis.com', method=method)])
+
+
+def iam_denied(project, location, model):
+    "Vertex AI's answer when the account lacks aiplatform.endpoints.predict on the project: 403 PERMISSION_DENIED."
+    res = f'projects/{project}/locations/{location}/publishers/google/models/{model}'
+    return 403, _error(403, 'PERMISSION_DENIED', f"Permission 'aiplatform.endpoints.predict' denied on resource '//aiplatform.googleapis.com/{res}' "
+                       '(or it may not exist).', [_info('IAM_PERMISSION_DENIED', 'aiplatform.googleapis.com',
+                                                        permission='aiplatform.endpoints.predict', resource=res)])
+
+
+def service_disabled(vertex, project='123456789'):
+    "The answer when the API is not enabled in the caller's project: 403 PERMISSION_DENIED, reason SERVICE_DISABLED."
+    name, svc = ('Vertex AI API', 'aiplatform.googleapis.com') if vertex else ('Generative Language API', 'generativelanguage.googleapis.com')
+    return 403, _error(403, 'PERMISSION_DENIED', f'{name} has not been used in project {project} before or it is disabled. Enable it by '
+                       f'visiting https://console.developers.google.com/apis/api/{svc}/overview?project={project} then retry.',
+                       [_info('SERVICE_DISABLED', service=svc, consumer=f'projects/{project}')])
+
+
 class FakeServer:
     "Misbehaviour switches, lifecycle and server-side bookkeeping shared by the fake APIs (context manager)."
     def __init__(self, rate429=0., rate500=0., rate503=0., rate_hang=0., rate_block=0., rate_prompt_block=0.,
                  rate_maxtokens=0., hang_s=3., latency=0., retry_after:float|None=0.05, seed=0,
-                 script:dict|None=None, queue:list|None=None, host='127.0.0.1', port=0):
+                 script:dict|None=None, queue:list|None=None, api_keys=None, tokens=None, denied_projects=(),
+                 service_disabled=False, rpm_limit:int|None=None, rpm_window:float=60.0, host='127.0.0.1', port=0):
         self.rate429, self.rate500, self.rate503, self.rate_hang = rate429, rate500, rate503, rate_hang
         self.rate_block, self.rate_prompt_block, self.rate_maxtokens = rate_block, rate_prompt_block, rate_maxtokens
         self.hang_s, self.latency, self.retry_after, self.seed = hang_s, latency, retry_after, seed
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.queue = list(queue or [])
+        self.api_keys = None if api_keys is None else set(api_keys)     # None: any key is valid
+        self.tokens = None if tokens is None else set(tokens)           # None: any bearer token is valid
+        self.denied_projects, self.service_disabled = set(denied_projects), service_disabled
+        self.rpm_limit, self.rpm_window, self._accepted = rpm_limit, rpm_window, []
         self._rng, self._lock = random.Random(seed), threading.Lock()
         self.requests: list[dict] = []          # one row per caption request: t, route, model, image, outcome
         self.ok_by_image: Counter = Counter()   # image sha256 -> number of successful (ok/maxtokens) answers
@@ -86,6 +134,23 @@ class FakeServer:
             self.requests.append({'t': time.time(), 'route': route, 'model': model, 'image': sha, 'outcome': outcome, **extra})
             if body is not None: self.bodies = (self.bodies + [body])[-50:]
             if outcome in ('ok', 'maxtokens'): self.ok_by_image[sha] += 1
+    def quota(self) -> float|None:
+        "None when a request may be served now (it is counted), else the seconds until the sliding window has room."
+        if not self.rpm_limit: return None
+        with self._lock:
+            now = time.monotonic()
+            self._accepted = [t for t in self._accepted if t > now - self.rpm_window]
+            if len(self._accepted) >= self.rpm_limit: return self._accepted[0] + self.rpm_window - now
+            self._accepted.append(now)
+        return None
+    def busiest_window(self, outcomes=None) -> int:
+        "The most requests (with `outcomes`, default all) that arrived within any `rpm_window` seconds."
+        ts = sorted(r['t'] for r in self.requests if outcomes is None or r['outcome'] in outcomes)
+        j = best = 0
+        for i, t in enumerate(ts):
+            while t - ts[j] >= self.rpm_window: j += 1
+            best = max(best, i - j + 1)
+        return best
     def duplicates(self) -> int:
         "Successful answers beyond the first for the same image (paid twice)."
         return sum(n - 1 for n in self.ok_by_image.values() if n > 1)
@@ -130,6 +195,16 @@ class JSONHandler(BaseHTTPRequestHandler):
     def body(self) -> bytes:
         n = int(self.headers.get('Content-Length') or 0)
         return self.rfile.read(n) if n else b''
+
+
+def quota_exceeded(wait):
+    "The real answer to a request over the per-minute quota: 429 RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo."
+    det = [{'@type': 'type.googleapis.com/google.rpc.QuotaFailure', 'violations': [
+               {'quotaMetric': 'generativelanguage.googleapis.com/generate_content_requests',
+                'quotaId': 'GenerateRequestsPerMinutePerProjectPerModel'}]},
+           {'@type': 'type.googleapis.com/google.rpc.RetryInfo', 'retryDelay': f'{max(1, round(wait))}s'}]
+    return 429, _error(429, 'RESOURCE_EXHAUSTED', 'You exceeded your current quota, please check your plan and billing details. For more '
+                       'information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.', det)
 
 
 class FakeGemini(FakeServer):
@@ -215,6 +290,17 @@ class FakeGemini(FakeServer):
             def _auth(self, vertex):
                 if vertex: return self.headers.get('Authorization', '').startswith('Bearer ') or bool(self.headers.get('x-goog-api-key'))
                 return bool(self.headers.get('x-goog-api-key')) or 'key=' in (urlparse(self.path).query or '')
+            def _refusal(self, m):
+                "(code, body) when the credentials, project or API are refused, as the real service answers; else None."
+                vertex = m['pub'] is not None
+                key = self.headers.get('x-goog-api-key') or dict(q.split('=', 1) for q in (urlparse(self.path).query or '').split('&') if '=' in q).get('key')
+                bearer = self.headers.get('Authorization', '')[len('Bearer '):] if self.headers.get('Authorization', '').startswith('Bearer ') else None
+                if key is not None and bearer is None and fake.api_keys is not None and key not in fake.api_keys:
+                    return bad_api_key('aiplatform.googleapis.com' if vertex else 'generativelanguage.googleapis.com')
+                if vertex and bearer is not None and fake.tokens is not None and bearer not in fake.tokens: return unauthenticated()
+                if fake.service_disabled: return service_disabled(vertex)
+                if vertex and m['proj'] in fake.denied_projects: return iam_denied(m['proj'], m['loc'], m['model'])
+                return None
             def do_GET(self):
                 p = urlparse(self.path).path
                 if p == '/_stats': return self.send(200, fake.stats())
@@ -256,6 +342,9 @@ class FakeGemini(FakeServer):
                     code = 401 if vertex else 403
                     return self.send(code, _error(code, 'UNAUTHENTICATED' if vertex else 'PERMISSION_DENIED',
                                                   "Method doesn't allow unregistered callers."))
+                if (refused := self._refusal(m)) is not None:
+                    fake.record('vertex' if vertex else 'apikey', m['model'], '', 'auth', code=refused[0])
+                    return self.send(*refused)
                 try: req = json.loads(raw)
                 except ValueError: return self.send(400, _error(400, 'INVALID_ARGUMENT', 'Invalid JSON payload'))
                 if m['method'] == 'batchGenerateContent':
@@ -268,6 +357,10 @@ class FakeGemini(FakeServer):
                     else: rec.update(source='inline', requests=ic.get('requests', {}).get('requests', []))
                     fake.batches[bid] = rec
                     return self.send(200, fake._batch_json(bid))
+                if (wait := fake.quota()) is not None:
+                    fake.record('vertex' if vertex else 'apikey', m['model'], '', 'quota')
+                    code, body = quota_exceeded(wait)
+                    return self.send(code, body, {'Retry-After': str(max(1, round(wait)))})
                 code, body, headers, out, sha = fake.answer(req, m['model'])
                 fake.record('vertex' if vertex else 'apikey', m['model'], sha, out, req, version=m['ver'], project=m['proj'], location=m['loc'])
                 if out == 'hang':
@@ -286,6 +379,8 @@ def serve(cls, argv=None):
               'hang_s', 'latency', 'retry_after'):
         ap.add_argument('--' + k, type=float, default=None)
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--rpm_limit', type=int, default=None, help='refuse requests beyond this many in any sliding minute')
+    ap.add_argument('--api_key', dest='api_keys', action='append', default=None, help='the only valid API key (repeatable)')
     kw = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
     srv = cls(**kw).start()
     print(f'{cls.__name__} listening on {srv.url}  (GET /_stats for the bookkeeping)', flush=True)

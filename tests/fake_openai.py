@@ -4,7 +4,8 @@ POST /v1/chat/completions with the image as a `data:` URL in an `image_url` cont
 OpenAI wire format. Same misbehaviour switches and bookkeeping as `fake_gemini.FakeServer`: 429s (with
 `retry-after` / `retry-after-ms` headers), 5xx, hangs, `block` (finish_reason `content_filter`),
 `prompt_block` (HTTP 400 with code `content_filter`, as Azure OpenAI does) and `maxtokens` (finish_reason
-`length`). Run standalone: `python tests/fake_openai.py --port 8766 --rate429 0.2`.
+`length`). With `api_keys` set, any other bearer token is answered 401 `invalid_api_key` as OpenAI does;
+`rpm_limit` refuses requests over the sliding-window quota with 429 `rate_limit_exceeded`. Run standalone: `python tests/fake_openai.py --port 8766 --rate429 0.2`.
 """
 from __future__ import annotations
 import base64, hashlib, json, sys, time
@@ -64,8 +65,17 @@ class FakeOpenAI(FakeServer):
                 p = urlparse(self.path).path
                 raw = self.body()
                 if p != '/v1/chat/completions': return self.send(404, _err(f'no route {p}', 'invalid_request_error'))
-                if not self.headers.get('Authorization', '').startswith('Bearer '):
+                auth = self.headers.get('Authorization', '')
+                if not auth.startswith('Bearer '):
                     return self.send(401, _err('missing bearer token', 'invalid_request_error', 'invalid_api_key'))
+                if fake.api_keys is not None and auth[len('Bearer '):] not in fake.api_keys:
+                    fake.record('openai', '', '', 'auth', code=401)
+                    return self.send(401, _err('Incorrect API key provided: sk-***. You can find your API key at '
+                                               'https://platform.openai.com/account/api-keys.', 'invalid_request_error', 'invalid_api_key'))
+                if (wait := fake.quota()) is not None:
+                    fake.record('openai', '', '', 'quota')
+                    return self.send(429, _err(f'Rate limit reached on requests per min (RPM): Limit {fake.rpm_limit}. Please try again in '
+                                               f'{wait:.1f}s.', 'requests', 'rate_limit_exceeded'), {'retry-after': f'{wait:.1f}'})
                 try: req = json.loads(raw)
                 except ValueError: return self.send(400, _err('invalid JSON', 'invalid_request_error'))
                 code, body, headers, out, sha = fake.answer(req)

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 import posterlens.caption as caption
-from posterlens.caption import CaptionCache, CaptionResult, Captioner, RateLimiter, Retryable, caption_images
+from posterlens.caption import (CaptionCache, CaptionResult, Captioner, RateLimiter, Retryable, Unreachable, busiest_window,
+                                caption_images, check_caption_run)
 from posterlens.pipeline import CAPTIONERS, make_captioner, run_stage
 from posterlens.core import PosterlensError, find_root, load_settings, read_json
 
@@ -131,19 +132,34 @@ def test_retry_failed_semantics(tmp_path):
     assert all(cache.get(r['key']).status == 'ok' for r in redone)     # the cache now holds the answers
 
 
-def test_rate_limiter_spacing():
-    rl, stamps, lock = RateLimiter(600), [], threading.Lock()     # one start every 0.1 s
-    stop = time.monotonic() + 2.0
+def test_rate_limiter_window_contract():
+    "At most `rpm` starts in ANY window, from the first start on, whatever the threads do (margins hold on a loaded machine)."
+    rl, starts, lock = RateLimiter(20, period=1.0), [], threading.Lock()       # 20 starts per second at most
     def worker():
-        while time.monotonic() < stop:
-            rl.acquire()
-            with lock: stamps.append(time.monotonic())
+        for _ in range(15):
+            t = rl.acquire()
+            with lock: starts.append(t)
     ts = [threading.Thread(target=worker) for _ in range(4)]
     for t in ts: t.start()
     for t in ts: t.join()
-    stamps.sort()
-    assert 15 <= len(stamps) <= 24                                      # about 20 in 2 s, whatever the thread count
-    assert min(np.diff(stamps)) > 0.07                                  # no bursts
+    assert len(starts) == 60
+    assert busiest_window(starts, 1.0) <= 20                            # the contract, checked on every window
+    assert busiest_window(starts, 1.0 + 0.5/60) <= 20                   # ... and a little margin beyond it
+    assert max(starts) - min(starts) >= 2.0                             # so 60 starts need more than two windows
+
+
+def test_rate_limiter_holds_back_a_late_thread():
+    "A thread that wakes late cannot squeeze an extra start into a window (the window log uses the actual times)."
+    rl = RateLimiter(3, period=1.0)
+    starts = [rl.acquire() for _ in range(3)]
+    starts.append(rl.acquire())
+    assert starts[3] - starts[0] >= 1.0 and busiest_window(starts, 1.0) == 3
+
+
+def test_rate_limiter_is_cancelled_by_a_stopped_run():
+    rl, stop = RateLimiter(1, period=3600), threading.Event()
+    rl.acquire(); stop.set()
+    assert rl.acquire(stop) is None                                      # does not wait out the hour
 
 
 def test_rate_limit_applies_to_retries(tmp_path, fast_backoff):
@@ -237,3 +253,28 @@ def test_stage_caption_on_synthetic_posters(project, capsys):
 def test_stage_caption_missing_prompt(project):
     cfg = load_settings('smoke', {'synth_n': 4, 'prompt': 'prompts/none.txt'}, path=project/'settings.ini')
     with pytest.raises(PosterlensError, match='prompt file not found'): run_stage(cfg, 'caption')
+
+
+def test_caption_module_does_not_load_the_backends():
+    "The caption contract stands alone: importing it loads neither the describer (OpenCV) nor the VLM clients."
+    code = ("import sys, posterlens.caption; bad = [m for m in ('posterlens.describe', 'posterlens.vlm', 'cv2', 'google.genai', 'openai') "
+            "if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=find_root(Path(__file__).parent))
+
+
+def test_unreachable_stops_after_a_few_attempts(tmp_path, fast_backoff):
+    class Down(Fake):
+        def caption(self, image, mime, prompt):
+            with self.lock: self.calls[image] = self.calls.get(image, 0) + 1
+            raise Unreachable('ConnectError: [Errno 111] Connection refused', url='http://127.0.0.1:9', source='OPENAI_BASE_URL')
+    down, cache = Down(), CaptionCache(tmp_path/'c')
+    with pytest.raises(PosterlensError, match=r'cannot reach http://127.0.0.1:9 \(from OPENAI_BASE_URL\)'):
+        caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=4, progress=False)
+    assert down.n_calls <= caption.UNREACHABLE_AFTER + 3 and not list((tmp_path/'c').glob('*/*.json'))
+
+
+def test_every_image_failed_is_an_error():
+    usage = {'n': 3, 'counts': {'ok': 0, 'blocked': 0, 'truncated': 0, 'failed': 3}, 'backend': 'fake', 'model': 'fake-1',
+             'failed': [{'id': 'a', 'reason': 'HTTP 400'}, {'id': 'b', 'reason': 'HTTP 400'}, {'id': 'c', 'reason': 'timeout'}]}
+    with pytest.raises(PosterlensError, match=r"all 3 images failed .* 'HTTP 400' \(2 images\)"): check_caption_run(usage)
+    check_caption_run({**usage, 'counts': {**usage['counts'], 'ok': 1, 'failed': 2}, 'n': 3})

@@ -168,7 +168,7 @@ def test_run_smoke_with_reports(tmp_path):
     assert f'index: {rep}/index.html' in out
     for n in ('01_data', '02_caption', '03_model', '04_explain', '05_report'):
         assert (rep/'smoke'/f'{n}.html').stat().st_size > 10_000 and (rep/'smoke'/f'{n}.ipynb').exists()
-    assert not (rep/'smoke'/'02b_vlm.html').exists()            # the offline describer is not a VLM
+    assert not (rep/'smoke'/'02b_vlm.html').exists() and (rep/'smoke'/'02a_describe.html').exists()   # the describer's own notebook
     index = (rep/'index.html').read_text()
     for row in ('CV RMSE: model [95% CI]', 'CV RMSE: mean predictor', 'CV RMSE: TF-IDF + ridge',
                 'Beats the mean predictor?', 'Top factors pushing up', 'Top factors pushing down'):

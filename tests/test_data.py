@@ -62,13 +62,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, JPEG[: len(JPEG) // 2], length=len(JPEG))
         elif route == "half-jpeg": self._send(200, JPEG[: len(JPEG) // 2])   # honest length, broken image
         elif route == "html": self._send(200, b"<html><body>Please log in</body></html>", "image/jpeg")
+        elif route == "down-for-a-while":   # 503 until the server's `recover_after` requests to this path
+            self._send(503, b"maintenance", "text/plain") if n <= self.server.recover_after else self._send(200, JPEG)
         else: self._send(404, b"", "text/plain")
 
 
 @pytest.fixture
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads, srv.hits, srv.lock = True, collections.Counter(), threading.Lock()
+    srv.daemon_threads, srv.hits, srv.lock, srv.recover_after = True, collections.Counter(), threading.Lock(), 2
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     srv.url = lambda p: f"http://127.0.0.1:{srv.server_port}/{p}"
     yield srv
@@ -85,13 +87,15 @@ def _leftovers(dest):
 
 def test_download_final_statuses(server, tmp_path):
     cases = {"ok/a.jpg": "ok", "png-named-jpg/b.jpg": "ok", "missing/c.jpg": "http_error",
-             "always500/d.jpg": "http_error", "flaky/e.jpg": "ok", "slow-once/f.jpg": "ok", "slow/g.jpg": "failed",
-             "cut/h.jpg": "failed", "half-jpeg/i.jpg": "not_image", "html/j.jpg": "not_image"}
-    urls = [server.url(p) for p in cases] + ["not a url"]
+             "always500/d.jpg": "transient", "flaky/e.jpg": "ok", "slow-once/f.jpg": "ok", "slow/g.jpg": "transient",
+             "cut/h.jpg": "transient", "half-jpeg/i.jpg": "not_image", "html/j.jpg": "not_image"}
+    urls = [server.url(p) for p in cases] + ["not a url", "ftp://example.org/a.jpg"]
     res = download_images(urls, tmp_path / "img", **FAST)
     assert list(res.url) == urls
-    assert dict(zip(cases, res.status[:-1])) == cases
-    assert res.status.iloc[-1] == "failed"
+    assert dict(zip(cases, res.status[:-2])) == cases
+    assert res.status.iloc[-2:].tolist() == ["unsupported", "unsupported"] and "ftp://" in res.error.iloc[-1]
+    assert all(".part" not in e for e in res.error)                  # reasons name the URL, never the temporary file
+    assert server.url("html/j.jpg") in res.error[9]
     # retries happen only where they can help: 4xx once, 5xx/timeouts/cut bodies up to 1 + retries times
     hits = server.hits
     assert hits["/missing/c.jpg"] == 1 and hits["/html/j.jpg"] == 1
@@ -104,8 +108,8 @@ def test_download_final_statuses(server, tmp_path):
     for p in ok.path:
         with Image.open(p) as im: im.load()
     # nothing else left behind: no partial or temporary files, no files for failed URLs
-    assert _leftovers(tmp_path / "img") == []
-    assert sorted(f.name for f in (tmp_path / "img").iterdir()) == sorted(Path(p).name for p in ok.path)
+    assert _leftovers(tmp_path / "img") == [".failures.json"]         # only the record of the permanent failures
+    assert sorted(f.name for f in (tmp_path / "img").iterdir() if f.name != ".failures.json") == sorted(Path(p).name for p in ok.path)
     assert res.path[res.status != "ok"].isna().all()
 
 
@@ -125,7 +129,10 @@ def test_download_resumes_without_new_requests(server, tmp_path):
     second = download_images(urls, tmp_path, **FAST)
     assert second.status.tolist() == first.status.tolist() and second.path.equals(first.path)
     assert server.hits["/ok/1.jpg"] == before["/ok/1.jpg"] and server.hits["/ok/2.jpg"] == before["/ok/2.jpg"]
-    assert server.hits["/missing/3.jpg"] == before["/missing/3.jpg"] + 1   # failures are tried again
+    assert server.hits["/missing/3.jpg"] == before["/missing/3.jpg"]       # a 404 is permanent: not asked again
+    assert "an earlier run" in second.error[2]
+    download_images(urls, tmp_path, **FAST, force=True)
+    assert server.hits["/missing/3.jpg"] == before["/missing/3.jpg"] + 1   # unless forced
 
 
 def test_download_replaces_corrupt_previous_file(server, tmp_path):
@@ -273,3 +280,38 @@ def test_synth_attributes_are_visible_in_pixels(tmp_path):
     checks = {"dark": sig.lum < 0.35, "bw": sig.sat < 0.01, "cluttered": sig.edges > 0.02, "big_title": sig.ink > 0.015}
     for attr, pred in checks.items(): assert (pred.astype(int) == df[attr]).all(), attr
     assert ((sig.cool[colour] > 0.5).astype(int) == df.cool[colour]).all()
+
+
+def test_transient_download_failure_is_fetched_on_the_next_plain_run(server, posters, capsys):
+    csv = _csv(posters / "urls.csv", "image,target\n"
+               f"{server.url('ok/1.jpg')},5\n{server.url('down-for-a-while/2.jpg')},6\n{server.url('missing/3.jpg')},7\n"
+               "ftp://example.org/4.jpg,8\nfile:///nowhere/5.jpg,9\n")
+    cfg = _cfg(posters, dataset=str(csv), download_attempts=2, download_timeout=2, download_concurrency=2)
+    first = stage_data(cfg)                                        # two 503s: the download failed transiently
+    skipped = read_parquet(posters / "runs" / "smoke" / "data" / "skipped.parquet")
+    assert len(first) == 1 and skipped.reason.tolist() == ["download transient", "download http_error", "unsupported URL", "unsupported URL"]
+    assert "HTTP 503 after 2 attempts" in skipped.detail[0] and server.hits["/down-for-a-while/2.jpg"] == 2
+    assert skipped.detail[2].startswith("unsupported URL scheme ftp://") and "give the local path instead (/nowhere/5.jpg)" in skipped.detail[3]
+    hits = dict(server.hits)
+    second = stage_data(cfg)                                       # a plain run, no --force: the transient one is asked again
+    assert len(second) == 2 and "up to date" not in capsys.readouterr().out
+    assert server.hits["/down-for-a-while/2.jpg"] == hits["/down-for-a-while/2.jpg"] + 1
+    assert server.hits["/missing/3.jpg"] == hits["/missing/3.jpg"]          # the 404 is kept, not asked again
+    assert server.hits["/ok/1.jpg"] == hits["/ok/1.jpg"]                    # nor is what is already here
+    stage_data(cfg)
+    assert "up to date" in capsys.readouterr().out                 # nothing pending any more: fresh
+    stage_data(cfg, force=True)
+    assert server.hits["/missing/3.jpg"] == hits["/missing/3.jpg"] + 1      # --force asks again for the permanent ones
+
+
+def test_constant_target_warns(posters, capsys):
+    csv = _csv(posters / "const.csv", "image,target\np/0.jpg,7\np/1.jpg,7\np/2.jpg,7\n")
+    stage_data(_cfg(posters, dataset=str(csv)))
+    assert "Warning: the target 'target' is 7 in every usable row" in capsys.readouterr().out
+
+
+def test_semicolon_csv_is_a_clear_one_line_error(posters):
+    csv = _csv(posters / "semi.csv", "image;target\np/0.jpg;7,5\np/1.jpg;6,1\n")
+    with pytest.raises(PosterlensError) as e: stage_data(_cfg(posters, dataset=str(csv)))
+    msg = str(e.value)
+    assert "semi.csv is separated by semicolons, not commas" in msg and "sep=';'" in msg and "\n" not in msg

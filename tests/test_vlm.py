@@ -337,3 +337,133 @@ def test_fake_servers_run_standalone(tmp_path):
             assert 'listening on' in p.stdout.readline()
             assert httpx.get(f'http://127.0.0.1:{port}/_stats').json()['requests'] == 0
         finally: p.terminate(); p.wait()
+
+
+# -- setup errors stop the run at the first answer; nothing is recorded as failed --------------------------
+
+def cached_files(cache): return list(Path(cache.root).glob('*/*.json'))
+
+def test_wrong_gemini_key_stops_at_first_answer(monkeypatch, cache):
+    "The real answer to a wrong key is 400 INVALID_ARGUMENT / API_KEY_INVALID (not 401/403): it stops the run, naming the variable."
+    imgs = [png(i) for i in range(30)]
+    with FakeGemini(api_keys={'the-right-key'}) as g:
+        for var in ('GEMINI_API_KEY', 'GOOGLE_API_KEY'):
+            monkeypatch.setenv(var, 'a-wrong-key')
+            n = len(g.requests)
+            with pytest.raises(PosterlensError) as e: run(GeminiCaptioner(base_url=g.url), imgs, cache, concurrency=4)
+            msg = str(e.value)
+            assert f'refused the credentials from {var}' in msg and 'API_KEY_INVALID' in msg and 'API key not valid' in msg, msg
+            assert 'a-wrong-key' not in msg and '\n' not in msg
+            assert 1 <= len(g.requests) - n <= 4                  # at most `concurrency` requests, not one per image
+        assert {r['outcome'] for r in g.requests} == {'auth'} and cached_files(cache) == []
+        monkeypatch.setenv('GOOGLE_API_KEY', 'the-right-key')     # the SDK prefers GOOGLE_API_KEY: now it works
+        assert [r['status'] for r in run(GeminiCaptioner(base_url=g.url), imgs[:3], cache)] == ['ok'] * 3
+
+
+def test_vertex_credential_errors_name_what_to_fix(monkeypatch, tmp_path, cache):
+    from google.oauth2.credentials import Credentials
+    with FakeGemini(tokens={'good-token'}, denied_projects={'not-mine'}) as g:
+        for k, v in {'GOOGLE_GENAI_USE_VERTEXAI': 'true', 'GOOGLE_CLOUD_PROJECT': 'proj-1', 'GOOGLE_CLOUD_LOCATION': 'us-central1',
+                     'GOOGLE_VERTEX_BASE_URL': g.url}.items(): monkeypatch.setenv(k, v)
+        # an expired or revoked access token from the credentials file: 401 UNAUTHENTICATED
+        adc = tmp_path/'adc.json'
+        adc.write_text(json.dumps({'type': 'authorized_user', 'client_id': 'c', 'client_secret': 's', 'refresh_token': 'r',
+                                   'token': 'revoked-token', 'expiry': '2099-01-01T00:00:00Z'}))
+        monkeypatch.setenv('GOOGLE_APPLICATION_CREDENTIALS', str(adc))
+        with pytest.raises(PosterlensError, match=f'Vertex AI refused the credentials from GOOGLE_APPLICATION_CREDENTIALS={adc} '
+                                                  r'\(401 UNAUTHENTICATED ACCESS_TOKEN_TYPE_UNSUPPORTED'):
+            run(GeminiCaptioner(), [png(i) for i in range(10)], cache)
+        assert [r['code'] for r in g.requests] == [401] * len(g.requests) and len(g.requests) <= 4
+        # a missing or broken credentials file: stopped before any request
+        n = len(g.requests)
+        for bad, says in ((tmp_path/'gone.json', 'does not exist'), (tmp_path/'broken.json', 'is not a JSON credentials file')):
+            if bad.name == 'broken.json': bad.write_text('{"type": ')
+            monkeypatch.setenv('GOOGLE_APPLICATION_CREDENTIALS', str(bad))
+            with pytest.raises(PosterlensError, match=f'GOOGLE_APPLICATION_CREDENTIALS names {bad}, which {says}'):
+                run(GeminiCaptioner(), [png(1)], cache)
+        assert len(g.requests) == n
+        # the account may not use Vertex AI in that project: 403 PERMISSION_DENIED / IAM_PERMISSION_DENIED
+        monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', 'not-mine')
+        with pytest.raises(PosterlensError, match='IAM_PERMISSION_DENIED.*Vertex AI User.*GOOGLE_CLOUD_PROJECT=not-mine'):
+            run(GeminiCaptioner(credentials=Credentials(token='good-token')), [png(1), png(2)], cache)
+    assert cached_files(cache) == []
+
+
+def test_api_not_enabled_stops(api_key, cache):
+    with FakeGemini(service_disabled=True) as g:
+        with pytest.raises(PosterlensError, match='SERVICE_DISABLED.*enable the Generative Language API'):
+            run(GeminiCaptioner(base_url=g.url), [png(i) for i in range(8)], cache, concurrency=2)
+        assert len(g.requests) <= 2 and cached_files(cache) == []
+
+
+def test_openai_wrong_key_stops(monkeypatch, cache):
+    monkeypatch.setenv('OPENAI_API_KEY', 'sk-wrong')
+    with FakeOpenAI(api_keys={'sk-right'}) as f:
+        with pytest.raises(PosterlensError, match=r'refused the API key from OPENAI_API_KEY \(401 invalid_api_key'):
+            run(OpenAICaptioner('fake-vlm', base_url=f.url + '/v1'), [png(i) for i in range(10)], cache, concurrency=3)
+        assert len(f.requests) <= 3 and cached_files(cache) == []
+
+
+def closed_port() -> int:
+    "A local port nothing listens on."
+    import socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def test_unreachable_server_stops_after_a_few_attempts(monkeypatch, api_key, cache):
+    url = f'http://127.0.0.1:{closed_port()}'
+    monkeypatch.setenv('GOOGLE_GEMINI_BASE_URL', url)
+    with pytest.raises(PosterlensError) as e: run(GeminiCaptioner(), [png(i) for i in range(40)], cache, concurrency=4)
+    assert f'cannot reach {url} (from GOOGLE_GEMINI_BASE_URL)' in str(e.value) and 'Connection refused' in str(e.value)
+    with pytest.raises(PosterlensError, match=rf'cannot reach {url}/v1 \(from setting openai_base_url\)'):
+        run(OpenAICaptioner('m', base_url=url + '/v1'), [png(i) for i in range(40)], cache)
+    with pytest.raises(PosterlensError, match=r'cannot reach http://no-such-host.invalid/v1 .*(Name or service not known|not known|resolution)'):
+        run(OpenAICaptioner('m', base_url='http://no-such-host.invalid/v1'), [png(i) for i in range(10)], cache, concurrency=1)
+    assert cached_files(cache) == []
+
+
+def test_same_captions_at_any_concurrency(api_key, tmp_path):
+    "A deterministic server at temperature 0 gives the same captions whatever the concurrency."
+    imgs = [png(i) for i in range(24)]
+    with FakeGemini(rate429=0.2, seed=1) as g:
+        texts = [[r['text'] for r in run(GeminiCaptioner(base_url=g.url, temperature=0), imgs, CaptionCache(tmp_path/f'c{c}'), concurrency=c)]
+                 for c in (1, 8)]
+    assert texts[0] == texts[1] == [caption_for(sha(b)) for b in imgs]
+
+
+def test_quota_fake_refuses_over_the_window(api_key, cache):
+    with FakeGemini(rpm_limit=3, rpm_window=60) as g:
+        rows = run(GeminiCaptioner(base_url=g.url), [png(i) for i in range(5)], cache, concurrency=1, max_retries=0)
+        assert [r['status'] for r in rows] == ['ok'] * 3 + ['failed'] * 2
+        assert 'RESOURCE_EXHAUSTED' in rows[3]['reason'] and g.busiest_window({'ok'}) == 3
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    "A throw-away project (the repo's settings.ini and prompts) as the working directory."
+    import shutil
+    shutil.copy(ROOT/'settings.ini', tmp_path/'settings.ini'); shutil.copytree(ROOT/'prompts', tmp_path/'prompts')
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_cli_exits_non_zero_and_records_nothing(project, monkeypatch, capsys):
+    "Bad key, closed port, every image refused: one error line, exit status 2, no caption recorded as failed for a setup error."
+    from posterlens.cli import main
+    gem = ['caption', '--variant', 'smoke', '--set', 'synth_n=12', '--set', 'captioner=gemini', '-q']
+    with FakeGemini(api_keys={'right-key'}, script={}) as g:
+        monkeypatch.setenv('GOOGLE_GEMINI_BASE_URL', g.url)
+        monkeypatch.setenv('GEMINI_API_KEY', 'wrong-key')
+        assert main(gem) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and 'GEMINI_API_KEY' in err[0] and 'API_KEY_INVALID' in err[0], err
+        assert len(g.requests) <= 5 and not list((project/'.cache'/'captions').glob('*/*.json'))
+        assert not (project/'runs'/'smoke'/'caption'/'captions.parquet').exists()
+        monkeypatch.setenv('GEMINI_API_KEY', 'right-key')                 # every image refused as unreadable: still exit 2
+        g.queue = ['400'] * 12
+        assert main(gem) == 2
+        assert 'all 12 images failed to caption' in capsys.readouterr().err
+    monkeypatch.setenv('GOOGLE_GEMINI_BASE_URL', f'http://127.0.0.1:{closed_port()}')
+    assert main(gem) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'cannot reach http://127.0.0.1:' in err[0] and 'GOOGLE_GEMINI_BASE_URL' in err[0], err
