@@ -234,6 +234,10 @@ def gemini_error(e:Exception, # what the SDK raised for one request
     if type(e).__name__ == 'TransportError' and type(e).__module__.startswith('google.auth'):   # the token refresh got no answer
         src = cap.credential_source() if cap is not None else 'the application default credentials'
         raise Unreachable(f'TransportError: {e}', url='https://oauth2.googleapis.com/token', source=f'refreshing {src}') from e
+    if type(e).__name__ == 'RefreshError' and type(e).__module__.startswith('google.auth'):   # the token endpoint said no
+        src = cap.credential_source() if cap is not None else 'the application default credentials'
+        raise PosterlensError(f"Vertex AI credentials from {src} were refused when getting a token ({' '.join(str(e.args[0] if e.args else e).split())}); "
+                              f"{_gemini_fix('vertex', 401, [], src)}") from e
     if isinstance(e, _transport_errors()): raise Retryable(f'{type(e).__name__}: {e}') from e
     raise e
 

@@ -1,6 +1,6 @@
 """`posterlens run --variant V --report` end to end for every captioning backend, each against a local fake that
 speaks the real protocol: Gemini on the API-key route and on Vertex AI (OAuth2 credentials refreshed at a local
-token endpoint), an OpenAI-compatible server, and a tiny random transformers model. 40 synthetic posters in an
+token endpoint that checks the service account's signed JWT), an OpenAI-compatible server, and a tiny random transformers model. 40 synthetic posters in an
 IMDB-shaped CSV (Poster, Title, Rating, Genre, Year), a tiny text model so that training takes seconds."""
 import json, os, re, subprocess, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_gemini import FakeGemini  # noqa: E402
+from fake_vertex import FakeVertex as FakeGemini  # noqa: E402  (FakeGemini + countTokens, as the real API serves)
 from fake_openai import FakeOpenAI  # noqa: E402
 from test_vlm import GEMINI_ENV, tiny_git  # noqa: E402,F401  (the tiny GIT model fixture)
 
@@ -43,22 +43,41 @@ def tiny_bert(tmp_path_factory):
 
 
 class _Token(BaseHTTPRequestHandler):
-    "An OAuth 2.0 token endpoint (RFC 6749 refresh_token grant), as google-auth calls oauth2.googleapis.com/token."
+    "An OAuth 2.0 token endpoint for service accounts (RFC 7523 JWT bearer grant), as google-auth calls oauth2.googleapis.com/token."
+    key = None   # the service account's public key: the assertion must be signed with its private key
     def log_message(self, *a): pass
     def do_POST(self):
+        from google.auth import jwt
         form = parse_qs(self.rfile.read(int(self.headers.get('Content-Length', 0))).decode())
-        ok = form.get('grant_type') == ['refresh_token'] and form.get('refresh_token') == ['test-refresh']
-        body = (json.dumps({'access_token': 'ya29.test-access', 'expires_in': 3599, 'token_type': 'Bearer'}) if ok else
-                json.dumps({'error': 'invalid_grant', 'error_description': 'Bad Request'})).encode()
-        self.send_response(200 if ok else 400); self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+        try:
+            assert form.get('grant_type') == ['urn:ietf:params:oauth:grant-type:jwt-bearer']
+            claims = jwt.decode(form['assertion'][0], certs=self.key, audience='https://oauth2.googleapis.com/token')
+            assert claims['iss'] == 'posterlens-test@proj-1.iam.gserviceaccount.com'
+            code, body = 200, {'access_token': 'ya29.test-access', 'expires_in': 3599, 'token_type': 'Bearer'}
+        except Exception as e:
+            code, body = 400, {'error': 'invalid_grant', 'error_description': f'Invalid JWT: {e}'}
+        raw = json.dumps(body).encode()
+        self.send_response(code); self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(raw))); self.end_headers(); self.wfile.write(raw)
 
 
 @pytest.fixture
-def token_server():
-    srv = ThreadingHTTPServer(('127.0.0.1', 0), _Token)
+def service_account(tmp_path):
+    "A service-account key file (as the Cloud console downloads it) whose token_uri is a local token endpoint."
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), type('Token', (_Token,), {}))
+    srv.RequestHandlerClass.key = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    srv.RequestHandlerClass.token_uri = f'http://127.0.0.1:{srv.server_address[1]}/token'
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f'http://127.0.0.1:{srv.server_address[1]}/token'
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    f = tmp_path/'sa.json'
+    f.write_text(json.dumps({'type': 'service_account', 'project_id': 'proj-1', 'private_key_id': 'k1', 'private_key': pem,
+                             'client_email': 'posterlens-test@proj-1.iam.gserviceaccount.com', 'client_id': '1',
+                             'token_uri': srv.RequestHandlerClass.token_uri}))
+    yield f
     srv.shutdown()
 
 
@@ -100,17 +119,14 @@ def test_gemini_api_key_variant(tmp_path, imdb_csv, tiny_bert):
 
 
 @pytest.mark.slow
-def test_gemini_vertex_variant(tmp_path, imdb_csv, tiny_bert, token_server):
-    adc = tmp_path/'adc.json'     # application default credentials of `gcloud auth application-default login`
-    adc.write_text(json.dumps({'type': 'authorized_user', 'client_id': 'test.apps.googleusercontent.com',
-                               'client_secret': 'test-secret', 'refresh_token': 'test-refresh', 'token_uri': token_server}))
+def test_gemini_vertex_variant(tmp_path, imdb_csv, tiny_bert, service_account):
     with FakeGemini() as g:
         env = {'GOOGLE_GENAI_USE_VERTEXAI': 'true', 'GOOGLE_CLOUD_PROJECT': 'proj-1', 'GOOGLE_CLOUD_LOCATION': 'us-central1',
-               'GOOGLE_VERTEX_BASE_URL': g.url, 'GOOGLE_APPLICATION_CREDENTIALS': str(adc)}
+               'GOOGLE_VERTEX_BASE_URL': g.url, 'GOOGLE_APPLICATION_CREDENTIALS': str(service_account)}
         rc, out, err = run_report('imdb-gemini', tmp_path, env, dataset=str(imdb_csv), text_model=tiny_bert)
         assert rc == 0, err[-3000:]
         assert {(r['route'], r['project'], r['location']) for r in g.requests} == {('vertex', 'proj-1', 'us-central1')}
-    check_reports(tmp_path, 'imdb-gemini', 'gemini')
+    check_reports(tmp_path, 'imdb-gemini', 'gemini', secret='ya29.test-access')
 
 
 @pytest.mark.slow
@@ -129,3 +145,23 @@ def test_transformers_variant(tmp_path, tiny_bert, tiny_git):
                               max_output_tokens=8, synth_n=40, text_model=tiny_bert)
     assert rc == 0, err[-3000:]
     check_reports(tmp_path, 'local-transformers', 'transformers')
+
+
+def test_vertex_refused_service_account_is_one_line(tmp_path, imdb_csv, service_account):
+    "A service-account key that the token endpoint refuses (a key rotated away) stops the run at once, with one line."
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    info = json.loads(service_account.read_text())
+    info['private_key'] = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    service_account.write_text(json.dumps(info))
+    with FakeGemini() as g:
+        env = {'GOOGLE_GENAI_USE_VERTEXAI': 'true', 'GOOGLE_CLOUD_PROJECT': 'proj-1', 'GOOGLE_CLOUD_LOCATION': 'us-central1',
+               'GOOGLE_VERTEX_BASE_URL': g.url, 'GOOGLE_APPLICATION_CREDENTIALS': str(service_account)}
+        base = {k: v for k, v in os.environ.items() if k not in GEMINI_ENV}
+        r = subprocess.run([sys.executable, '-m', 'posterlens.cli', 'caption', '--variant', 'imdb-gemini', '-q',
+                            '--set', f'dataset={imdb_csv}', '--set', f'runs_dir={tmp_path}/runs', '--set', f'cache_dir={tmp_path}/cache'],
+                           capture_output=True, text=True, cwd=ROOT, env={**base, **env}, timeout=300)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert 'GOOGLE_APPLICATION_CREDENTIALS' in r.stderr and 'refused' in r.stderr, r.stderr
+        assert g.requests == []
