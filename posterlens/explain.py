@@ -1,4 +1,4 @@
-"""Exact sentence-level Shapley values for every caption, token-level SHAP for a few examples, and corpus factors with confidence intervals, a permutation check and planted-effect recovery.
+"""Exact sentence-level Shapley values for every caption, token-level SHAP for a few examples, and distinct corpus factors that the model suggests and held-out rows test, with false-discovery control and planted-effect recovery.
 
 Docs: https://posterlens.github.io/posterlens/explain.html.md"""
 
@@ -23,11 +23,13 @@ from .core import (PosterlensError, load_settings, run_dir, write_json, read_jso
                              read_parquet, hash_frame, hash_obj, stage_key, is_fresh, mark_done, set_seed)
 
 # %% auto #0
-__all__ = ['EXPLAIN_KEYS', 'split_segments', 'shapley_matrix', 'shapley_bruteforce', 'torch_threads', 'coalition_inputs',
-           'forward_batches', 'explain_segments', 'explain_tokens', 'tokens_frame', 'tokens_to_explanation',
-           'text_plot', 'normalise', 'phrases', 'find_factors', 'factor_membership', 'relative_shap',
-           'factor_contributions', 'factor_stats', 'WordWeights', 'planted_recovery', 'recovery_summary',
-           'null_factor_stats', 'flag_significant', 'stage_explain']
+__all__ = ['FACTOR_COLUMNS', 'EXPLAIN_KEYS', 'split_segments', 'shapley_matrix', 'shapley_bruteforce', 'torch_threads',
+           'coalition_inputs', 'forward_batches', 'explain_segments', 'explain_tokens', 'tokens_frame',
+           'tokens_to_explanation', 'text_plot', 'normalise', 'phrases', 'find_factors', 'factor_membership',
+           'relative_shap', 'factor_contributions', 'factor_stats', 'WordWeights', 'planted_recovery',
+           'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations', 'merge_factors',
+           'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds', 'bh_adjust', 'crossfit_factors',
+           'validation_statement', 'stage_explain']
 
 # %% ../nbs/04_explain.ipynb #8c96b88d
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'eg', 'ie', 'e.g', 'i.e', 'no', 'fig', 'approx',
@@ -392,6 +394,23 @@ class WordWeights(torch.nn.Module):
             for t in tokenizer(word, add_special_tokens=False)['input_ids']: w[t] = x
         self.w, self.bias = torch.nn.Parameter(w, requires_grad=False), float(bias)
 
+    @classmethod
+    def fit(cls, tokenizer, # a `transformers` tokenizer
+            texts:Sequence[str], y, # training texts and targets
+            alpha:float=1.0, # ridge penalty
+            max_length:int=256
+           ) -> WordWeights:
+        "Ridge regression of `y` on the texts' token counts, as a `WordWeights` model (a fast stand-in for fine-tuning)."
+        from scipy import sparse
+        from sklearn.linear_model import Ridge
+        ids = tokenizer([str(t) for t in texts], add_special_tokens=False, truncation=True, max_length=max_length)['input_ids']
+        X = sparse.csr_matrix((np.ones(sum(map(len, ids))), np.concatenate([np.asarray(i, int) for i in ids]) if ids else [],
+                               np.cumsum([0, *map(len, ids)])), shape=(len(ids), len(tokenizer)))
+        r = Ridge(alpha=alpha).fit(X, np.asarray(y, float))
+        m = cls(tokenizer, {}, float(r.intercept_), max_length)
+        m.w.data = torch.as_tensor(r.coef_, dtype=torch.float32)
+        return m
+
     def forward(self, input_ids, attention_mask, **kw):
         return (self.w[input_ids]*attention_mask).sum(1) + self.bias
 
@@ -400,101 +419,318 @@ class WordWeights(torch.nn.Module):
         with torch.inference_mode(): return self(b['input_ids'], b['attention_mask']).numpy().astype(float)
 
 # %% ../nbs/04_explain.ipynb #3a8429b4
-def _match(factors:pd.DataFrame, phrase:str|None):
-    "The most prevalent factor using `phrase` (None if none)."
-    if not phrase: return None
+def _matches(factors:pd.DataFrame, phrase:str|None) -> list[tuple[int, int]]:
+    "(row, side) of the factors that list `phrase` (side +1) or have it on their `versus` side (-1); by name when none lists it."
+    if not phrase: return []
     p = ' '.join(normalise(phrase))
-    if not p: return None
-    hit = factors[[p in ps or f' {p} ' in f' {f} ' for f, ps in zip(factors.factor, factors.phrases)]]
-    return None if hit.empty else hit.sort_values('n', ascending=False).iloc[0]
+    if not p: return []
+    vs = factors['versus_phrases'] if 'versus_phrases' in factors else [[]]*len(factors)
+    hit = [(i, 1) for i, ps in enumerate(factors.phrases) if p in ps] + [(i, -1) for i, ps in enumerate(vs) if p in list(ps)]
+    return hit or [(i, 1) for i, f in enumerate(factors.factor) if f' {p} ' in f' {f} ']
 
-def planted_recovery(factors:pd.DataFrame, # factor table (factor, phrases, n, mean_shap)
+def _value(factors:pd.DataFrame) -> pd.Series:
+    "The estimate of each factor: its held-out effect when tested, else its mean contribution."
+    return factors['effect'] if 'effect' in factors else factors['mean_shap']
+
+def planted_recovery(factors:pd.DataFrame, # factor table (factor, phrases, n, effect or mean_shap [, versus_phrases, significant])
                      truth:dict # `truth.json`: {"effects": [{"attribute", "coef", "present_phrase", "absent_phrase"}, ...]}
                     ) -> pd.DataFrame:
-    "Per planted effect: the matched factors, their mean contributions, their difference and whether the signs agree."
+    "Per planted effect: the matched factors and estimates, their difference, whether the signs agree and whether it was flagged with the right sign."
+    factors = factors.reset_index(drop=True)
+    val, sig = _value(factors).to_numpy(float), factors.get('significant', pd.Series(False, index=factors.index)).to_numpy(bool)
     rows = []
     for e in truth.get('effects', []):
-        pres, absn = _match(factors, e.get('present_phrase')), _match(factors, e.get('absent_phrase'))
-        if pres is not None and absn is not None and pres.factor == absn.factor: absn = None
-        ps = np.nan if pres is None else float(pres.mean_shap)
-        as_ = np.nan if absn is None else float(absn.mean_shap)
-        diff = np.nan if pres is None and absn is None else np.nan_to_num(ps) - np.nan_to_num(as_)
         s = np.sign(e['coef'])
+        mp, ma = _matches(factors, e.get('present_phrase')), _matches(factors, e.get('absent_phrase'))
+        best = lambda m: min(m, key=lambda t: (factors.n[t[0]], t[0])) if m else None   # the most specific
+        pres, absn = best(mp), best(ma)
+        if pres is not None and absn is not None and pres[0] == absn[0]: absn = None    # one factor: present versus absent
+        ps = np.nan if pres is None else pres[1]*val[pres[0]]
+        as_ = np.nan if absn is None else absn[1]*val[absn[0]]
+        diff = np.nan if pres is None and absn is None else np.nan_to_num(ps) - np.nan_to_num(as_)
+        flagged = [np.sign(side*val[i])*want for m, want in ((mp, s), (ma, -s)) for i, side in m if sig[i]]
         rows.append({'attribute': e['attribute'], 'coef': float(e['coef']),
-                     'present_factor': None if pres is None else pres.factor, 'present_shap': ps,
-                     'absent_factor': None if absn is None else absn.factor, 'absent_shap': as_, 'difference': diff,
-                     'present_sign_ok': None if pres is None else bool(np.sign(ps) == s),
-                     'absent_sign_ok': None if absn is None else bool(np.sign(as_) == -s),
-                     'sign_ok': None if np.isnan(diff) else bool(np.sign(diff) == s)})
+                     'present_factor': None if pres is None else factors.factor[pres[0]], 'present_value': ps,
+                     'absent_factor': None if absn is None else factors.factor[absn[0]], 'absent_value': as_, 'difference': diff,
+                     'sign_ok': None if np.isnan(diff) else bool(np.sign(diff) == s),
+                     'flagged_right': int(sum(f > 0 for f in flagged)), 'flagged_wrong': int(sum(f < 0 for f in flagged)),
+                     'recovered': bool(flagged) and all(f > 0 for f in flagged)})
     return pd.DataFrame(rows)
+
+def unplanted_flagged(factors:pd.DataFrame, # factor table (factor, phrases, significant [, versus_phrases])
+                      truth:dict # `truth.json`
+                     ) -> list[str]:
+    "Flagged factors that name none of the planted attributes' words (present or absent)."
+    hit = {i for e in truth.get('effects', []) for k in ('present_phrase', 'absent_phrase') for i, _ in _matches(factors.reset_index(drop=True), e.get(k))}
+    sig = factors.get('significant', pd.Series(False, index=factors.index)).to_numpy(bool)
+    return [f for i, f in enumerate(factors.factor) if sig[i] and i not in hit]
 
 def recovery_summary(rec:pd.DataFrame # from `planted_recovery`
                     ) -> dict:
-    "Effects found, share with the right sign, Spearman correlation of |coef| and |difference|."
+    "Effects found, share with the right sign, effects flagged with the right sign, Spearman correlation of |coef| and |difference|."
     from scipy.stats import spearmanr
     found = rec[rec.difference.notna()]
     rho = float(spearmanr(found.coef.abs(), found.difference.abs()).statistic) if len(found) >= 3 else None
     return {'effects': len(rec), 'found': len(found), 'sign_agreement': float(found.sign_ok.mean()) if len(found) else None,
+            'recovered': int(rec.recovered.sum()) if 'recovered' in rec else None,
             'spearman_abs': None if rho is None or np.isnan(rho) else rho}
 
-# %% ../nbs/04_explain.ipynb #78b398be
-def null_factor_stats(model_fn:Callable, # (texts, targets, val texts, val targets) -> fitted model
-                      texts:Sequence[str], # all captions
-                      y:np.ndarray, # their targets
-                      factors:pd.DataFrame, # the real analysis' factors
-                      train_idx:np.ndarray, val_idx:np.ndarray, # a split of the captions
-                      n_permutations:int=5, # number of shuffles
-                      n_bootstrap:int=200, seed:int=0, max_segments:int=8, mode:str='sentence',
-                      progress:bool=False
-                     ) -> pd.DataFrame:
-    "Factor statistics of models fitted to shuffled targets: one row per (permutation, factor)."
-    from tqdm.auto import tqdm
-    rng = np.random.default_rng(seed)
-    texts, y, out = [str(t) for t in texts], np.asarray(y, float), []
-    for p in tqdm(range(int(n_permutations)), desc='permutations', disable=not progress):
-        ys = rng.permutation(y)
-        m = model_fn([texts[i] for i in train_idx], ys[train_idx], [texts[i] for i in val_idx], ys[val_idx])
-        seg = explain_segments(m, [texts[i] for i in val_idx], ids=list(val_idx), max_segments=max_segments, mode=mode, progress=False)
-        st = factor_stats(factor_contributions(seg, factors), n_bootstrap, seed + p)
-        out.append(st[st.n > 0].assign(permutation=p))
-    cols = ['permutation', 'factor', 'n', 'mean_shap', 'ci_lo', 'ci_hi', 'ci_excludes_0']
-    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+# %% ../nbs/04_explain.ipynb #122adfe3
+def segment_matrix(texts:Sequence[str], # segment texts
+                   factors:pd.DataFrame, # factors (factor, phrases)
+                   max_n:int=3 # longest phrase
+                  ) -> np.ndarray:
+    "Segments x factors: 1 where the segment uses one of the factor's phrases."
+    col = {f: j for j, f in enumerate(factors.factor)}
+    M = np.zeros((len(texts), len(col)))
+    memb = factor_membership(list(texts), factors, max_n)
+    M[memb.row.to_numpy(int), [col[f] for f in memb.factor]] = 1.0
+    return M
 
-def flag_significant(stats:pd.DataFrame, # real factor statistics (mean_shap, ci_excludes_0)
-                     null:pd.DataFrame # from `null_factor_stats`
-                    ) -> tuple[pd.DataFrame, dict]:
-    "Mark factors significant beyond chance; returns the table and a summary of the check."
-    if len(null):
-        q95 = float(np.quantile(null.mean_shap.abs(), 0.95))
-        per = null.groupby('permutation').ci_excludes_0.sum().astype(int).tolist()
-        sig = stats.ci_excludes_0 & (stats.mean_shap.abs() > q95)
-    else: q95, per, sig = None, [], stats.ci_excludes_0
-    stats = stats.assign(significant=sig.astype(bool))
-    n_f, n_ci, n_sig = len(stats), int(stats.ci_excludes_0.sum()), int(stats.significant.sum())
-    if per:
-        chance = float(np.mean(per))
-        text = (f"With shuffled targets, {chance:.1f} of {null.groupby('permutation').size().mean():.0f} factors on average "
-                f"(per permutation: {', '.join(map(str, per))}) had an interval excluding zero by chance; of the {n_f} real "
-                f"factors {n_ci} have an interval excluding zero and {n_sig} also exceed the null's 95th percentile of "
-                f"|mean contribution| ({q95:.3f}), so {n_sig} are flagged significant.")
-    else:
-        chance = None
-        text = f"No permutation check was run; {n_sig} of {n_f} factors have an interval excluding zero."
-    return stats, {'n_permutations': len(per), 'chance_ci_excludes_0': per, 'mean_chance': chance,
-                   'null_abs_mean_q95': q95, 'factors': n_f, 'ci_excludes_0': n_ci, 'significant': n_sig, 'statement': text}
+def caption_matrix(seg:pd.DataFrame, # segments (id, text)
+                   factors:pd.DataFrame, # factors (factor, phrases)
+                   ids:Sequence|None=None, # caption ids, in the order of the rows (default: those of `seg`)
+                   max_n:int=3
+                  ) -> pd.DataFrame:
+    "Captions x factors: 1 where the caption mentions any of the factor's phrases."
+    M = pd.DataFrame(segment_matrix(seg.text.tolist(), factors, max_n), columns=list(factors.factor))
+    C = M.groupby(seg.id.to_numpy(), sort=False).max()
+    return C.reindex(pd.unique(seg.id) if ids is None else list(ids)).fillna(0.0)
+
+def relations(X:pd.DataFrame, # items x factors, 0/1 (captions or segments)
+              tol:float=0.05 # tolerance of "never together" and "always with"
+             ) -> pd.DataFrame:
+    "How factor `row` relates to factor `column`: alternative, within, contains, duplicate, or '' (they overlap freely)."
+    A = X.to_numpy(float)
+    co, n = A.T @ A, A.sum(0)
+    within = co >= (1 - tol)*n[:, None]                      # (almost) every item of the row factor has the column factor
+    rel = np.full(co.shape, '', dtype=object)
+    rel[within.T] = 'contains'; rel[within] = 'within'; rel[within & within.T] = 'duplicate'
+    rel[co <= tol*np.minimum(n[:, None], n[None, :])] = 'alternative'
+    np.fill_diagonal(rel, 'self')
+    return pd.DataFrame(rel, index=X.columns, columns=X.columns)
+
+def merge_factors(candidates:pd.DataFrame, # from `find_factors`
+                  seg:pd.DataFrame, # segments of every caption (id, text)
+                  tol:float=0.05, # a candidate whose segments lie (1 - tol) inside another's is one of its parts
+                  hub:float=0.1, # a phrase used by two segments of one caption in this share of its captions is a hub (dropped)
+                  max_n:int=3
+                 ) -> pd.DataFrame:
+    "Factors as sets of phrases: hubs dropped, each factor also listing its parts (the phrases of the candidates nested in it)."
+    seg = seg.reset_index(drop=True)
+    M = pd.DataFrame(segment_matrix(seg.text.tolist(), candidates, max_n), columns=list(candidates.factor))
+    per = M.groupby(seg.id.to_numpy(), sort=False).sum()
+    share = (per >= 2).sum()/(per >= 1).sum().clip(lower=1)
+    keep = candidates[~candidates.factor.isin(share.index[share >= hub])].reset_index(drop=True)
+    rel = relations(M[list(keep.factor)], tol)                   # segment level: parts say the same thing in the same sentence
+    ph = dict(zip(keep.factor, keep.phrases))
+    out = keep.assign(parts=[[g for g in keep.factor if rel.loc[g, f] == 'within'] for f in keep.factor])
+    out['phrases'] = [list(dict.fromkeys([*ph[f], *(p for g in parts for p in ph[g])])) for f, parts in zip(out.factor, out.parts)]
+    return out
+
+# %% ../nbs/04_explain.ipynb #16b8807d
+def select_factors(seg:pd.DataFrame, # segments explained by ONE model (id, text, shap, base, pred)
+                   candidates:pd.DataFrame, # factors to choose from (factor, phrases)
+                   max_factors:int=12, # most factors selected
+                   min_gain:float=0.01, # stop when the best next factor explains less than this share of the values' sum of squares
+                   max_n:int=3
+                  ) -> pd.DataFrame:
+    "The factors that explain the segments' relative Shapley values best, by forward selection: factor, gain, shap, segments."
+    r = relative_shap(seg.reset_index(drop=True)).to_numpy(float)
+    M = segment_matrix(seg.text.tolist(), candidates, max_n)
+    names, total, norm0 = list(candidates.factor), float(r @ r), (M*M).sum(0)
+    Q, res, picked, gains = np.zeros((len(r), 0)), r.copy(), [], []
+    for _ in range(int(max_factors)):
+        Xr = M - Q @ (Q.T @ M)                                  # what the selected factors do not already say
+        den = (Xr*Xr).sum(0)
+        ok = den > np.maximum(0.05*norm0, 1e-9)
+        ok[picked] = False
+        if not ok.any() or total <= 0: break
+        gain = np.where(ok, (Xr.T @ res)**2/np.where(ok, den, 1.0), -np.inf)
+        j = int(np.argmax(gain))
+        if gain[j] < min_gain*total: break
+        q = Xr[:, j]/math.sqrt(den[j])
+        Q, res = np.column_stack([Q, q]), res - q*(q @ res)
+        picked.append(j); gains.append(float(gain[j]/total))
+    beta = np.linalg.lstsq(M[:, picked], r, rcond=None)[0] if picked else np.zeros(0)
+    return pd.DataFrame({'factor': [names[j] for j in picked], 'gain': gains, 'shap': beta,
+                         'segments': M[:, picked].sum(0).astype(int)})
+
+def credit_shap(seg:pd.DataFrame, # segments with shap, base, pred (and fold)
+                factors:pd.DataFrame, # factors (factor, phrases)
+                max_n:int=3
+               ) -> pd.Series:
+    "Each factor's share of the relative Shapley values: least-squares coefficients of the segments' values on the factors they mention."
+    seg = seg.reset_index(drop=True)
+    r = relative_shap(seg).to_numpy(float)
+    M = segment_matrix(seg.text.tolist(), factors, max_n)
+    used, beta = M.sum(0) > 0, np.full(M.shape[1], np.nan)
+    if used.any(): beta[used] = np.linalg.lstsq(M[:, used], r, rcond=None)[0]
+    return pd.Series(beta, index=list(factors.factor))
+
+# %% ../nbs/04_explain.ipynb #63cfae4f
+def _independent(cols:list[np.ndarray], tol:float=1e-8) -> list[int]:
+    "Indices of a maximal linearly independent subset of `cols`, taken greedily in order."
+    basis, keep = [], []
+    for i, c in enumerate(cols):
+        r = c - sum(b*(b @ c) for b in basis) if basis else np.array(c, float)
+        nr = float(np.sqrt(r @ r))
+        if nr > tol*max(1.0, float(np.sqrt(c @ c))): basis.append(r/nr); keep.append(i)
+    return keep
+
+def heldout_effects(y:np.ndarray, # outcomes of the held-out rows
+                    X:pd.DataFrame, # their indicators of the factors to test
+                    rel:pd.DataFrame, # `relations` of these factors and of `parents`' columns (computed on all captions)
+                    parents:pd.DataFrame|None=None, # their indicators of other candidate factors (broader phrases)
+                    covariates:np.ndarray|None=None, # their encoded covariates
+                    min_n:int=5 # least carriers and non-carriers of a factor among the rows
+                   ) -> pd.DataFrame:
+    "Per factor: OLS of `y` on its indicator, the factors it overlaps or lies within, and the covariates, with HC3 standard errors."
+    import statsmodels.api as sm
+    y = np.asarray(y, float)
+    P = X.iloc[:, :0] if parents is None else parents[[c for c in parents.columns if c not in X.columns]]
+    Z = np.zeros((len(y), 0)) if covariates is None else np.asarray(covariates, float).reshape(len(y), -1)
+    rows = []
+    for f in X.columns:
+        x = X[f].to_numpy(float)
+        k = int(x.sum())
+        if k < min_n or len(x) - k < min_n: continue
+        ctrl = [X[g] for g in X.columns if rel.loc[f, g] in ('', 'within')] + [P[g] for g in P.columns if rel.loc[f, g] == 'within']
+        cols = [np.ones(len(y)), *(c.to_numpy(float) for c in ctrl), *Z.T]
+        keep = _independent(cols)
+        if len(_independent([*(cols[i] for i in keep), x])) <= len(keep): continue   # x is a combination of its controls
+        C = np.column_stack([cols[i] for i in keep])
+        if len(y) - C.shape[1] - 1 < min_n: continue
+        with np.errstate(divide='ignore', invalid='ignore'):
+            fit = sm.OLS(y, np.column_stack([x, C])).fit(cov_type='HC3')
+        b, se = float(fit.params[0]), float(fit.bse[0])
+        if np.isfinite(se) and se > 0:
+            rows.append({'factor': f, 'effect': b, 'se': se, 'n': k, 'rows': len(y), 'controls': C.shape[1] - 1})
+    return pd.DataFrame(rows, columns=['factor', 'effect', 'se', 'n', 'rows', 'controls'])
+
+def combine_folds(per_fold:pd.DataFrame # one row per (fold, factor) test: factor, effect, se, rows
+                 ) -> pd.DataFrame:
+    "Per factor, the inverse-variance weighted effect over the folds that tested it, with its 95% interval and two-sided p-value."
+    from scipy.stats import norm
+    cols = ['factor', 'effect', 'se', 'effect_lo', 'effect_hi', 'p', 'tested_folds', 'tested_rows']
+    out = []
+    for f, g in per_fold.groupby('factor', sort=False):
+        w = 1/g.se.to_numpy(float)**2
+        eff, se = float((w*g.effect.to_numpy(float)).sum()/w.sum()), float(1/math.sqrt(w.sum()))
+        out.append([f, eff, se, eff - norm.ppf(0.975)*se, eff + norm.ppf(0.975)*se, float(2*norm.sf(abs(eff/se))),
+                    len(g), int(g.rows.sum())])
+    return pd.DataFrame(out, columns=cols)
+
+def bh_adjust(p:Sequence[float] # p-values (NaN: left out)
+             ) -> np.ndarray:
+    "Benjamini-Hochberg adjusted p-values (q-values): flag `q <= level` to keep the false discovery rate at `level`."
+    from statsmodels.stats.multitest import multipletests
+    p = np.asarray(p, float); q = np.full(len(p), np.nan)
+    ok = ~np.isnan(p)
+    if ok.any(): q[ok] = multipletests(p[ok], method='fdr_bh')[1]
+    return q
+
+# %% ../nbs/04_explain.ipynb #4125f889
+FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
+                  'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases']
+
+def _complements(tested:list, X:pd.DataFrame, rel:pd.DataFrame, tol:float) -> dict:
+    "Pairs of tested factors that are never mentioned together and between them cover (almost) every caption: {rarer: other}."
+    prev, out = X.mean(), {}
+    for f in sorted(tested, key=lambda f: (prev[f], f)):
+        if f in out or f in out.values(): continue
+        g = next((g for g in tested if g != f and g not in out and g not in out.values() and rel.loc[f, g] == 'alternative'
+                  and float(((X[f] + X[g]) > 0).mean()) >= 1 - tol), None)
+        if g is not None: out[f] = g
+    return out
+
+def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, base, pred, fold (the model that explained it)
+                     rows:pd.DataFrame, # one row per caption: id, caption, target, heldout (the fold whose model did not train on it; -1: none)
+                     covariates:pd.DataFrame|None=None, # covariate columns, row-aligned with `rows` (None: none)
+                     min_prevalence:float=0.03, # least share of captions mentioning a candidate factor (and of captions not mentioning it)
+                     max_factors:int=12, # most factors each fold's model is summarised by
+                     min_gain:float=0.01, # least share of the Shapley values' sum of squares a selected factor explains
+                     fdr:float=0.05, # Benjamini-Hochberg false discovery rate
+                     beats_mean:bool|None=True, # whether the model predicts better than the mean (otherwise nothing is flagged)
+                     max_segments:int=8, mode:str='sentence', # segmentation, as for the explanations
+                     min_n:int=5, # least carriers and non-carriers of a factor among a fold's held-out rows
+                     tol:float=0.05 # tolerance of the relations between factors
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "Factors chosen by each fold's model, tested on that fold's held-out rows, combined, adjusted for multiple testing: (factors, tests, summary)."
+    from posterlens.model import fit_covariates, encode_covariates
+    rows = rows.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
+    allseg = pd.DataFrame([(i, s) for i, c in zip(rows.id, rows.caption) for s in split_segments(c, max_segments, mode)],
+                          columns=['id', 'text'])
+    cand = merge_factors(find_factors(allseg.text, allseg.id, min_prevalence), allseg, tol)
+    X = caption_matrix(allseg, cand, ids=rows.id)
+    rel = relations(X, tol)
+    seg, y, held_of = seg.assign(id=seg.id.astype(str)), rows.target.to_numpy(float), rows.heldout.to_numpy()
+    tests, sel = [], []
+    for k, g in seg.groupby('fold', sort=True):
+        s = select_factors(g.reset_index(drop=True), cand, max_factors, min_gain).assign(fold=int(k))
+        held = np.flatnonzero(held_of == k)
+        sel.append(s)
+        if not len(s) or not len(held): continue
+        Z = None
+        if covariates is not None and covariates.shape[1]:
+            cv = covariates.iloc[held]
+            Z = encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
+        tests.append(heldout_effects(y[held], X.iloc[held][s.factor.tolist()], rel, X.iloc[held], Z, min_n).assign(fold=int(k)))
+    tests = pd.concat(tests, ignore_index=True) if tests else heldout_effects(y[:0], X.iloc[:0, :0], rel).assign(fold=0)
+    sel = pd.concat(sel, ignore_index=True) if sel else pd.DataFrame(columns=['factor', 'fold'])
+    tested = list(dict.fromkeys(tests.factor))
+    versus = _complements(tested, X, rel, tol)
+    parts = []
+    for f in [f for f in tested if f not in versus.values()]:
+        a = tests[tests.factor == f]
+        if f in versus:      # folds that tested only the other side: its effect with the sign turned
+            b = tests[(tests.factor == versus[f]) & ~tests.fold.isin(a.fold)]
+            a = pd.concat([a, b.assign(factor=f, effect=-b.effect)])
+        parts.append(a)
+    out = combine_folds(pd.concat(parts, ignore_index=True) if parts else tests)
+    out['q'] = bh_adjust(out.p)
+    shap, fac = credit_shap(seg, cand[cand.factor.isin(tested)]), cand.set_index('factor')
+    vs = [versus.get(f) for f in out.factor]
+    out = out.assign(versus=vs, versus_phrases=[list(fac.phrases[v]) if v else [] for v in vs],
+                     mean_shap=shap.reindex(out.factor).to_numpy(), versus_shap=[shap.get(v, np.nan) if v else np.nan for v in vs],
+                     selected_folds=[int(sel[sel.factor.isin([f, v])].fold.nunique()) for f, v in zip(out.factor, vs)],
+                     n=[int(X[f].sum()) for f in out.factor], phrases=[list(fac.phrases[f]) for f in out.factor],
+                     example=[fac.example[f] for f in out.factor])
+    out['prevalence'] = out.n/max(len(rows), 1)
+    out['direction'] = np.where(out.effect >= 0, 'up', 'down')
+    out['significant'] = (out.q <= fdr) & (beats_mean is True)
+    out = out.sort_values(['significant', 'p', 'factor'], ascending=[False, True, True]).reset_index(drop=True)[FACTOR_COLUMNS]
+    summary = {'method': 'Benjamini-Hochberg', 'level': float(fdr), 'candidates': len(cand), 'tested': len(out),
+               'folds': sorted(int(k) for k in tests.fold.unique()), 'heldout_rows': int((held_of >= 0).sum()),
+               'q_below_level': int((out.q <= fdr).sum()), 'significant': int(out.significant.sum()), 'beats_mean': beats_mean}
+    summary['statement'] = validation_statement(summary)
+    return out, tests, summary
+
+def validation_statement(s:dict # the summary of `crossfit_factors`
+                        ) -> str:
+    "How the factors were tested and which were flagged, in plain words."
+    how = (f"{s['tested']} factors, chosen by each fold's model from {s['candidates']} candidates, were tested on the "
+           f"{s['heldout_rows']} rows that model did not train on (regression of the outcome on the factors' indicators, HC3 "
+           f"standard errors, folds combined by inverse-variance weighting); multiple testing: {s['method']} at a false "
+           f"discovery rate of {s['level']:g}.")
+    if s['beats_mean'] is not True:
+        why = ("the model does not predict the outcome better than the mean" if s['beats_mean'] is False else
+               "it is not known whether the model predicts better than the mean")
+        return (f"{how} No factor is flagged: {why} (cross-validated), so what it relies on is not evidence about the "
+                f"outcome ({s['q_below_level']} of {s['tested']} would pass the test alone).")
+    return f"{how} {s['significant']} of {s['tested']} are flagged."
 
 # %% ../nbs/04_explain.ipynb #1e4e23f2
 EXPLAIN_KEYS = ['segmenter', 'max_segments', 'explain_max', 'explain_examples', 'token_max_evals', 'min_prevalence',
-                'n_bootstrap', 'n_permutations', 'perm_epochs', 'seed']
+                'max_factors', 'factor_min_gain', 'fdr', 'use_covariates', 'covariates', 'seed']
 
-def _finetune_fn(cfg:AttrDict, tmp:Path) -> Callable:
-    "A `model_fn` for `null_factor_stats`: fine-tune with the run's settings but `perm_epochs` epochs."
-    from posterlens.model import train_fold, TextRegressor
-    fast = AttrDict({**cfg, 'epochs': max(1, min(int(cfg.perm_epochs), int(cfg.epochs)))})
-    def fn(tr, ytr, va, yva):
-        train_fold(tr, ytr, va, yva, fast, out_dir=tmp, progress=False)
-        return TextRegressor.load(tmp)
-    return fn
+def _heldout_folds(n:int, cfg:AttrDict, run:list) -> np.ndarray:
+    "For each row of the training table, the fold whose model did not train on it (-1 when that fold was not run)."
+    from posterlens.model import make_folds
+    out = np.full(n, -1)
+    for k, (tr, va) in enumerate(make_folds(n, int(cfg.folds), int(cfg.seed))):
+        if k in run: out[va] = k
+    return out
 
 def _examples(seg:pd.DataFrame, k:int) -> list:
     "Ids of `k` captions spread over the range of predictions, highest first."
@@ -507,15 +743,15 @@ def _recovery_text(s:dict) -> str:
     if not s['found']: return f"None of the {s['effects']} planted effects could be matched to a factor."
     rho = 'n/a' if s['spearman_abs'] is None else f"{s['spearman_abs']:.2f}"
     return (f"{s['found']} of {s['effects']} planted effects matched to factors; {round(s['sign_agreement']*s['found'])} of "
-            f"{s['found']} have the planted sign; Spearman correlation of |coefficient| and |estimated effect|: {rho}.")
+            f"{s['found']} have the planted sign, {s['recovered']} are flagged with it (and never with the other); Spearman "
+            f"correlation of |coefficient| and |estimated effect|: {rho}.")
 
 def stage_explain(cfg:AttrDict, # run configuration
                   force:bool=False, # recompute even when fresh
                   progress:bool=True # show progress bars
                  ) -> pd.DataFrame:
-    "Explain every caption, find factors, run the permutation check; write R/explain/ and return the factor table."
-    import tempfile
-    from posterlens.model import stage_train, training_table, load_fold_model, make_folds
+    "Explain every caption, find the factors and test them out of sample; write R/explain/ and return the factor table."
+    from posterlens.model import stage_train, training_table, load_fold_model
     full = training_table(cfg)   # runs the data and caption stages once (each is skipped when fresh)
     metrics = stage_train(cfg, df=full.copy())
     R = run_dir(cfg); out = R/'explain'
@@ -554,26 +790,16 @@ def stage_explain(cfg:AttrDict, # run configuration
     seg = pd.concat(parts, ignore_index=True)
     write_parquet(seg, out/'segments.parquet')
     secs['segments'] = time.time() - t
-    # -- factors
+    # -- factors: chosen by each fold's model, tested on the rows it did not train on, Benjamini-Hochberg across them
     t = time.time()
-    fac = find_factors(seg.text, seg.id, float(cfg.min_prevalence))
-    st = factor_stats(factor_contributions(seg, fac), nb, seed)
-    st['mean_shap_raw'] = factor_contributions(seg, fac, relative=False).mean().reindex(st.factor).to_numpy()
+    from posterlens.model import covariate_columns
+    covs = covariate_columns(cfg)
+    rows = table.assign(heldout=_heldout_folds(len(table), cfg, run))
+    factors, tests, check = crossfit_factors(seg, rows, full[covs] if covs else None, float(cfg.min_prevalence),
+                                             int(cfg.max_factors), float(cfg.factor_min_gain), float(cfg.fdr),
+                                             metrics.get('beats_mean'), ms, mode)
+    write_parquet(tests, out/'tests.parquet')
     secs['factors'] = time.time() - t
-    # -- permutation check (fast settings: fold 0's split, perm_epochs epochs, its held-out captions)
-    t = time.time()
-    tr, va = make_folds(len(table), int(cfg.folds), seed)[run[0]]
-    with tempfile.TemporaryDirectory() as tmp:
-        null = null_factor_stats(_finetune_fn(cfg, Path(tmp)), table.caption.tolist(), table.target.to_numpy(float), fac,
-                                 tr, va, int(cfg.n_permutations or 0), min(nb, 200), seed, ms, mode, progress)
-    st, check = flag_significant(st, null)
-    check['settings'] = {'epochs': max(1, min(int(cfg.perm_epochs), int(cfg.epochs))), 'train_captions': len(tr),
-                         'explained_captions': len(va), 'n_bootstrap': min(nb, 200), 'split': f'fold {run[0]}'}
-    write_parquet(null, out/'null.parquet')
-    secs['permutations'] = time.time() - t
-    factors = fac[['factor', 'example', 'phrases']].merge(st, on='factor')
-    factors = factors[['factor', 'n', 'prevalence', 'mean_shap', 'ci_lo', 'ci_hi', 'direction', 'significant', 'ci_excludes_0',
-                       'mean_shap_raw', 'example', 'phrases']].sort_values('mean_shap', ascending=False).reset_index(drop=True)
     write_parquet(factors, out/'factors.parquet')
     # -- token-level examples
     t = time.time()
@@ -592,6 +818,7 @@ def stage_explain(cfg:AttrDict, # run configuration
         write_parquet(rec, out/'planted.parquet')
         planted = recovery_summary(rec)
         planted['statement'] = _recovery_text(planted)
+        planted['unplanted_flagged'] = unplanted_flagged(factors, read_json(R/'data'/'truth.json'))
         planted['table'] = rec.to_dict('records')
     else: (out/'planted.parquet').unlink(missing_ok=True)
     secs['total'] = time.time() - t0
@@ -603,7 +830,7 @@ def stage_explain(cfg:AttrDict, # run configuration
                'factors': {'n': len(factors), 'significant': int(factors.significant.sum()),
                            'up': factors[factors.significant & (factors.direction == 'up')].factor.tolist(),
                            'down': factors[factors.significant & (factors.direction == 'down')].factor.tolist()},
-               'permutation': check, 'planted': planted, 'beats_mean': metrics.get('beats_mean')}
+               'validation': check, 'planted': planted, 'beats_mean': metrics.get('beats_mean')}
     write_json(summary, out/'summary.json')
     mark_done(out, key, seconds=secs['total'], n=n_caps)
     return factors
