@@ -24,13 +24,12 @@ For the shuffled targets both figures are printed: seeds with any factor flagged
 (gate included) and by the held-out tests and Benjamini-Hochberg alone (gate ignored). Captions are cached
 under .cache/bench/ by image content hash.
 """
-import argparse, os, time
+import argparse, contextlib, io, os, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-os.environ.setdefault("TQDM_DISABLE", "1")   # no progress bars between the figures
 from posterlens.core import find_root, hash_file, read_parquet, write_parquet
 
 
@@ -51,7 +50,7 @@ def describe_cached(paths:list, cache:Path) -> list[str]:
 def synth_set(n:int, seed:int, cache:Path) -> tuple[pd.DataFrame, dict]:
     "Captions and targets of `n` synthetic posters drawn with `seed`, and their truth."
     from posterlens.data import make_synth, synth_truth
-    csv = make_synth(cache/f'synth-n{n}-s{seed}', n=n, seed=seed)
+    with contextlib.redirect_stderr(io.StringIO()): csv = make_synth(cache/f'synth-n{n}-s{seed}', n=n, seed=seed)   # no progress bar
     df = pd.read_csv(csv)
     df['caption'] = describe_cached([csv.parent/p for p in df.image], cache)
     return df[['id', 'caption', 'target']], synth_truth(n, seed)

@@ -419,14 +419,16 @@ class WordWeights(torch.nn.Module):
         with torch.inference_mode(): return self(b['input_ids'], b['attention_mask']).numpy().astype(float)
 
 # %% ../nbs/04_explain.ipynb #3a8429b4
-def _matches(factors:pd.DataFrame, phrase:str|None) -> list[tuple[int, int]]:
-    "(row, side) of the factors that list `phrase` (side +1) or have it on their `versus` side (-1); by name when none lists it."
+def _matches(factors:pd.DataFrame, phrase:str|None, own:bool=False) -> list[tuple[int, int]]:
+    "(row, side) of the factors whose own phrases include `phrase` (side +1) or whose `versus` does (-1); `own=False`: else their parts', else their names."
     if not phrase: return []
     p = ' '.join(normalise(phrase))
     if not p: return []
-    vs = factors['versus_phrases'] if 'versus_phrases' in factors else [[]]*len(factors)
-    hit = [(i, 1) for i, ps in enumerate(factors.phrases) if p in ps] + [(i, -1) for i, ps in enumerate(vs) if p in list(ps)]
-    return hit or [(i, 1) for i, f in enumerate(factors.factor) if f' {p} ' in f' {f} ']
+    col = lambda c: factors[c] if c in factors else [[]]*len(factors)
+    find = lambda a, b: [(i, 1) for i, ps in enumerate(col(a)) if p in list(ps)] + [(i, -1) for i, ps in enumerate(col(b)) if p in list(ps)]
+    hit = find('core_phrases', 'versus_core') if 'core_phrases' in factors else find('phrases', 'versus_phrases')
+    if hit or own: return hit
+    return find('phrases', 'versus_phrases') or [(i, 1) for i, f in enumerate(factors.factor) if f' {p} ' in f' {f} ']
 
 def _value(factors:pd.DataFrame) -> pd.Series:
     "The estimate of each factor: its held-out effect when tested, else its mean contribution."
@@ -435,7 +437,7 @@ def _value(factors:pd.DataFrame) -> pd.Series:
 def planted_recovery(factors:pd.DataFrame, # factor table (factor, phrases, n, effect or mean_shap [, versus_phrases, significant])
                      truth:dict # `truth.json`: {"effects": [{"attribute", "coef", "present_phrase", "absent_phrase"}, ...]}
                     ) -> pd.DataFrame:
-    "Per planted effect: the matched factors and estimates, their difference, whether the signs agree and whether it was flagged with the right sign."
+    "Per planted effect: the matched factors and estimates, their difference, whether the signs agree and whether it was flagged with the right sign (by the factors whose own phrases name it)."
     factors = factors.reset_index(drop=True)
     val, sig = _value(factors).to_numpy(float), factors.get('significant', pd.Series(False, index=factors.index)).to_numpy(bool)
     rows = []
@@ -448,7 +450,8 @@ def planted_recovery(factors:pd.DataFrame, # factor table (factor, phrases, n, e
         ps = np.nan if pres is None else pres[1]*val[pres[0]]
         as_ = np.nan if absn is None else absn[1]*val[absn[0]]
         diff = np.nan if pres is None and absn is None else np.nan_to_num(ps) - np.nan_to_num(as_)
-        flagged = [np.sign(side*val[i])*want for m, want in ((mp, s), (ma, -s)) for i, side in m if sig[i]]
+        own = ((_matches(factors, e.get('present_phrase'), own=True), s), (_matches(factors, e.get('absent_phrase'), own=True), -s))
+        flagged = [np.sign(side*val[i])*want for m, want in own for i, side in m if sig[i]]
         rows.append({'attribute': e['attribute'], 'coef': float(e['coef']),
                      'present_factor': None if pres is None else factors.factor[pres[0]], 'present_value': ps,
                      'absent_factor': None if absn is None else factors.factor[absn[0]], 'absent_value': as_, 'difference': diff,
@@ -516,7 +519,7 @@ def merge_factors(candidates:pd.DataFrame, # from `find_factors`
                   hub:float=0.1, # a phrase used by two segments of one caption in this share of its captions is a hub (dropped)
                   max_n:int=3
                  ) -> pd.DataFrame:
-    "Factors as sets of phrases: hubs dropped, each factor also listing its parts (the phrases of the candidates nested in it)."
+    "Factors as sets of phrases (`phrases`): hubs dropped, each candidate's own phrases (`core`) and those of its `parts` (the candidates nested in it)."
     seg = seg.reset_index(drop=True)
     M = pd.DataFrame(segment_matrix(seg.text.tolist(), candidates, max_n), columns=list(candidates.factor))
     per = M.groupby(seg.id.to_numpy(), sort=False).sum()
@@ -524,7 +527,8 @@ def merge_factors(candidates:pd.DataFrame, # from `find_factors`
     keep = candidates[~candidates.factor.isin(share.index[share >= hub])].reset_index(drop=True)
     rel = relations(M[list(keep.factor)], tol)                   # segment level: parts say the same thing in the same sentence
     ph = dict(zip(keep.factor, keep.phrases))
-    out = keep.assign(parts=[[g for g in keep.factor if rel.loc[g, f] == 'within'] for f in keep.factor])
+    out = keep.assign(parts=[[g for g in keep.factor if rel.loc[g, f] == 'within'] for f in keep.factor],
+                      core=[list(ph[f]) for f in keep.factor])
     out['phrases'] = [list(dict.fromkeys([*ph[f], *(p for g in parts for p in ph[g])])) for f, parts in zip(out.factor, out.parts)]
     return out
 
@@ -632,7 +636,8 @@ def bh_adjust(p:Sequence[float] # p-values (NaN: left out)
 
 # %% ../nbs/04_explain.ipynb #4125f889
 FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
-                  'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases']
+                  'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
+                  'core_phrases', 'versus_core']
 
 def _complements(tested:list, X:pd.DataFrame, rel:pd.DataFrame, tol:float) -> dict:
     "Pairs of tested factors that are never mentioned together and between them cover (almost) every caption: {rarer: other}."
@@ -692,6 +697,7 @@ def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, bas
     shap, fac = credit_shap(seg, cand[cand.factor.isin(tested)]), cand.set_index('factor')
     vs = [versus.get(f) for f in out.factor]
     out = out.assign(versus=vs, versus_phrases=[list(fac.phrases[v]) if v else [] for v in vs],
+                     core_phrases=[list(fac.core[f]) for f in out.factor], versus_core=[list(fac.core[v]) if v else [] for v in vs],
                      mean_shap=shap.reindex(out.factor).to_numpy(), versus_shap=[shap.get(v, np.nan) if v else np.nan for v in vs],
                      selected_folds=[int(sel[sel.factor.isin([f, v])].fold.nunique()) for f, v in zip(out.factor, vs)],
                      n=[int(X[f].sum()) for f in out.factor], phrases=[list(fac.phrases[f]) for f in out.factor],
