@@ -23,8 +23,8 @@ from .core import (PosterlensError, load_settings, run_dir, write_json, read_jso
                              read_parquet, hash_frame, hash_obj, stage_key, is_fresh, mark_done, set_seed)
 
 # %% auto #0
-__all__ = ['FACTOR_COLUMNS', 'EXPLAIN_KEYS', 'split_segments', 'shapley_matrix', 'shapley_bruteforce', 'torch_threads',
-           'coalition_inputs', 'forward_batches', 'explain_segments', 'explain_tokens', 'tokens_frame',
+__all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'EXPLAIN_KEYS', 'split_segments', 'shapley_matrix', 'shapley_bruteforce',
+           'torch_threads', 'coalition_inputs', 'forward_batches', 'explain_segments', 'explain_tokens', 'tokens_frame',
            'tokens_to_explanation', 'text_plot', 'normalise', 'phrases', 'find_factors', 'factor_membership',
            'relative_shap', 'factor_contributions', 'factor_stats', 'WordWeights', 'planted_recovery',
            'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations', 'merge_factors',
@@ -635,6 +635,7 @@ def bh_adjust(p:Sequence[float] # p-values (NaN: left out)
     return q
 
 # %% ../nbs/04_explain.ipynb #4125f889
+FACTORS_VERSION = 2   # of the factor table's columns and rules (part of the explain stage's key)
 FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
                   'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
                   'core_phrases', 'versus_core']
@@ -762,7 +763,7 @@ def stage_explain(cfg:AttrDict, # run configuration
     metrics = stage_train(cfg, df=full.copy())
     R = run_dir(cfg); out = R/'explain'
     table = full[['id', 'caption', 'target']].assign(id=lambda d: d.id.astype(str))
-    key = stage_key(cfg, EXPLAIN_KEYS, model=read_json(R/'model'/'stage.json')['key'], table=hash_frame(table))
+    key = stage_key(cfg, EXPLAIN_KEYS, model=read_json(R/'model'/'stage.json')['key'], table=hash_frame(table), factors=FACTORS_VERSION)
     if not force and is_fresh(out, key) and (out/'factors.parquet').exists(): return read_parquet(out/'factors.parquet')
     (out/'stage.json').unlink(missing_ok=True)
     t0, secs = time.time(), {}
