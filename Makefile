@@ -17,7 +17,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,pixels]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)

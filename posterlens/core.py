@@ -81,17 +81,17 @@ class Settings(BaseModel):
     seed: int = _f(42, 'seed of folds, training and explanations')
     use_covariates: bool = _f(False, 'feed the covariates to the text model next to the description')
     pooling: Literal['mean', 'cls'] = _f('mean', 'sentence vector of the encoder: mean of the tokens or [CLS]')
-    # -- explanations
+    pixel_baseline: Union[Literal['auto'], bool] = _f('auto', "ridge on image embeddings beside the text model ('auto': when the pixels extra is installed)")    # -- explanations
     explain_examples: int = _f(3, 'captions explained token by token in the reports', ge=0, le=100)
     explain_max: int = _f(0, 'captions explained with exact segment Shapley values (0: all)', ge=0)
     segmenter: Literal['sentence', 'clause'] = _f('sentence', 'the units that Shapley values are computed for')
     n_bootstrap: int = _f(1000, 'bootstrap resamples of every confidence interval', ge=10, le=100_000)
-    n_permutations: int = _f(5, 'models refitted to shuffled targets for the chance check (0: none)', ge=0, le=1000)
     min_prevalence: float = _f(0.03, 'smallest share of captions a factor must occur in', gt=0, lt=1)
     max_segments: int = _f(8, 'segments per caption for exact Shapley values (2^k model calls)', ge=1, le=16)
     token_max_evals: int = _f(500, 'model calls per token-level SHAP example', ge=10, le=100_000)
-    perm_epochs: int = _f(2, 'training epochs of each permutation-check model', ge=1, le=1000)
-
+    max_factors: int = _f(12, "most factors each fold model's explanations suggest", ge=1, le=100)
+    factor_min_gain: float = _f(0.01, "least share of the Shapley values' sum of squares a selected factor must explain", ge=0, lt=1)
+    fdr: float = _f(0.05, 'Benjamini-Hochberg false discovery rate of the flagged factors', gt=0, lt=1)
     @model_validator(mode='after')
     def _folds_exist(self):
         if isinstance(self.fold_subset, list) and (not self.fold_subset or not all(0 <= k < self.folds for k in self.fold_subset)):

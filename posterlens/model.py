@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, math, os, time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -509,10 +509,12 @@ def train_fingerprint(cfg:AttrDict, # run configuration
 def stage_train(cfg:AttrDict, # run configuration
                 df:pd.DataFrame, # the `training_table`
                 out:Path, # the stage's folder (runs/<variant>/model)
-                key:str='' # the stage's identity: folds finished under the same key are reused after a crash
+                key:str='', # the stage's identity: folds finished under the same key are reused after a crash
+                baselines:Sequence[Callable]=() # more baselines: f(metrics, oof) -> (metrics, oof) with their scores and predictions
                ) -> dict:
     "Cross-validate the text regressor and the baselines; write metrics.json, oof.parquet and fold*/ into `out`."
     metrics, oof = cross_validate(df, cfg, out, key=key)
+    for f in baselines: metrics, oof = f(metrics, oof)
     metrics['text_model'] = str(cfg.text_model)
     write_parquet(oof, Path(out)/'oof.parquet')
     write_json(metrics, Path(out)/'metrics.json')

@@ -20,7 +20,8 @@ from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_fingerprint
 from .describe import describe_captioner
 from .vlm import gemini_captioner, openai_captioner, transformers_captioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
-from .explain import EXPLAIN_KEYS, stage_explain
+from .pixels import add_pixel_baseline, use_pixels
+from .explain import EXPLAIN_KEYS, FACTORS_VERSION, stage_explain
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun', 'get_stage',
@@ -73,7 +74,12 @@ class StageRun(AttrDict):
 def _data(r:StageRun): return stage_data(r.cfg, r.out, force=r.force)
 def _caption(r:StageRun): return stage_caption(r.cfg, r.inputs['data'], r.inputs['captioner'], r.out)
 def _table(cfg, ins): return training_table(cfg, ins['data'], ins['caption'])
-def _train(r:StageRun): return stage_train(r.cfg, _table(r.cfg, r.inputs), r.out, r.key)
+def _train(r:StageRun):
+    df, extra = _table(r.cfg, r.inputs), []
+    if use_pixels(r.cfg):   # the pixel baseline on the same folds, when the pixels extra is installed (or asked for)
+        images = r.inputs['data'].assign(id=lambda d: d.id.astype(str)).set_index('id').image_path
+        extra.append(lambda m, o: add_pixel_baseline(m, o, df, r.cfg, images, progress=r.progress))
+    return stage_train(r.cfg, df, r.out, r.key, baselines=extra)
 
 def _truth(cfg) -> dict|None:
     p = stage_dir(cfg, 'data')/'truth.json'
@@ -93,12 +99,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           lambda d: read_parquet(d/'captions.parquet'),
           fingerprint=lambda cfg, ins: caption_fingerprint(cfg, ins['data'], ins['captioner']),
           stale=caption_stale, needs_captioner=True),
-    Stage('train', 'model', ('data', 'caption'), ('metrics.json', 'oof.parquet'), tuple(MODEL_KEYS),
-          'cross-validate the text regressor and the baselines', _train,
-          lambda d: read_json(d/'metrics.json'), fingerprint=lambda cfg, ins: train_fingerprint(cfg, _table(cfg, ins))),
+    Stage('train', 'model', ('data', 'caption'), ('metrics.json', 'oof.parquet'), (*MODEL_KEYS, 'pixel_baseline'),
+          'cross-validate the text regressor and the baselines', _train, lambda d: read_json(d/'metrics.json'),
+          fingerprint=lambda cfg, ins: {**train_fingerprint(cfg, _table(cfg, ins)), 'pixels': use_pixels(cfg)}),
     Stage('explain', 'explain', ('data', 'caption', 'train'), ('factors.parquet', 'summary.json', 'segments.parquet'),
-          tuple(EXPLAIN_KEYS), 'Shapley values of every description, corpus factors, chance check', _explain,
-          lambda d: read_parquet(d/'factors.parquet')),
+          tuple(EXPLAIN_KEYS), 'Shapley values of every description, factors tested out of sample', _explain,
+          lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda cfg, ins: {'factors': FACTORS_VERSION}),
 ]}
 
 # %% ../nbs/04b_pipeline.ipynb #1ee1a6af

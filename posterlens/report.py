@@ -179,7 +179,7 @@ def _kernel_manager():
     return KernelManager
 
 # %% ../nbs/05_report.ipynb #c1ab8e38
-STAGE_NOTEBOOKS = ['01_data', '02_caption', '02a_describe', '02b_vlm', '03_model', '04_explain', '05_report']
+STAGE_NOTEBOOKS = ['01_data', '02_caption', '02a_describe', '02b_vlm', '03_model', '03b_pixels', '04_explain', '05_report']
 def stage_notebooks(cfg:AttrDict, # run configuration
                     check:bool=True # raise if one is missing
                    ) -> list[Path]:
@@ -331,7 +331,8 @@ def _update_times(cfg, key, values):
 
 
 # %% ../nbs/05_report.ipynb #e9114a1f
-PREDICTORS = {'model': 'text model (fine-tuned)', 'mean': 'mean predictor', 'tfidf': 'TF-IDF + ridge'}
+PREDICTORS = {'model': 'text model (fine-tuned)', 'mean': 'mean predictor', 'tfidf': 'TF-IDF + ridge',
+              'pixels': 'image embeddings + ridge (EfficientNet-Lite0)'}
 
 def scores(metrics:dict|None # metrics.json of the model stage
           ) -> dict:
@@ -363,36 +364,51 @@ def mean_statement(metrics:dict|None # metrics.json of the model stage
             f"than the average does, and its factors should not be read as effects.")
 
 # %% ../nbs/05_report.ipynb #69859d33
+def _value(f:pd.DataFrame) -> pd.Series:
+    "What a factor does to the outcome: its held-out effect when it was tested, else its mean SHAP contribution."
+    return f['effect'] if 'effect' in f else f['mean_shap']
+
 def top_factors(factors:pd.DataFrame|None, # factors.parquet of the explain stage
                 k:int=3 # how many in each direction
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "The `k` factors that push the outcome up most and the `k` that push it down most."
+    "The `k` factors that push the outcome up most and the `k` that push it down most (flagged ones first)."
     if factors is None or not len(factors): return (pd.DataFrame(),)*2
+    v = _value(factors)
     f = factors.assign(_sig=factors.get('significant', pd.Series(False, index=factors.index)).fillna(False).astype(bool),
-                       _abs=factors.mean_shap.abs())
+                       _abs=v.abs())
     pick = lambda d: d.sort_values(['_sig', '_abs'], ascending=False).head(k).drop(columns=['_sig', '_abs'])
-    return pick(f[f.mean_shap > 0]), pick(f[f.mean_shap < 0])
+    return pick(f[v > 0]), pick(f[v < 0])
 
 def factor_label(r) -> str:
-    "One factor as text: `phrase (+0.21 [0.10, 0.30])`, with `*` when its interval excludes zero."
+    "One factor as text: `dark vs bright (+0.62 [+0.50, +0.73], q=0.000)*` (* flagged), or its mean SHAP when untested."
+    name = r.factor + (f" vs {r.versus}" if isinstance(r.get('versus'), str) and r.get('versus') else '')
+    if 'effect' in r and pd.notna(r.effect):
+        q = f", q={r.q:.3f}" if 'q' in r and pd.notna(r.q) else ''
+        return f"{name} ({r.effect:+.2f} [{r.effect_lo:+.2f}, {r.effect_hi:+.2f}]{q}){'*' if r.get('significant', False) else ''}"
     ci = f" [{r.ci_lo:+.2f}, {r.ci_hi:+.2f}]" if 'ci_lo' in r and pd.notna(r.ci_lo) else ''
-    return f"{r.factor} ({r.mean_shap:+.2f}{ci}){'*' if r.get('significant', False) else ''}"
+    return f"{name} ({r.mean_shap:+.2f}{ci}){'*' if r.get('significant', False) else ''}"
 
 # %% ../nbs/05_report.ipynb #7ad7e4c1
 def factor_chart(factors:pd.DataFrame, # factors.parquet of the explain stage
-                 k:int=12, # how many factors (largest mean effects)
+                 k:int=12, # how many factors (largest effects)
                  title:str='What drives the outcome' # the figure's title
                 ):
-    "Horizontal bar chart of the largest factors with their 95% CIs; significant ones in colour."
+    "Horizontal bars of the largest factors' held-out effects (else mean SHAP) with 95% CIs; flagged ones in colour."
     import matplotlib.pyplot as plt
-    f = factors.reindex(factors.mean_shap.abs().sort_values(ascending=False, kind='stable').index).head(k).iloc[::-1]
+    tested = 'effect' in factors
+    v = _value(factors)
+    f = factors.loc[v.abs().sort_values(ascending=False, kind='stable').index].head(k).iloc[::-1]
+    fv = _value(f)
+    lo, hi = (f.effect_lo, f.effect_hi) if tested else (f.get('ci_lo'), f.get('ci_hi'))
     sig = f.get('significant', pd.Series(True, index=f.index)).fillna(False).astype(bool)
-    col = np.where(~sig, '#bbbbbb', np.where(f.mean_shap > 0, '#1b7837', '#b2182b'))
+    col = np.where(~sig, '#bbbbbb', np.where(fv > 0, '#1b7837', '#b2182b'))
     fig, ax = plt.subplots(figsize=(7, 0.35*len(f) + 1.2))
-    err = np.abs(np.vstack([f.mean_shap - f.ci_lo, f.ci_hi - f.mean_shap])) if 'ci_lo' in f else None
-    ax.barh([textwrap.shorten(str(s), 45) for s in f.factor], f.mean_shap, xerr=err, color=col, ecolor='#444', capsize=2)
+    err = np.abs(np.vstack([fv - lo, hi - fv])) if lo is not None else None
+    names = [n + (f' vs {w}' if isinstance(w, str) and w else '') for n, w in zip(f.factor, f.get('versus', [None]*len(f)))]
+    ax.barh([textwrap.shorten(str(s), 45) for s in names], fv, xerr=err, color=col, ecolor='#444', capsize=2)
     ax.axvline(0, color='k', lw=0.8)
-    ax.set_xlabel('mean SHAP contribution to the prediction (outcome units), 95% CI')
+    ax.set_xlabel('effect on the outcome in held-out rows (outcome units), 95% CI' if tested else
+                  'mean SHAP contribution to the prediction (outcome units), 95% CI')
     ax.set_title(title)
     fig.tight_layout()
     return fig

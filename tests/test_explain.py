@@ -1,4 +1,4 @@
-"Tests of posterlens.explain: exact segment Shapley values, factors, the permutation check, planted-effect recovery."
+"Tests of posterlens.explain: exact segment Shapley values, factors, their held-out tests, planted-effect recovery."
 import math
 from itertools import combinations
 
@@ -12,8 +12,10 @@ from posterlens.core import load_settings, read_json, read_parquet, run_dir
 from posterlens.model import TextRegressor, resolve_text_model, tiny_text_model, toy_captions
 from posterlens.explain import (split_segments, shapley_matrix, shapley_bruteforce, coalition_inputs, explain_segments,
                                 explain_tokens, tokens_frame, tokens_to_explanation, normalise, find_factors,
-                                factor_membership, factor_contributions, factor_stats, relative_shap, flag_significant,
-                                null_factor_stats, planted_recovery, recovery_summary, WordWeights)
+                                factor_membership, factor_contributions, factor_stats, relative_shap, planted_recovery,
+                                recovery_summary, WordWeights, merge_factors, caption_matrix, relations,
+                                select_factors, heldout_effects, combine_folds, bh_adjust, crossfit_factors, unplanted_flagged,
+                                FACTOR_COLUMNS)
 from posterlens.pipeline import artifact, run_stage
 
 TRUTH = {'effects': [{'attribute': 'dark', 'coef': 0.6, 'present_phrase': 'dark', 'absent_phrase': 'bright'},
@@ -151,15 +153,40 @@ def test_relative_shap_sums_to_distance_from_mean_prediction():
     np.testing.assert_allclose(rel.iloc[0] - rel.iloc[1], -1.0)      # differences between segments unchanged
 
 
-def test_flag_significant_uses_the_null():
-    st = pd.DataFrame({'factor': ['big', 'small', 'wide'], 'mean_shap': [0.5, 0.05, 0.6], 'ci_excludes_0': [True, True, False]})
-    null = pd.DataFrame({'permutation': [0, 0, 1, 1], 'factor': ['big', 'small']*2, 'n': 10, 'mean_shap': [0.1, -0.1, 0.08, 0.02],
-                         'ci_lo': 0.0, 'ci_hi': 0.2, 'ci_excludes_0': [True, True, False, True]})
-    out, check = flag_significant(st, null)
-    assert out.significant.tolist() == [True, False, False]
-    assert check['chance_ci_excludes_0'] == [2, 1] and check['significant'] == 1
-    out0, check0 = flag_significant(st, null.iloc[:0])
-    assert out0.significant.tolist() == [True, True, False] and check0['n_permutations'] == 0
+def test_bh_adjust_matches_the_step_up_rule():
+    p = np.random.default_rng(3).uniform(size=40)**3
+    m, order = len(p), np.argsort(p)
+    q_sorted = np.minimum.accumulate((p[order]*m/np.arange(1, m + 1))[::-1])[::-1]
+    q = np.empty(m); q[order] = np.minimum(q_sorted, 1)
+    np.testing.assert_allclose(bh_adjust(p), q, atol=1e-12)
+    k = int((q <= 0.05).sum())           # the flagged set: the k smallest p-values, k the largest i with p_(i) <= 0.05 i / m
+    assert k == max([i for i in range(1, m + 1) if np.sort(p)[i - 1] <= 0.05*i/m], default=0)
+
+
+def test_heldout_effects_test_parts_beyond_their_parent():
+    "A sub-type without an effect of its own is not credited with its parent's effect; alternatives are not controls."
+    g = np.random.default_rng(1)
+    n = 800
+    big = (g.random(n) < 0.5).astype(float)
+    top = big*(g.random(n) < 0.6)                         # 'image top': always with 'large bold text'
+    small = 1 - big                                        # its alternative
+    y = 6 - 0.3*big + g.normal(0, 0.5, n)
+    X = pd.DataFrame({'large bold text': big, 'image top': top, 'small text': small})
+    e = heldout_effects(y, X, relations(X)).set_index('factor')
+    assert abs(e.effect['image top']) < 3*e.se['image top']                       # beyond its parent: nothing
+    assert abs(e.effect['large bold text'] + 0.3) < 3*e.se['large bold text']
+    assert e.effect['small text'] > 0 and e.controls['small text'] == 0
+    # without the parent as a control, the part borrows the parent's effect (what the old factor table showed)
+    alone = heldout_effects(y, X[['image top']], relations(X[['image top']])).set_index('factor')
+    assert alone.effect['image top'] < -3*alone.se['image top']
+
+
+def test_combine_folds_is_inverse_variance_weighted():
+    per = pd.DataFrame({'factor': ['a']*3 + ['b'], 'effect': [1.0, 0.5, 2.0, -1.0], 'se': [0.5, 1.0, 2.0, 0.1], 'rows': 10})
+    c = combine_folds(per).set_index('factor')
+    w = np.array([4.0, 1.0, 0.25])
+    assert abs(c.effect['a'] - (w @ [1.0, 0.5, 2.0])/w.sum()) < 1e-12 and abs(c.se['a'] - 1/np.sqrt(w.sum())) < 1e-12
+    assert c.tested_folds['a'] == 3 and c.tested_rows['a'] == 30 and c.p['b'] < 1e-10
 
 
 def test_planted_effects_are_recovered(tok):
@@ -182,25 +209,37 @@ def test_planted_effects_are_recovered(tok):
     assert not planted_recovery(fb, TRUTH).sign_ok.iloc[0]
 
 
-def test_permutation_null_with_a_refitted_word_model(tok):
-    from sklearn.linear_model import Ridge
-    words = ['dark', 'bright', 'cool', 'warm', 'black', 'busy', 'minimal']
-    wid = [tok.convert_tokens_to_ids(w) for w in words]
-    def fit(tr, ytr, va, yva):
-        X = np.array([[ids.count(j) for j in wid] for ids in tok(list(tr))['input_ids']], float)
-        r = Ridge(alpha=1.0).fit(X, ytr)
-        return WordWeights(tok, dict(zip(words, r.coef_)), bias=r.intercept_)
-    toy = toy_captions(160, seed=4)
-    real = fit(toy.caption, toy.target.to_numpy(), None, None)
-    seg = explain_segments(real, toy.caption, ids=toy.id, progress=False)
-    fac = find_factors(seg.text, seg.id)
-    st = factor_stats(factor_contributions(seg, fac), 200)
-    null = null_factor_stats(fit, toy.caption, toy.target.to_numpy(), fac, np.arange(120), np.arange(120, 160), n_permutations=3)
-    flagged, check = flag_significant(st, null)
-    sig = flagged.set_index('factor').significant
-    assert sig[[f for f in sig.index if f.startswith('image dark')]].all()
-    assert not sig[[f for f in sig.index if 'face' in f]].any()
-    assert check['n_permutations'] == 3
+def _crossfit_words(tok, df, y, k=3, **kw):
+    from posterlens.model import make_folds
+    parts, held = [], np.full(len(df), -1)
+    for j, (tr, va) in enumerate(make_folds(len(df), k, 0)):
+        m = WordWeights.fit(tok, df.caption.iloc[tr], y[tr])
+        parts.append(explain_segments(m, df.caption.iloc[va].tolist(), ids=df.id.iloc[va].tolist(), progress=False).assign(fold=j))
+        held[va] = j
+    return crossfit_factors(pd.concat(parts, ignore_index=True), df[['id', 'caption']].assign(target=y, heldout=held), **kw)
+
+
+def test_crossfit_factors_finds_planted_and_flags_nothing_without_a_model(tok):
+    toy = toy_captions(300, seed=11)
+    fac, tests, s = _crossfit_words(tok, toy, toy.target.to_numpy())
+    assert list(fac.columns) == FACTOR_COLUMNS and set(tests.fold) == {0, 1, 2}
+    rec = planted_recovery(fac, TRUTH).set_index('attribute')
+    assert rec.recovered[['dark', 'cluttered', 'big_title']].all() and rec.flagged_wrong.sum() == 0
+    assert unplanted_flagged(fac, TRUTH) == [] and len(fac) <= 12
+    # every flagged factor has q <= the level, and the q-values are BH of the p-values
+    np.testing.assert_allclose(fac.q, bh_adjust(fac.p))
+    assert (fac.q[fac.significant] <= 0.05).all()
+    # a model that does not beat the mean: same tests, nothing flagged, and the summary says why
+    f0, _, s0 = _crossfit_words(tok, toy, toy.target.to_numpy(), beats_mean=False)
+    assert f0.significant.sum() == 0 and s0['q_below_level'] == s['q_below_level'] > 0
+    assert 'does not predict the outcome better than the mean' in s0['statement']
+
+
+def test_word_models_are_ridge_fits(tok):
+    texts = ['dark poster', 'bright poster', 'dark dark poster', 'bright image']
+    y = np.array([1.0, -1.0, 2.0, -1.0])
+    m = WordWeights.fit(tok, texts, y, alpha=1e-6)
+    np.testing.assert_allclose(m.predict(texts), y, atol=1e-3)
 
 
 @pytest.mark.slow
@@ -210,7 +249,9 @@ def test_stage_explain_smoke(tmp_path):
     E = artifact(cfg, 'explain', 'summary.json').parent
     s = read_json(E/'summary.json')
     assert s['out_of_fold'] and s['n_captions'] == len(read_parquet(E/'segments.parquet').id.unique())
-    assert list(factors.columns[:8]) == ['factor', 'n', 'prevalence', 'mean_shap', 'ci_lo', 'ci_hi', 'direction', 'significant']
-    assert s['permutation']['n_permutations'] == cfg.n_permutations and s['planted']['effects'] == 5
+    assert list(factors.columns) == FACTOR_COLUMNS and s['planted']['effects'] == 5
+    assert s['validation']['method'] == 'Benjamini-Hochberg' and s['validation']['level'] == cfg.fdr
+    assert set(s['factors']) >= {'up', 'down', 'n', 'significant'}
+    if not s['beats_mean']: assert not factors.significant.any() and 'No factor is flagged' in s['validation']['statement']
     assert len(read_parquet(E/'tokens.parquet').id.unique()) == cfg.explain_examples
     assert (E/'stage.json').exists()

@@ -7,7 +7,7 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent/'posterlens'
-LAYERS = {'core': 0, 'caption': 1, 'describe': 2, 'vlm': 2, 'data': 2, 'model': 2, 'pixels': 2, 'explain': 3,
+LAYERS = {'core': 0, 'caption': 1, 'describe': 2, 'vlm': 2, 'data': 2, 'model': 2, 'pixels': 3, 'explain': 3,
           'pipeline': 4, 'report': 5, 'cli': 6}
 
 

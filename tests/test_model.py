@@ -134,7 +134,7 @@ def test_stage_train_on_smoke(tiny, tmp_path):
     from posterlens.pipeline import run_stage, stage_dir
     from posterlens.core import read_json, read_parquet
     cfg = load_settings("smoke", {"runs_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
-                                  "text_model": tiny, "lr": 3e-3, "n_bootstrap": 100})
+                                  "text_model": tiny, "lr": 3e-3, "n_bootstrap": 100, "pixel_baseline": False})
     met = run_stage(cfg, "train", progress=False)
     r = tmp_path / "runs" / "smoke" / "model"
     assert read_json(r / "metrics.json")["n"] == met["n"] > 0

@@ -78,7 +78,7 @@ def test_executed_report_is_scrubbed_and_offline(tmp_path, monkeypatch):
     "A notebook that prints secrets and paths, plots with matplotlib and shows a SHAP text plot becomes a clean offline page."
     monkeypatch.setenv('POSTERLENS_FAKE_TOKEN', 'env-secret-value-123')
     nb = new_notebook(cells=[
-        new_markdown_cell('# Stand-in report'),
+        new_markdown_cell('# Stand-in report'), new_code_cell('#| default_exp core'), new_markdown_cell('## Analysis'),
         new_code_cell('variant = "smoke"\noverrides = {}', metadata={'tags': ['parameters']}),
         new_code_cell(f'import os, pathlib\nprint("{FAKE_GOOGLE}", "{FAKE_OPENAI}", os.environ["POSTERLENS_FAKE_TOKEN"])\n'
                       'print(pathlib.Path.home()/"secret"/"data.csv")'),
@@ -106,7 +106,8 @@ def test_executed_report_is_scrubbed_and_offline(tmp_path, monkeypatch):
 
 
 def test_failing_notebook_keeps_its_report(tmp_path):
-    nb = new_notebook(cells=[new_code_cell('x = 1'), new_code_cell('raise KeyError("no column named rating")')])
+    nb = new_notebook(cells=[new_code_cell('#| default_exp core'), new_markdown_cell('## Analysis'), new_code_cell('x = 1'),
+                             new_code_cell('raise KeyError("no column named rating")')])
     nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
     nbformat.write(nb, tmp_path/'08_bad.ipynb')
     source = (tmp_path/'08_bad.ipynb').read_text()
