@@ -145,7 +145,7 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='', params:
     os.environ.update(env)
     try:
         with open(klog, 'w') as kf:
-            pm.execute_notebook(str(tmp_in), str(tmp_out), parameters=params or None, cwd=str(cwd), kernel_name='python3',
+            pm.execute_notebook(str(tmp_in), str(tmp_out), parameters=params or None, cwd=str(cwd), kernel_name='python3', language='python',
                                 progress_bar=False, log_output=False, request_save_on_cell_execute=False,
                                 kernel_manager_class=_kernel_manager(kf))
     except Exception as e:
@@ -271,18 +271,28 @@ def default_exp(nb) -> str|None:
 
 _re_showdoc = re.compile(r'^\s*show_doc\(\s*([\w.]+)\s*\)\s*$')
 
+def _is_check(n:ast.stmt) -> bool:
+    "`assert`, a `test_*(...)` call, or a loop/with/if made of checks."
+    if isinstance(n, ast.Assert): return True
+    if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call):
+        f = n.value.func
+        return (f.id if isinstance(f, ast.Name) else getattr(f, 'attr', '')).startswith('test_')
+    if isinstance(n, (ast.For, ast.With, ast.If)): return all(map(_is_check, n.body + getattr(n, 'orelse', [])))
+    return False
+
 def only_checks(src:str) -> bool:
-    "Whether every statement of a code cell is a check: `assert`, a `test_*(...)` call, or a loop/with/if of checks."
+    "Whether every statement of a code cell is a check (`assert`, `test_eq(...)`, loops of them)."
     try: tree = ast.parse(src)
     except SyntaxError: return False
-    def check(n):
-        if isinstance(n, ast.Assert): return True
-        if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call):
-            f = n.value.func
-            return (f.id if isinstance(f, ast.Name) else getattr(f, 'attr', '')).startswith('test_')
-        if isinstance(n, (ast.For, ast.With, ast.If)): return all(map(check, n.body + getattr(n, 'orelse', [])))
-        return False
-    return bool(tree.body) and all(map(check, tree.body))
+    return bool(tree.body) and all(map(_is_check, tree.body))
+
+def check_cell(src:str, has_output:bool) -> bool:
+    """Whether a code cell is a test to collapse: every statement a check, or, for a cell that shows nothing,
+    at least half of them (the rest being the set-up of the checks). Cells that show something stay open."""
+    if only_checks(src): return True
+    try: tree = ast.parse(src)
+    except SyntaxError: return False
+    return not has_output and bool(tree.body) and 2*sum(map(_is_check, tree.body)) >= len(tree.body)
 
 # --- outputs: readable and free of machine details
 _re_ansi = re.compile(r'\x1B\[[0-?]*[ -/]*[@-~]')
@@ -356,7 +366,7 @@ def process(nb, ctx:Ctx, nb_file:str='') -> nbformat.NotebookNode:
     cells, first_md = [], True
     for i, c in enumerate(nb.cells):
         if c.cell_type == 'markdown':
-            if first_md and page: c.source = _retitle(c.source, TITLES.get(page, c.source.split('\n')[0][2:]), nb_file, mod)
+            if first_md and page and page != 'index': c.source = _retitle(c.source, TITLES.get(page, c.source.split('\n')[0][2:]), nb_file, mod)
             first_md = False
             c.source = linkify_md(render_math(c.source), ctx.syms, mod, ctx.renames, ctx.unbuilt)
             cells.append(c); continue
@@ -380,7 +390,7 @@ def process(nb, ctx:Ctx, nb_file:str='') -> nbformat.NotebookNode:
         c.metadata.pop('papermill', None); c.metadata.pop('execution', None)
         if _off(d.get('echo', 'true')) or 'hide_input' in d: tags.add('remove-input')
         if _off(d.get('output', 'true')) or 'hide_output' in d: tags.add('remove-output')
-        if 'remove-input' not in tags and only_checks(src):     # tests stay one click away
+        if 'remove-input' not in tags and check_cell(src, bool(c.get('outputs'))):   # tests stay one click away
             tags.add('hide-input')
             c.metadata['mystnb'] = {'code_prompt_show': 'Show the checks', 'code_prompt_hide': 'Hide the checks'}
         for o in c.get('outputs', []): clean_output(o, ctx.scrub)

@@ -70,6 +70,10 @@ def test_only_checks():
     assert not B.only_checks('f(1)')
     assert not B.only_checks('%time f(1)')
     assert not B.only_checks('')
+    assert B.check_cell('x = f(1)\ntest_eq(x, 2)', has_output=False)       # set-up + checks, nothing shown: a test
+    assert not B.check_cell('x = f(1)\ntest_eq(x, 2)', has_output=True)    # it shows something: an example
+    assert not B.check_cell('x = f(1)\ny = g(x)\ntest_eq(y, 2)', has_output=False)
+    assert B.check_cell('test_eq(1, 1)', has_output=True)
 
 def test_scrubber():
     s = B.Scrubber({'/work/p/_proc': '<build>', '/work/p': '<project>'})
@@ -133,7 +137,7 @@ def make_fixture(d:Path) -> Path:
     (d/'images').mkdir(parents=True)
     im = Image.new('RGB', (120, 180), (20, 30, 80)); ImageDraw.Draw(im).rectangle([10, 130, 110, 170], fill=(240, 200, 40))
     im.save(d/'images'/'poster.png')
-    nb = nbformat.v4.new_notebook(metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
+    nb = nbformat.v4.new_notebook()          # like nbdev-clean leaves them: no kernelspec, no language_info
     nb.cells = [
         nbformat.v4.new_markdown_cell('# plots\n\n> A fixture page.\n\nSee [core](00_core.ipynb) and `load_settings`.\n\n'
                                       '![a poster](images/poster.png)'),
@@ -204,6 +208,7 @@ def test_narrative_shows_api_docs_and_hides_directives(mini_site):
     assert 'computed with the <strong><code class="docutils literal notranslate"><span class="pre">default</span>' in plots
 
 def test_checks_are_collapsed_examples_are_not(mini_site):
+    "The fixture's cell of checks is collapsed; the one that prints stays open."
     plots = page(mini_site, 'plots.html')
     i = plots.index('CHECKS')
     assert plots.rfind('<details', 0, i) > plots.rfind('</details>', 0, i)      # inside a <details>
