@@ -220,9 +220,15 @@ def _obj(full:str):
     return o
 
 def _members(cls) -> list[str]:
-    "Public methods and properties defined by `cls` itself, in definition order."
+    "Public methods and properties defined in `cls`'s body, in definition order (`@patch`ed ones have their own entry)."
+    try: src, start = inspect.getsourcelines(cls)
+    except (OSError, TypeError): return []
+    def inside(v):
+        f = v.fget if isinstance(v, property) else getattr(v, '__func__', v)
+        try: return start <= inspect.getsourcelines(f)[1] < start + len(src)
+        except (OSError, TypeError): return False
     return [k for k, v in cls.__dict__.items() if not k.startswith('_')
-            and (inspect.isfunction(v) or isinstance(v, (classmethod, staticmethod, property)))]
+            and (inspect.isfunction(v) or isinstance(v, (classmethod, staticmethod, property))) and inside(v)]
 
 def autodoc_cell(full:str) -> nbformat.NotebookNode|None:
     "A markdown cell that renders `full`'s API docs with autodoc (parameter table and source link: docs/conf.py)."
