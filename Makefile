@@ -47,9 +47,12 @@ export: install
 check: export
 	@git diff --exit-code -- posterlens nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
 
-# Documentation site from the notebooks (executed with smoke parameters, cached in _proc/) -> _docs/
+# Documentation site from the notebooks -> _docs/. The `## Analysis` sections run the `default` variant (its
+# artifacts in runs/default/ and the executed notebooks in _proc/ are reused while their inputs are unchanged);
+# DOCS_ARGS passes options to docs/build.py, e.g. DOCS_ARGS='--set epochs=1' (see docs/build.py --help).
+# pip -qq: errors only, no warnings about index locations or versions.
 $(DOCS_STAMP): $(STAMP)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,docs]"
+	$(BIN)/pip install -qq --disable-pip-version-check -e ".[dev,docs]"
 	@rm -f $(VENV)/.docs-installed-*; touch $@
 
 docs: $(DOCS_STAMP)

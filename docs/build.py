@@ -1,22 +1,29 @@
 """Build the posterlens documentation site from the notebooks (`make docs`).
 
-1. execute   every notebook (nbs/index.ipynb + nbs/NN_*.ipynb) with papermill and its default
-             (`smoke`) parameters into _proc/exec/; an executed copy is reused while the notebook,
-             the library (posterlens/), settings.ini and prompts/ are unchanged.
-2. process   nbdev-style into _proc/site/: directive lines removed, `hide`/`exporti` cells dropped,
-             `export` cells replaced by their API docs (signature, docstring, docments), pages named
-             like nbdev's (00_core.ipynb -> core.html), one API reference page per module (api/NAME).
+1. execute   every notebook (nbs/index.ipynb + nbs/NN_*.ipynb) with papermill into _proc/exec/. Notebooks
+             with a `parameters` cell get `variant` (default: `default`, so the `## Analysis` sections show
+             what the method finds on the known-answer data; `nbdev-test` keeps running `smoke`) and
+             `overrides`. An executed copy is reused while the notebook, the parameters, the library
+             (posterlens/), settings.ini and prompts/ are unchanged; the stages' own freshness checks reuse
+             the artifacts in runs/<variant>/. Kernel messages go to _proc/exec/NAME.kernel.log.
+2. process   nbdev-style into _proc/site/: directive lines removed, `hide`/`exporti` cells dropped, `export`
+             cells replaced by the API docs of the names nbdev documents (`nbdev.processors.add_show_docs`),
+             rendered by Sphinx autodoc with a parameter table from fastcore's docments (docs/conf.py) and a
+             link to the highlighted source; TeX in markdown as MathML (`posterlens.report.render_math`);
+             cells that only check (`test_eq`, `assert`) collapsed; temp folders, local server URLs, the
+             project's and the build's paths scrubbed from outputs; pages named like nbdev's
+             (00_core.ipynb -> core.html) with readable titles.
 3. render    Sphinx + myst-nb (no execution) with docs/conf.py into _docs/: a static site that opens
              offline (no external JS/CSS).
 
-    python docs/build.py                       # all notebooks in nbs/ -> _docs/
+    python docs/build.py                       # all notebooks in nbs/ -> _docs/ (variant `default`)
     python docs/build.py nbs/index.ipynb nbs/00_core.ipynb --out /tmp/site --proc /tmp/proc
+    python docs/build.py --variant smoke       # quick: the tiny variant everywhere
+    python docs/build.py --set epochs=1 --set folds=2    # a reduced default while iterating
     python docs/build.py --force               # re-execute every notebook
-
-This script only uses the standard library, nbformat, papermill and Sphinx: it never imports posterlens.
 """
 from __future__ import annotations
-import argparse, ast, copy, hashlib, json, os, re, shutil, subprocess, sys, time
+import argparse, ast, contextlib, copy, hashlib, html, importlib, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import nbformat
@@ -24,9 +31,15 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT/'docs'
 LIB = 'posterlens'
-EXEC_VERSION = '1'            # bump to invalidate every cached execution
+EXEC_VERSION = '2'            # bump to invalidate every cached execution
 IMAGE_EXT = {'.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp'}
 _re_num = re.compile(r'^\d+[a-zA-Z0-9]*_')
+
+# Sidebar and page titles (nbdev's page names stay: core.html). A notebook not listed keeps its own title.
+TITLES = {'index': 'posterlens', 'core': 'Settings, run folders, hashing', 'data': 'Data: CSV, images, synthetic posters',
+          'describe': 'The offline describer', 'caption': 'Captioning images', 'vlm': 'Vision-language models',
+          'model': 'The text regressor', 'pixels': 'The pixel baseline', 'explain': 'Explaining the predictions',
+          'pipeline': 'The pipeline', 'report': 'Reports', 'cli': 'Command line'}
 
 def log(*a): print('[docs]', *a, flush=True)
 
@@ -71,6 +84,10 @@ def split_directives(src:str) -> tuple[dict, str]:
 
 def _off(v) -> bool: return str(v).strip().lower() in ('false', 'no', '0')
 
+def has_parameters(nb) -> bool:
+    "Whether `nb` has a papermill `parameters` cell."
+    return any('parameters' in c.get('metadata', {}).get('tags', []) for c in nb['cells'])
+
 # ---------------------------------------------------------------------------------------------- 1. execute
 def _lib_files() -> list[Path]:
     fs = sorted((ROOT/LIB).rglob('*.py'))
@@ -78,15 +95,15 @@ def _lib_files() -> list[Path]:
     fs += sorted(p for p in (ROOT/'prompts').rglob('*') if p.is_file()) if (ROOT/'prompts').exists() else []
     return fs
 
-def exec_key(nb:Path, lib_hash:str) -> str:
-    "Identity of an execution: the notebook's cells (not their outputs) plus the library's files."
-    cells = [(c['cell_type'], ''.join(c['source'])) for c in json.loads(nb.read_text())['cells']]
-    return hashlib.sha256(json.dumps([EXEC_VERSION, lib_hash, cells]).encode()).hexdigest()
-
 def lib_hash() -> str:
     h = hashlib.sha256()
     for f in _lib_files(): h.update(str(f.relative_to(ROOT)).encode() + b'\0' + f.read_bytes() + b'\0')
     return h.hexdigest()
+
+def exec_key(nb:Path, lib_hash:str, params:dict|None=None) -> str:
+    "Identity of an execution: the notebook's cells (not their outputs), the library's files, the parameters."
+    cells = [(c['cell_type'], ''.join(c['source'])) for c in json.loads(nb.read_text())['cells']]
+    return hashlib.sha256(json.dumps([EXEC_VERSION, lib_hash, params or {}, cells], sort_keys=True).encode()).hexdigest()
 
 def _skip_for_exec(nb, flags):
     "Turn cells that nbdev-test skips (`#| eval: false`, tst_flags) into raw cells; return their indices."
@@ -99,9 +116,18 @@ def _skip_for_exec(nb, flags):
             nb.cells[i] = nbformat.v4.new_raw_cell(c.source, metadata=c.metadata)
     return skipped
 
-def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='') -> Path:
-    "Execute `nb_path` with papermill (default parameters) into `out`, unless a fresh copy is there."
-    key = exec_key(nb_path, key_extra)
+def _kernel_manager(log_file):
+    "A kernel manager whose kernel writes its own messages (shutdown interrupts, C-level warnings) to `log_file`."
+    from jupyter_client.manager import AsyncKernelManager
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            return await super().start_kernel(**{**kw, 'stdout': log_file, 'stderr': log_file})
+    return LoggedKernelManager
+
+def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='', params:dict|None=None) -> Path:
+    "Execute `nb_path` with papermill (`params` if it has a parameters cell) into `out`, unless a fresh copy is there."
+    params = params if params and has_parameters(json.loads(nb_path.read_text())) else {}
+    key = exec_key(nb_path, key_extra, params)
     stamp = out.with_suffix('.key')
     if not force and out.exists() and stamp.exists() and stamp.read_text() == key:
         log(f'{nb_path.name}: executed copy is fresh')
@@ -110,29 +136,34 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='') -> Path
     nb = nbformat.read(nb_path, as_version=4)
     skipped = _skip_for_exec(nb, tst_flags())
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_in, tmp_out = out.with_suffix('.in.ipynb'), out.with_suffix('.run.ipynb')
+    tmp_in, tmp_out, klog = out.with_suffix('.in.ipynb'), out.with_suffix('.run.ipynb'), out.with_suffix('.kernel.log')
     nbformat.write(nb, tmp_in)
     t0 = time.time()
-    log(f'{nb_path.name}: executing ...')
+    log(f'{nb_path.name}: executing' + (f' with {params}' if params else '') + ' ...')
     env = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TQDM_DISABLE': '1', 'PYDEVD_DISABLE_FILE_VALIDATION': '1'}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        pm.execute_notebook(str(tmp_in), str(tmp_out), cwd=str(cwd), kernel_name='python3', progress_bar=False,
-                            log_output=False, request_save_on_cell_execute=False)
+        with open(klog, 'w') as kf:
+            pm.execute_notebook(str(tmp_in), str(tmp_out), parameters=params or None, cwd=str(cwd), kernel_name='python3', language='python',
+                                progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+                                kernel_manager_class=_kernel_manager(kf))
     except Exception as e:
         failed = out.with_suffix('.failed.ipynb')
         if tmp_out.exists(): os.replace(tmp_out, failed)
-        raise SystemExit(f'[docs] {nb_path.name} failed to execute (executed copy: {failed}):\n{e}') from None
+        tail = klog.read_text()[-2000:] if klog.exists() else ''
+        raise SystemExit(f'[docs] {nb_path.name} failed to execute (executed copy: {failed}):\n{e}'
+                         + (f'\n[docs] kernel log ({klog}):\n{tail}' if tail.strip() else '')) from None
     finally:
         for k, v in old.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
         tmp_in.unlink(missing_ok=True)
     res = nbformat.read(tmp_out, as_version=4)
-    for i in skipped:   # back to (unexecuted) code cells
-        c = res.cells[i]
-        res.cells[i] = nbformat.v4.new_code_cell(c.source, metadata={k: v for k, v in c.metadata.items() if k != 'papermill'})
+    for i in skipped:   # back to (unexecuted) code cells; papermill's injected cell comes after the parameters cell
+        j = i + sum(1 for c in res.cells[:i+1] if 'injected-parameters' in c.metadata.get('tags', []))
+        c = res.cells[j]
+        res.cells[j] = nbformat.v4.new_code_cell(c.source, metadata={k: v for k, v in c.metadata.items() if k != 'papermill'})
     nbformat.write(res, tmp_out)
     os.replace(tmp_out, out)
     stamp.write_text(key)
@@ -140,124 +171,81 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='') -> Path
     return out
 
 # ---------------------------------------------------------------------------------------------- 2. process
-def _modidx() -> dict:
-    "posterlens/_modidx.py's symbol table (read, not imported)."
-    p = ROOT/LIB/'_modidx.py'
-    if not p.exists(): return {}
-    tree = ast.parse(p.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == 'd':
-            return ast.literal_eval(node.value).get('syms', {})
-    return {}
-
-def _module_all(mod:str) -> list[str]:
-    "A module's `__all__`, read from its source."
-    p = ROOT/Path(*mod.split('.')).with_suffix('.py')
-    if not p.exists(): return []
-    for node in ast.parse(p.read_text()).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == '__all__':
-            try: return list(ast.literal_eval(node.value))
-            except ValueError: return []
-    return []
+def _lib():
+    "The library itself (imported by the processing step only: executing never imports it here)."
+    if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+    return importlib.import_module(LIB)
 
 class Symbols:
-    "Which public names the library exports, and where."
+    "The library's public symbols, from nbdev's `_modidx` (what `nbdev-export` wrote)."
     def __init__(self):
-        self.syms = _modidx()
-        self.full = {}                                  # short name -> full dotted name
-        for mod in self.syms:
-            for nm in _module_all(mod): self.full.setdefault(nm, f'{mod}.{nm}')
+        _lib()
+        from posterlens._modidx import d
+        self.full = {s for mod in d['syms'].values() for s in mod
+                     if not any(p.startswith('_') for p in s.split('.')[2:])}
+        self.short = {}
+        for s in sorted(self.full):
+            self.short.setdefault(s.split('.', 2)[2], []).append(s)
     def resolve(self, name:str, mod:str|None=None) -> str|None:
-        "`name` (or `Class.method`) as a full dotted name if the library exports it."
-        if name.startswith(LIB + '.'):
-            m, _, nm = name.rpartition('.')
-            if m in self.syms and nm in _module_all(m): return name
-            m2, _, cls = m.rpartition('.')
-            return name if m2 in self.syms and cls in _module_all(m2) else None
-        head, _, tail = name.partition('.')
-        if mod and head in _module_all(mod): full = f'{mod}.{head}'
-        else: full = self.full.get(head)
-        if not full: return None
-        return f'{full}.{tail}' if tail else full
+        "`name` (`f`, `Class.method` or `posterlens.mod.f`) as a full dotted name if the library exports it."
+        if name in self.full: return name
+        if mod and f'{mod}.{name}' in self.full: return f'{mod}.{name}'
+        hits = self.short.get(name, [])
+        return hits[0] if len(hits) == 1 else None
 
-def _decorator_names(node):
-    out = []
-    for d in node.decorator_list:
-        d = d.func if isinstance(d, ast.Call) else d
-        out.append(d.attr if isinstance(d, ast.Attribute) else getattr(d, 'id', ''))
+def documented_names(nb) -> dict[int, list[str]]:
+    "{cell index: names} that nbdev's `add_show_docs` documents after each exported cell, in source order."
+    from fastcore.nbio import dict2nb
+    from nbdev.process import NBProcessor
+    from nbdev.processors import add_show_docs
+    d = dict2nb(json.loads(nbformat.writes(nb)))
+    for i, c in enumerate(d.cells): c['_idx'] = i
+    p = NBProcessor(nb=d, procs=[add_show_docs], rm_directives=False)
+    p.process()
+    out, cur = {}, None
+    for c in p.nb.cells:
+        if '_idx' in c: cur = c['_idx']; continue
+        m = re.fullmatch(r'show_doc\((.+)\)', c.source.strip())
+        if m: out.setdefault(cur, []).insert(0, m.group(1))     # nbdev inserts them in reverse order
     return out
 
-def _patched_class(node):
-    "The class of a fastcore `@patch`ed function (annotation of its first argument)."
-    if not node.args.args: return None
-    a = node.args.args[0].annotation
-    if isinstance(a, ast.Name): return a.id
-    if isinstance(a, ast.Tuple) and a.elts and isinstance(a.elts[0], ast.Name): return a.elts[0].id
-    if isinstance(a, ast.BinOp) and isinstance(a.left, ast.Name): return a.left.id
-    if isinstance(a, ast.Constant) and isinstance(a.value, str): return a.value.split('|')[0].strip()
-    return None
+def _obj(full:str):
+    "The object named `full` (`posterlens.mod.Name` or `posterlens.mod.Class.method`), or None."
+    parts = full.split('.')
+    try: o = importlib.import_module('.'.join(parts[:2]))
+    except ImportError: return None
+    for p in parts[2:]:
+        o = getattr(o, p, None)
+        if o is None: return None
+    return o
 
-def doc_targets(src:str) -> list[tuple[str, str, list[str]]]:
-    "(kind, name, members) for each public def/class of an exported cell, like nbdev's `add_show_docs`."
-    try: tree = ast.parse(src)
-    except SyntaxError: return []
-    out = []
-    for n in tree.body:
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            decs = _decorator_names(n)
-            if 'patch' in decs or 'patch_to' in decs:
-                cls = _patched_class(n)
-                if cls and not n.name.startswith('_'): out.append(('method', f'{cls}.{n.name}', []))
-            elif not n.name.startswith('_'): out.append(('function', n.name, []))
-        elif isinstance(n, ast.ClassDef) and not n.name.startswith('_'):
-            members = [m.name for m in n.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
-                       and not m.name.startswith('_')]
-            out.append(('class', n.name, members))
-    return out
+def _members(cls) -> list[str]:
+    "Public methods and properties defined in `cls`'s body, in definition order (`@patch`ed ones have their own entry)."
+    try: src, start = inspect.getsourcelines(cls)
+    except (OSError, TypeError): return []
+    def inside(v):
+        f = v.fget if isinstance(v, property) else getattr(v, '__func__', v)
+        try: return start <= inspect.getsourcelines(f)[1] < start + len(src)
+        except (OSError, TypeError): return False
+    return [k for k, v in cls.__dict__.items() if not k.startswith('_')
+            and (inspect.isfunction(v) or isinstance(v, (classmethod, staticmethod, property))) and inside(v)]
 
-def autodoc_cell(kind:str, full:str, members:list[str]) -> nbformat.NotebookNode:
-    "A markdown cell rendering `full`'s API docs with autodoc (not indexed: the API reference page is)."
-    lines = [f'.. auto{kind}:: {full}', '   :no-index:']
-    if kind == 'class' and members: lines.append(f'   :members: {", ".join(members)}')
-    return nbformat.v4.new_markdown_cell('```{eval-rst}\n' + '\n'.join(lines) + '\n```',
-                                         metadata={'posterlens_doc': full})
+def autodoc_cell(full:str) -> nbformat.NotebookNode|None:
+    "A markdown cell that renders `full`'s API docs with autodoc (parameter table and source link: docs/conf.py)."
+    o = _obj(full)
+    if o is None: return None
+    if inspect.isclass(o):
+        lines = [f'.. autoclass:: {full}']
+        if (ms := _members(o)): lines.append(f'   :members: {", ".join(ms)}')
+    elif full.count('.') > 2 and inspect.isclass(_obj(full.rsplit('.', 1)[0])):
+        lines = [f'.. auto{"property" if isinstance(inspect.getattr_static(_obj(full.rsplit(".", 1)[0]), full.rsplit(".", 1)[1]), property) else "method"}:: {full}']
+    elif callable(o): lines = [f'.. autofunction:: {full}']
+    else: lines = [f'.. autodata:: {full}']
+    return nbformat.v4.new_markdown_cell('```{eval-rst}\n' + '\n'.join(lines) + '\n```', metadata={'posterlens_doc': full})
 
 _re_fence = re.compile(r'^(```|~~~)')
 _re_tick = re.compile(r'(?<![`{\w\[])`([A-Za-z_][\w.]*)(\([^`]*\))?`(?!`)')
 _re_nblink = re.compile(r'\[([^\]\n]*)\]\((?:\./)?([\w-]+)\.(?:ipynb|html)(#[^)\s]*)?\)')
-
-# inline TeX ($...$) as HTML text: the site loads no MathJax (it would come from a CDN)
-_TEX = {'phi': 'φ', 'varphi': 'φ', 'alpha': 'α', 'beta': 'β', 'gamma': 'γ', 'delta': 'δ', 'epsilon': 'ε',
-        'lambda': 'λ', 'mu': 'μ', 'sigma': 'σ', 'rho': 'ρ', 'theta': 'θ', 'pi': 'π', 'tau': 'τ', 'Delta': 'Δ',
-        'emptyset': '∅', 'varnothing': '∅', 'sum': '∑', 'prod': '∏', 'times': '×', 'cdot': '·', 'pm': '±',
-        'le': '≤', 'leq': '≤', 'ge': '≥', 'geq': '≥', 'ne': '≠', 'neq': '≠', 'approx': '≈', 'infty': '∞',
-        'in': '∈', 'notin': '∉', 'subseteq': '⊆', 'subset': '⊂', 'setminus': '∖', 'cup': '∪', 'cap': '∩',
-        'ldots': '…', 'dots': '…', 'cdots': '⋯', 'to': '→', 'mid': '|', 'sim': '~', 'log': 'log', 'exp': 'exp',
-        'min': 'min', 'max': 'max', 'quad': ' ', ',': '\u2009', ';': ' ', '!': '', '%': '%', 'ni': '∋',
-        '{': '\x00', '}': '\x01'}
-_re_math = re.compile(r'(?<![\\$])\$(?=\S)([^$\n]+?)(?<=\S)\$(?!\d)')
-
-def tex_inline(tex:str) -> str|None:
-    "Simple inline TeX as HTML (Greek, operators, \\bar, \\text, sub/superscripts); None if beyond that."
-    arg = r'(?:\{([^{}]*)\}|(\\[A-Za-z]+|\S))'
-    t = re.sub(r'\\(?:text|mathrm|mathit|operatorname)\{([^{}]*)\}', r'\1', tex)
-    t = re.sub(r'\\not\s*\\(in|ni)\b', lambda m: {'in': '∉', 'ni': '∌'}[m.group(1)], t)
-    t = re.sub(r'\\frac\{([^{}]*)\}\{([^{}]*)\}', lambda m: '/'.join(x if re.fullmatch(r'[\w.!]+', x) else f'({x})'
-                                                                for x in m.groups()), t)
-    t = re.sub(r'\\(bar|overline|hat|tilde)\s*' + arg, lambda m: (m.group(2) or m.group(3)) +
-               {'bar': '\u0304', 'overline': '\u0304', 'hat': '\u0302', 'tilde': '\u0303'}[m.group(1)], t)
-    t = re.sub(r'\\([A-Za-z]+|[,;!{}%])', lambda m: _TEX.get(m.group(1), m.group(0)), t)
-    if '\\' in t: return None
-    t = t.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
-    t = re.sub(r'([_^])' + arg, lambda m: f'<{"sub" if m.group(1) == "_" else "sup"}>{m.group(2) or m.group(3)}'
-                                          f'</{"sub" if m.group(1) == "_" else "sup"}>', t)
-    if re.search(r'[{}]', t): return None
-    return '<span class="math">' + t.replace('\x00', '{').replace('\x01', '}') + '</span>'
-
-def _outside_code(line:str, f) -> str:
-    "Apply `f` to the parts of a markdown line that are not `code spans`."
-    parts = re.split(r'(`+[^`]*`+)', line)
-    return ''.join(p if i % 2 else f(p) for i, p in enumerate(parts))
 
 def linkify_md(src:str, syms:Symbols, mod:str|None, renames:dict[str,str], unbuilt:set[str]=frozenset()) -> str:
     """Backticked exported names become API links; links to notebooks (`00_core.ipynb`, `core.html`) go to
@@ -275,7 +263,6 @@ def linkify_md(src:str, syms:Symbols, mod:str|None, renames:dict[str,str], unbui
                 new = renames.get(stem) or (stem if stem in pages else None)
                 if new: return f'[{text}]({new}.ipynb{frag or ""})'
                 return text if stem in unbuilt or page_name(Path(stem)) in unbuilt else m.group(0)
-            line = _outside_code(line, lambda p: _re_math.sub(lambda m: tex_inline(m.group(1)) or m.group(0), p))
             line = _re_tick.sub(tick, line)
             line = _re_nblink.sub(nblink, line)
         out.append(line)
@@ -290,51 +277,129 @@ def default_exp(nb) -> str|None:
 
 _re_showdoc = re.compile(r'^\s*show_doc\(\s*([\w.]+)\s*\)\s*$')
 
+def _is_check(n:ast.stmt) -> bool:
+    "`assert`, a `test_*(...)` call, or a loop/with/if made of checks."
+    if isinstance(n, ast.Assert): return True
+    if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call):
+        f = n.value.func
+        return (f.id if isinstance(f, ast.Name) else getattr(f, 'attr', '')).startswith('test_')
+    if isinstance(n, (ast.For, ast.With, ast.If)): return all(map(_is_check, n.body + getattr(n, 'orelse', [])))
+    return False
+
+def only_checks(src:str) -> bool:
+    "Whether every statement of a code cell is a check (`assert`, `test_eq(...)`, loops of them)."
+    try: tree = ast.parse(src)
+    except SyntaxError: return False
+    return bool(tree.body) and all(map(_is_check, tree.body))
+
+def check_cell(src:str, has_output:bool) -> bool:
+    """Whether a code cell is a test to collapse: every statement a check, or, for a cell that shows nothing,
+    at least half of them (the rest being the set-up of the checks). Cells that show something stay open."""
+    if only_checks(src): return True
+    try: tree = ast.parse(src)
+    except SyntaxError: return False
+    return not has_output and bool(tree.body) and 2*sum(map(_is_check, tree.body)) >= len(tree.body)
+
+# --- outputs: readable and free of machine details
 _re_ansi = re.compile(r'\x1B\[[0-?]*[ -/]*[@-~]')
 _re_npscalar = re.compile(r'np\.(?:float|int|uint)\d*\(([-+\d.eE]+|nan|inf)\)')
+_re_local = re.compile(r'(?:https?://)?(?:127\.0\.0\.1|\[::1\])(?::\d+)?')
+_TEXT_MIME = re.compile(r'^(text/|application/(json|javascript))')
 
-def clean_output(o):
-    """Strip ANSI codes from streams; repair numpy-2 scalar reprs in HTML (shap's text plot writes
-    `rgba(np.float64(255.0), ...)`, which browsers ignore: shap issue #4146)."""
-    if o.get('output_type') == 'stream' and isinstance(o.get('text'), str): o['text'] = _re_ansi.sub('', o['text'])
+class Scrubber:
+    "Replaces machine details in output text: temp folders, local server URLs, the build's, project's and home paths."
+    def __init__(self, paths:dict[str, str]):
+        self.paths = sorted(((str(p).rstrip('/'), rep) for p, rep in paths.items()), key=lambda x: -len(x[0]))
+        tmp = {re.escape(t.rstrip('/')) for t in {tempfile.gettempdir(), '/tmp', '/var/tmp'}}
+        self.re_tmp = re.compile(r'(?<![\w.~-])(?:' + '|'.join(sorted(tmp, key=len, reverse=True)) + r')(?:/[^/\s\'"<>`;,)\]]+|(?![\w.-]))')
+    def __call__(self, text:str, markup=False) -> str:
+        "`text` scrubbed; `markup` for HTML or markdown, where `<tmp>` must be written `&lt;tmp&gt;`."
+        lt, gt = ('&lt;', '&gt;') if markup else ('<', '>')
+        for p, rep in self.paths:
+            text = re.sub(re.escape(p) + r'(?![\w.-])', rep.replace('<', lt).replace('>', gt), text)
+        text = self.re_tmp.sub(f'{lt}tmp{gt}', text)
+        text = _re_local.sub(f'{lt}local server{gt}', text)
+        try:
+            from posterlens.report import scrub
+            text = scrub(text, home=None)          # keys and tokens (the home folder becomes ~)
+        except ImportError: pass
+        return text
+
+def clean_output(o, scrub:Scrubber|None=None):
+    """Strip ANSI codes from streams and errors; repair numpy-2 scalar reprs in HTML (shap's text plot writes
+    `rgba(np.float64(255.0), ...)`, which browsers ignore: shap issue #4146); scrub machine details."""
+    scrub = scrub or (lambda t, markup=False: t)
+    if o.get('output_type') == 'stream' and isinstance(o.get('text'), str): o['text'] = scrub(_re_ansi.sub('', o['text']))
+    if o.get('output_type') == 'error':
+        o['evalue'] = scrub(str(o.get('evalue', '')))
+        o['traceback'] = [scrub(_re_ansi.sub('', t)) for t in o.get('traceback', [])]
     data = o.get('data', {})
-    if 'text/html' in data:
-        h = data['text/html']
-        data['text/html'] = _re_npscalar.sub(r'\1', ''.join(h) if isinstance(h, list) else h)
+    for mime, v in list(data.items()):
+        if not _TEXT_MIME.match(mime) or mime == 'application/json': continue
+        v = ''.join(v) if isinstance(v, list) else v
+        if mime == 'text/html': v = _re_npscalar.sub(r'\1', v)
+        data[mime] = scrub(v, markup=mime in ('text/html', 'text/markdown'))
 
-def process(nb, syms:Symbols, renames:dict[str,str], unbuilt:set[str]=frozenset()) -> nbformat.NotebookNode:
+def _retitle(src:str, title:str, nb_file:str, mod:str|None) -> str:
+    "The notebook's `# title` as the page's readable title, with where it comes from under the summary."
+    lines = src.split('\n')
+    if not lines or not lines[0].startswith('# '): return src
+    lines[0] = f'# {title}'
+    where = f'<p class="nb-origin">notebook <code>nbs/{nb_file}</code>' + (f' · module <code>{mod}</code>' if mod else '') + '</p>'
+    k = 1
+    while k < len(lines) and (not lines[k].strip() or lines[k].startswith('>')): k += 1
+    return '\n'.join(lines[:k] + ([''] if lines[k-1].strip() else []) + [where, ''] + lines[k:]).rstrip('\n')
+
+class Ctx:
+    "What processing a page needs besides the notebook."
+    def __init__(self, syms:Symbols, renames:dict[str,str], unbuilt:set[str]=frozenset(), scrub:Scrubber|None=None,
+                 params:dict|None=None):
+        self.syms, self.renames, self.unbuilt, self.scrub, self.params = syms, renames, unbuilt, scrub, params or {}
+
+def _params_note(params:dict) -> str:
+    v, o = params.get('variant'), params.get('overrides') or {}
+    extra = f' with overrides `{json.dumps(o)}`' if o else ''
+    return (f'This page was computed with the **`{v}`** variant{extra} (papermill parameters); '
+            f'`nbdev-test` runs the same cells with the tiny `smoke` variant.')
+
+def process(nb, ctx:Ctx, nb_file:str='') -> nbformat.NotebookNode:
     "nbdev-style processing of an executed notebook for Sphinx/myst-nb."
+    from posterlens.report import render_math
     nb = copy.deepcopy(nb)
     mod = default_exp(nb)
-    cells = []
-    for c in nb.cells:
+    docs = documented_names(nb)
+    page = ctx.renames.get(Path(nb_file).stem, page_name(Path(nb_file))) if nb_file else None
+    cells, first_md = [], True
+    for i, c in enumerate(nb.cells):
         if c.cell_type == 'markdown':
-            c.source = linkify_md(c.source, syms, mod, renames, unbuilt)
+            if first_md and page and page != 'index': c.source = _retitle(c.source, TITLES.get(page, c.source.split('\n')[0][2:]), nb_file, mod)
+            first_md = False
+            c.source = linkify_md(render_math(c.source), ctx.syms, mod, ctx.renames, ctx.unbuilt)
             cells.append(c); continue
         if c.cell_type != 'code': continue          # raw cells are not part of the story
-        d, src = split_directives(c.source)
         tags = set(c.metadata.get('tags', []))
+        if 'injected-parameters' in tags:           # papermill's cell: say in words what the page ran with
+            if ctx.params: cells.append(nbformat.v4.new_markdown_cell(_params_note(ctx.params)))
+            continue
+        d, src = split_directives(c.source)
         if {'hide', 'exporti', 'default_exp'} & set(d) or _off(d.get('include', 'true')) or 'remove-cell' in tags: continue
-        targets = []
-        if {'export', 'exports'} & set(d):
-            for kind, name, members in doc_targets(src):
-                full = syms.resolve(name, mod)
-                if full: targets.append(autodoc_cell(kind, full, members))
-            if 'export' in d:                      # nbdev shows the API docs instead of the source
-                cells.extend(targets); continue
+        targets = [a for full in (ctx.syms.resolve(n, mod) for n in docs.get(i, [])) if full
+                   for a in [autodoc_cell(full)] if a is not None]
+        if 'export' in d:                          # nbdev shows the API docs instead of the source
+            cells.extend(targets); continue
         m = _re_showdoc.match(src)
         if m and '\n' not in src.strip():          # an explicit show_doc(X) cell
-            full = syms.resolve(m.group(1), mod)
-            if full:
-                last = m.group(1).split('.')[-1]
-                kind = 'method' if '.' in m.group(1) else 'class' if last[:1].isupper() else 'function'
-                cells.append(autodoc_cell(kind, full, [])); continue
+            full = ctx.syms.resolve(m.group(1), mod)
+            if full and (a := autodoc_cell(full)): cells.append(a); continue
         if not src.strip() and not c.get('outputs'): continue
         c.source = src
         c.metadata.pop('papermill', None); c.metadata.pop('execution', None)
         if _off(d.get('echo', 'true')) or 'hide_input' in d: tags.add('remove-input')
         if _off(d.get('output', 'true')) or 'hide_output' in d: tags.add('remove-output')
-        for o in c.get('outputs', []): clean_output(o)
+        if 'remove-input' not in tags and check_cell(src, bool(c.get('outputs'))):   # tests stay one click away
+            tags.add('hide-input')
+            c.metadata['mystnb'] = {'code_prompt_show': 'Show the checks', 'code_prompt_hide': 'Hide the checks'}
+        for o in c.get('outputs', []): clean_output(o, ctx.scrub)
         if tags: c.metadata['tags'] = sorted(tags)
         cells.append(c)
         cells.extend(targets)
@@ -365,19 +430,18 @@ def image_refs(nb) -> list[str]:
             if Path(ref).suffix.lower() in IMAGE_EXT: out.append(ref)
     return out
 
-def api_page(mod:str, page:str|None) -> str:
-    "MyST source of the API reference page of `mod`."
-    short = mod.split('.', 1)[1]
-    back = f'\nNarrative and examples: [{short}](../{page}.ipynb).\n' if page else ''
-    return (f'# {mod}\n{back}\n```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n   :undoc-members:\n'
-            f'   :member-order: bysource\n```\n')
-
 def write_if_changed(path:Path, text:str):
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text: path.write_text(text)
 
+def toctree(pages:list[str], nb_titles:dict[str,str]) -> str:
+    "The sidebar: the notebooks in order, under readable titles."
+    entries = [f'{TITLES.get(p) or nb_titles.get(p) or p} <{p}>' for p in pages]
+    return '```{toctree}\n:caption: Notebooks\n:maxdepth: 1\n\n' + '\n'.join(entries) + '\n```'
+
 # ---------------------------------------------------------------------------------------------- build
-def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, strict=False) -> Path:
+def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, strict=False,
+          variant:str='default', overrides:dict|None=None) -> Path:
     "Execute, process and render `notebooks` into the static site `out`; returns `out`."
     t0 = time.time()
     notebooks = [Path(p).resolve() for p in notebooks]
@@ -385,9 +449,10 @@ def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, stri
         raise SystemExit('[docs] the notebooks must include an index.ipynb (the home page)')
     site = proc/'site'
     lh = lib_hash()
+    params = {'variant': variant, 'overrides': dict(overrides or {})}
     executed, failed = {}, []
     for p in notebooks:                            # run them all, so one build reports every failure
-        try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=lh)
+        try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=lh, params=params)
         except SystemExit as e: failed.append(str(e))
     if failed: raise SystemExit('\n\n'.join(failed) + f'\n[docs] {len(failed)} notebook(s) failed; no site built')
     t_exec = time.time()-t0
@@ -395,24 +460,20 @@ def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, stri
     if len(set(renames.values())) != len(renames): raise SystemExit(f'[docs] two notebooks share a page name: {renames}')
     syms = Symbols()
     unbuilt = {page_name(p) for p in find_notebooks(ROOT/'nbs')} - set(renames.values())
-    written, pages, mods = set(), [], []
+    scrub = Scrubber({proc: '<build>', out: '<site>', ROOT: '<project>', Path.home(): '~'})
+    written, pages, nb_titles = set(), [], {}
     for p, e in executed.items():
-        nb = process(nbformat.read(e, as_version=4), syms, renames, unbuilt)
+        enb = nbformat.read(e, as_version=4)
+        ctx = Ctx(syms, renames, unbuilt, scrub, params if has_parameters(nbformat.read(p, as_version=4)) else None)
+        nb = process(enb, ctx, p.name)
         name = renames[p.stem]
-        mod = default_exp(nbformat.read(p, as_version=4))
+        first = next((c.source for c in enb.cells if c.cell_type == 'markdown'), '')
+        if first.startswith('# '): nb_titles[name] = first.split('\n')[0][2:].strip()
         if name == 'index': index_nb = nb
         else:
             pages.append(name)
-            if mod and mod not in [m for m, _ in mods]: mods.append((mod, name))
             write_if_changed(site/f'{name}.ipynb', nbformat.writes(nb)); written.add(f'{name}.ipynb')
-    for mod, name in mods:
-        write_if_changed(site/'api'/f'{mod.split(".", 1)[1]}.md', api_page(mod, name))
-        written.add(f'api/{mod.split(".", 1)[1]}.md')
-    toc = []
-    if pages: toc.append('```{toctree}\n:caption: Notebooks\n:maxdepth: 1\n\n' + '\n'.join(pages) + '\n```')
-    if mods: toc.append('```{toctree}\n:caption: API reference\n:maxdepth: 1\n\n' +
-                        '\n'.join(f'api/{m.split(".", 1)[1]}' for m, _ in mods) + '\n```')
-    index_nb.cells += [nbformat.v4.new_markdown_cell(t) for t in toc]
+    if pages: index_nb.cells.append(nbformat.v4.new_markdown_cell(toctree(pages, nb_titles)))
     set_source_map(index_nb)
     write_if_changed(site/'index.ipynb', nbformat.writes(index_nb)); written.add('index.ipynb')
     for p in notebooks:                            # images that markdown cells refer to, by relative path
@@ -436,16 +497,27 @@ def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, stri
     log(f'site: {out}/index.html  (execute {t_exec:.0f} s, render {time.time()-t1:.0f} s, total {time.time()-t0:.0f} s)')
     return out
 
+def _override(s:str) -> tuple[str, object]:
+    k, sep, v = s.partition('=')
+    if not sep or not k.strip(): raise argparse.ArgumentTypeError(f'--set wants key=value, not {s!r}')
+    try: v = ast.literal_eval(v)
+    except (ValueError, SyntaxError): pass
+    return k.strip(), v
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('notebooks', nargs='*', type=Path, help='notebooks to build (default: index + numbered ones in nbs/)')
     ap.add_argument('--nbs', type=Path, default=ROOT/'nbs', help='notebook folder (also the working directory of execution)')
     ap.add_argument('--proc', type=Path, default=ROOT/'_proc', help='build folder (executed and processed notebooks)')
     ap.add_argument('--out', type=Path, default=ROOT/'_docs', help='output folder of the static site')
+    ap.add_argument('--variant', default='default', help='settings.ini variant the `## Analysis` sections run (default: default)')
+    ap.add_argument('--set', dest='overrides', action='append', type=_override, default=[], metavar='KEY=VALUE',
+                    help='override one setting of the variant (papermill `overrides`); repeatable')
     ap.add_argument('--force', action='store_true', help='re-execute every notebook')
     ap.add_argument('--strict', action='store_true', help='turn Sphinx warnings into errors')
     a = ap.parse_args(argv)
     nbs = a.notebooks or find_notebooks(a.nbs)
-    build(nbs, a.proc.resolve(), a.out.resolve(), a.nbs.resolve(), force=a.force, strict=a.strict)
+    build(nbs, a.proc.resolve(), a.out.resolve(), a.nbs.resolve(), force=a.force, strict=a.strict,
+          variant=a.variant, overrides=dict(a.overrides))
 
 if __name__ == '__main__': main()

@@ -1,6 +1,6 @@
 # Sphinx configuration of the posterlens documentation site; run through `make docs` (docs/build.py),
-# which writes the processed notebooks and API pages into _proc/site and renders them with this file.
-import os, re, sys
+# which writes the processed notebooks into _proc/site and renders them with this file.
+import inspect, os, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,7 +14,7 @@ author = 'posterlens developers'
 copyright = 'posterlens developers'
 release = version = posterlens.__version__
 
-extensions = ['myst_nb', 'sphinx.ext.autodoc']
+extensions = ['myst_nb', 'sphinx.ext.autodoc', 'sphinx.ext.viewcode']   # viewcode: local [source] pages
 root_doc = 'index'
 exclude_patterns = ['_build', '**.ipynb_checkpoints', 'jupyter_execute']
 templates_path = []
@@ -42,8 +42,9 @@ myst_enable_extensions = ['colon_fence', 'deflist']
 myst_heading_anchors = 3
 suppress_warnings = ['mystnb.unknown_mime_type', 'myst.header']
 
-# --- API docs: signatures, one-line docstrings and docments (parameter comments)
-autodoc_typehints = 'signature'          # like nbdev's show_doc; the parameter list carries the docments
+# --- API docs: signatures, one-line docstrings, and a parameter table (type, default, details) built from
+# fastcore's docments, like nbdev's show_doc; viewcode links each entry to its highlighted source
+autodoc_typehints = 'none'               # the types are in the parameter table
 python_maximum_signature_line_length = 90
 autodoc_member_order = 'bysource'
 autodoc_default_options = {'exclude-members': '__weakref__, __dict__, __module__'}
@@ -77,29 +78,64 @@ def _exported(name:str) -> bool:
             if head in getattr(sys.modules[mod], '__all__', ()): return True
     return False
 
-def _docments(obj):
-    try:
-        from fastcore.docments import docments
-        return docments(obj, full=True)
-    except Exception: return {}
+def _literal(s:str) -> str:
+    "Text as a reST inline literal (empty stays empty)."
+    s = ' '.join(str(s).split())
+    return f'``{s}``' if s else ''
+
+def _anno(a) -> str:
+    if a is inspect.Parameter.empty: return ''
+    return a if isinstance(a, str) else inspect.formatannotation(a)
+
+def _default(d) -> str:
+    if d is inspect.Parameter.empty: return ''
+    r = getattr(d, '__name__', None) if callable(d) else None
+    r = r or repr(d)
+    return r if len(r) <= 40 else r[:37] + '...'
+
+def documented_callable(what:str, obj):
+    "The function whose parameters document `obj` (a class's own Python `__init__`), or None."
+    if what in ('function', 'method'): return obj if callable(obj) else None
+    if what == 'class' and inspect.isfunction(getattr(obj, '__init__', None)): return obj
+    return None
+
+def param_rows(obj) -> tuple[list[list[str]], list[str]|None]:
+    "(one [name, type, default, details] row per parameter, the returns row or None) of `obj`."
+    from fastcore.docments import docments
+    sig = inspect.signature(obj)
+    try: dm = docments(obj, full=True, args_kwargs=True)
+    except Exception: dm = {}
+    rows = []
+    for nm, p in sig.parameters.items():
+        if nm in ('self', 'cls'): continue
+        star = '*' if p.kind == p.VAR_POSITIONAL else '**' if p.kind == p.VAR_KEYWORD else ''
+        doc = (dm.get(nm) or {}).get('docment') or ''
+        rows.append([_literal(star + nm), _literal(_anno(p.annotation)), _literal(_default(p.default)), md2rst(' '.join(doc.split()))])
+    ret = (dm.get('return') or {}).get('docment') or ''
+    ra = _anno(sig.return_annotation) if not inspect.isclass(obj) else ''
+    return rows, (['**Returns**', _literal(ra), '', md2rst(' '.join(ret.split()))] if (ra or ret) else None)
+
+def param_table(obj) -> list[str]:
+    "reST lines of `obj`'s parameter table (nbdev's show_doc columns: type, default, details)."
+    try: rows, ret = param_rows(obj)
+    except (TypeError, ValueError): return []
+    if not rows and not ret: return []
+    out = ['.. list-table::', '   :header-rows: 1', '   :class: params', '']
+    for r in [['Parameter', 'Type', 'Default', 'Details']] + rows + ([ret] if ret else []):
+        out += [f'   * - {r[0] or chr(160)}'] + [f'     - {c or chr(160)}' for c in r[1:]]
+    return out + ['']
 
 def process_docstring(app, what, name, obj, options, lines):
-    "Markdown docstrings to reST; docments comments become `:param:`/`:returns:` fields."
+    "Markdown docstrings to reST, then the parameter table."
     if what == 'module':                   # nbdev's 'Docs: <url>' line points at the published site itself
         lines[:] = [l for l in lines if not l.startswith('Docs: ')]
     lines[:] = [md2rst(l) for l in lines]
-    if what not in ('function', 'method', 'class'): return
-    target = obj.__init__ if what == 'class' and '__init__' in getattr(obj, '__dict__', {}) else obj
-    if not callable(target): return
-    dm = _docments(target)
-    fields = []
-    for k, v in dm.items():
-        if k in ('self', 'cls') or not v.get('docment'): continue
-        if k == 'return': fields.append(f':returns: {md2rst(v["docment"])}')
-        else: fields.append(f':param {k}: {md2rst(v["docment"])}')
-    if fields:
+    target = documented_callable(what, obj)
+    if target is None: return
+    tbl = param_table(target)
+    if tbl:
         if lines and lines[-1].strip(): lines.append('')
-        lines.extend(fields)
+        lines.extend(tbl)
 
 def setup(app):
     app.connect('autodoc-process-docstring', process_docstring)

@@ -19,10 +19,11 @@ from .pipeline import STAGES, artifact, run_stages, uses_vlm
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'PREDICTORS', 'secret_values', 'scrub', 'scrub_notebook', 'versions', 'input_hash', 'run_record',
-           'record_markdown', 'notebook_html', 'external_refs', 'kernel_name', 'stage_notebooks', 'overrides_of',
-           'report_dir', 'report_notebook', 'test_cells', 'publish', 'run_notebooks', 'scores', 'rmse_table',
-           'mean_statement', 'top_factors', 'factor_label', 'factor_chart', 'thumbnail_uri', 'poster_grid',
-           'planted_text', 'digest', 'index_html', 'write_index', 'report_variant', 'not_runnable', 'report_all']
+           'record_markdown', 'notebook_html', 'render_math', 'external_refs', 'kernel_name', 'stage_notebooks',
+           'overrides_of', 'report_dir', 'report_notebook', 'test_cells', 'publish', 'run_notebooks', 'scores',
+           'rmse_table', 'mean_statement', 'top_factors', 'factor_label', 'factor_chart', 'thumbnail_uri',
+           'poster_grid', 'planted_text', 'digest', 'index_html', 'write_index', 'report_variant', 'not_runnable',
+           'report_all']
 
 # %% ../nbs/05_report.ipynb #4c3edadb
 _SECRET_PATTERNS = [
@@ -133,16 +134,56 @@ def _hidden(cell) -> bool:
 
 def notebook_html(nb # an executed notebook (nbformat node)
                  ) -> str:
-    "Self-contained HTML of `nb`: inputs hidden, images embedded, nothing loaded from the network."
+    "Self-contained HTML of `nb`: inputs hidden, formulas rendered, images inline, nothing loaded from the network."
     import nbformat
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
     nb = nbformat.from_dict(nb)
     nb.cells = [c for c in nb.cells if not _hidden(c)]
+    for c in nb.cells:
+        if c.cell_type == 'markdown': c.source = render_math(c.source)   # formulas as MathML: no script, no network
     exp = HTMLExporter(template_name='lab', template_file='posterlens.html.j2',
                        extra_loaders=[DictLoader({'posterlens.html.j2': _TEMPLATE})],
-                       exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
+                       exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     return exp.from_notebook_node(nb)[0]
+
+# %% ../nbs/05_report.ipynb #cb96eea7
+_CODE_SPAN = re.compile(r'(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)', re.S)
+_MATH = re.compile(r'(?<![\\$])\$\$(.+?)(?<!\\)\$\$'                                     # $$display$$, may span lines
+                   r'|(?<![\\$])\$(?=[^\s$])([^$\n]+?)(?<=[^\s\\])\$(?![\d$])', re.S)  # $inline$, not "$5 and $10"
+_MD_SPECIAL = re.compile(r'[\\`*_\[\]~|]')
+
+def _mathml(m:re.Match) -> str:
+    from latex2mathml.converter import convert
+    tex, display = (m.group(1), True) if m.group(1) is not None else (m.group(2), False)
+    try: out = convert(tex.strip(), display='block' if display else 'inline')
+    except Exception: return m.group(0)
+    # TeX escapes left in \text{} (`big\_title`) are unescaped; characters that markdown reads as emphasis,
+    # code or links become entities, so that the MathML survives a markdown renderer
+    def text(t): return '>' + _MD_SPECIAL.sub(lambda c: f'&#x{ord(c.group()):04X};', re.sub(r'\\([_%&$#{}])', r'\1', t.group(1))) + '<'
+    return re.sub(r'>([^<]+)<', text, out)
+
+def _math_outside_spans(text:str) -> str:
+    out, pos = [], 0
+    for s in _CODE_SPAN.finditer(text):
+        out += [_MATH.sub(_mathml, text[pos:s.start()]), s.group(0)]; pos = s.end()
+    return ''.join(out + [_MATH.sub(_mathml, text[pos:])])
+
+def render_math(markdown:str # markdown text with `$inline$` and `$$display$$` TeX formulas
+               ) -> str:
+    "`markdown` with its TeX formulas as MathML, which browsers render offline; code spans and blocks stay as they are."
+    out, chunk, fence = [], [], None
+    def flush():
+        if chunk: out.append(_math_outside_spans('\n'.join(chunk))); chunk.clear()
+    for line in markdown.split('\n'):
+        if fence is None and (m := re.match(r'^ {0,3}(`{3,}|~{3,})', line)):
+            flush(); fence = m.group(1); out.append(line)
+        elif fence is not None:
+            out.append(line)
+            if re.match(rf'^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$', line): fence = None
+        else: chunk.append(line)
+    flush()
+    return '\n'.join(out)
 
 # %% ../nbs/05_report.ipynb #7558c662
 _EXTERNAL = re.compile(r'<(script|link|img|iframe)\b[^>]*\b(src|href)\s*=\s*["\']?(https?:)?//', re.I)
