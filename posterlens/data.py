@@ -560,6 +560,8 @@ def data_fingerprint(cfg:AttrDict # run configuration
                     ) -> dict:
     "What the data stage's output depends on besides its settings: the CSV's bytes and its image files' state."
     csv, cols = dataset_csv(cfg), data_columns(cfg)
+    wanted = [cols['image_col'], cols['target_col'], cols['id_col'], cols['title_col'], *cols['covariates']]
+    read_table(csv, wanted)   # a missing column is named now, with all the others, before any image is looked at
     root = resolve(cfg, str(cfg.image_root)) if cfg.get('image_root') else None
     dest = resolve(cfg, str(cfg.get('download_dir') or 'data/images'))
     return dict(csv=hash_file(csv), version=_STAGE_VERSION, images=_image_state(csv, cols['image_col'], root, dest))

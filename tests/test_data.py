@@ -13,9 +13,9 @@ from posterlens.data import ATTRIBUTES, EFFECTS, INTERCEPT, download_images, loa
 from posterlens.pipeline import run_stage
 
 
-def stage_data(cfg):
-    "The data stage through the pipeline (loaded when fresh)."
-    return run_stage(cfg, 'data', progress=False)
+def stage_data(cfg, force=False):
+    "The data stage through the pipeline (loaded when fresh, saying so)."
+    return run_stage(cfg, 'data', force=force)
 
 
 def _image_bytes(fmt="JPEG", color=(200, 40, 40), size=(60, 90)):

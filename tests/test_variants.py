@@ -96,7 +96,7 @@ def check_reports(tmp, variant, captioner, secret=None):
     rep = Path(tmp)/'reports'/variant
     for n in REPORTS: assert (rep/f'{n}.html').stat().st_size > 5_000, n
     caps = pd.read_parquet(Path(tmp)/'runs'/variant/'caption'/'captions.parquet')
-    assert len(caps) == 40 and (caps.status == 'ok').all() and (caps.backend == captioner).all(), caps.status.value_counts()
+    assert len(caps) == 40 and caps.status.isin(['ok', 'truncated']).all() and (caps.backend == captioner).all(), caps.status.value_counts()
     for n in REPORTS:
         nb = json.loads((rep/f'{n}.ipynb').read_text())
         code = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
