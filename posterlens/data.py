@@ -136,7 +136,11 @@ def _title(d, rng, title, layout, at_top, ink):
         d.text((W/2, y), l, font=f, fill=ink, anchor='mt', stroke_width=2, stroke_fill=ink)
         y += f.size + 4
 
-def draw_poster(dark:int, cool:int, bw:int, cluttered:int, big_title:int, # the latent attributes (0/1)
+def draw_poster(dark:int, # dark and low-key (1) or bright and high-key (0)
+                cool:int, # cool blue tones (1) or warm red/orange ones (0)
+                bw:int, # black and white (1) or colour (0)
+                cluttered:int, # busy and cluttered (1) or clean and minimal (0)
+                big_title:int, # a large bold title (1) or small text (0)
                 title:str, # text of the title
                 rng:np.random.Generator, # per-poster generator for the non-causal variation
                 faces:int=0 # cartoon faces to draw over the middle band (not a planted attribute)

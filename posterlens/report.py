@@ -373,7 +373,7 @@ def _update_times(cfg, key, values):
 
 # %% ../nbs/05_report.ipynb #e9114a1f
 PREDICTORS = {'model': 'text model (fine-tuned)', 'mean': 'mean predictor', 'tfidf': 'TF-IDF + ridge',
-              'pixels': 'image embeddings + ridge (EfficientNet-Lite0)'}
+              'tfidf_cov': 'TF-IDF + ridge (+ covariates)', 'pixels': 'image embeddings + ridge (EfficientNet-Lite0)'}
 
 def scores(metrics:dict|None # metrics.json of the model stage
           ) -> dict:
