@@ -3,24 +3,46 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-# The CPU wheel of torch (on these machines it lies on disk); on a GPU box: make TORCH_SPEC='torch' ...
-TORCH_SPEC ?= torch==2.13.0
+PIP := $(BIN)/pip install -q --disable-pip-version-check --progress-bar off
 VARIANT ?= default
 
+# torch: on a Linux machine without an NVIDIA GPU, the CPU wheel (never a CUDA build, which is ten times larger):
+# first from a wheel that pip already finds offline (find-links), else from PyTorch's CPU index. Elsewhere (a GPU
+# box, macOS) PyPI's build. Override with e.g. `make install TORCH_SPEC='torch==2.13.0' TORCH_INDEX=`.
+TORCH_VERSION ?= 2.13.0
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(shell uname -s)-$(HAS_GPU),Linux-)
+TORCH_SPEC ?= torch==$(TORCH_VERSION)+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+else
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
+TORCH_INDEX ?=
+endif
+
 # The install stamps are keyed by pyproject.toml's content, not its date (nbdev-export rewrites the file).
+# Each command installs only what it needs: the demo and the reports the package alone, tests and nbdev the
+# `dev` extra, the documentation site `docs`, Jupyter Lab `lab`.
 DEPS := $(shell sha1sum pyproject.toml | cut -c1-12)
 STAMP := $(VENV)/.installed-$(DEPS)
+DEV_STAMP := $(VENV)/.dev-installed-$(DEPS)
 DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
+LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install demo test nbtest pytest export clean check docs bench lab report-all
+.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-demo lab report-all
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PIP) --no-index "$(TORCH_SPEC)" 2>/dev/null || $(PIP) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PIP) -e .
 	@rm -f $(VENV)/.installed-*; touch $@
 
+$(DEV_STAMP): $(STAMP)
+	$(PIP) -e ".[dev]"
+	@rm -f $(VENV)/.dev-installed-*; touch $@
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 # Whole pipeline on the default variant (synthetic known-answer posters, offline describer, MiniLM),
 # then the papermill HTML reports under reports/.
@@ -31,15 +53,15 @@ report-all: install
 	$(BIN)/posterlens report --all
 
 # nbdev-test runs every notebook top to bottom (fast `smoke` parameters), then pytest.
-test: install nbtest pytest
+test: install-dev nbtest pytest
 
-nbtest: install
+nbtest: install-dev
 	$(BIN)/nbdev-test --n-workers 1 --timing
 
-pytest: install
+pytest: install-dev
 	$(BIN)/pytest -q tests
 
-export: install
+export: install-dev
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
 
@@ -48,12 +70,20 @@ check: export
 	@git diff --exit-code -- posterlens nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
 
 # Documentation site from the notebooks (executed with smoke parameters, cached in _proc/) -> _docs/
-$(DOCS_STAMP): $(STAMP)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,docs]"
+$(DOCS_STAMP): $(DEV_STAMP)
+	$(PIP) -e ".[dev,docs]"
 	@rm -f $(VENV)/.docs-installed-*; touch $@
 
 docs: $(DOCS_STAMP)
 	$(PY) docs/build.py $(DOCS_ARGS)
 
-lab: install
-	$(BIN)/pip install -q -e ".[lab]" && $(BIN)/jupyter lab nbs
+$(LAB_STAMP): $(STAMP)
+	$(PIP) -e ".[lab]"
+	@rm -f $(VENV)/.lab-installed-*; touch $@
+
+lab: $(LAB_STAMP)
+	$(BIN)/jupyter lab nbs
+
+# `make demo` on a fresh clone of this checkout in a temporary folder, timed stage by stage (install included).
+bench-demo:
+	python3 bench/demo.py $(BENCH_ARGS)
