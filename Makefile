@@ -7,8 +7,8 @@ PIP := $(BIN)/pip install -q --disable-pip-version-check --progress-bar off
 VARIANT ?= default
 
 # torch: on a Linux machine without an NVIDIA GPU, the CPU wheel (never a CUDA build, which is ten times larger):
-# first from a wheel that pip already finds offline (find-links), else from PyTorch's CPU index. Elsewhere (a GPU
-# box, macOS) PyPI's build. Override with e.g. `make install TORCH_SPEC='torch==2.13.0' TORCH_INDEX=`.
+# from the indexes pip is configured with (or a local wheel pip finds), else from PyTorch's CPU index. Elsewhere
+# (a GPU box, macOS) PyPI's build. Override with e.g. `make install TORCH_SPEC='torch==2.13.0' TORCH_INDEX=`.
 TORCH_VERSION ?= 2.13.0
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 ifeq ($(shell uname -s)-$(HAS_GPU),Linux-)
@@ -32,7 +32,7 @@ LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) --no-index "$(TORCH_SPEC)" 2>/dev/null || $(PIP) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PIP) "$(TORCH_SPEC)" 2>/dev/null || $(PIP) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PIP) -e .
 	@rm -f $(VENV)/.installed-*; touch $@
 
