@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(BIN)/pip install -q --disable-pip-version-check --progress-bar off
+# The packages are installed by uv (parallel downloads: about 4x faster than pip here) when it can be installed
+# into the environment, else by pip. UV=0 uses pip only.
+UV ?= 1
+INSTALL = $(if $(filter 1,$(UV)),{ test -x $(BIN)/uv || $(PIP) uv; } && $(BIN)/uv pip install -q --python $(PY) --compile-bytecode $(1) || $(PIP) $(1),$(PIP) $(1))
 VARIANT ?= default
 
 # torch: on a Linux machine without an NVIDIA GPU, the CPU wheel (never a CUDA build, which is ten times larger):
@@ -33,11 +37,11 @@ LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) "$(TORCH_SPEC)" 2>/dev/null || $(PIP) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PIP) -e .
+	$(call INSTALL,-e .)
 	@rm -f $(VENV)/.installed-*; touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(PIP) -e ".[dev]"
+	$(call INSTALL,-e ".[dev]")
 	@rm -f $(VENV)/.dev-installed-*; touch $@
 
 install: $(STAMP)
@@ -71,14 +75,14 @@ check: export
 
 # Documentation site from the notebooks (executed with smoke parameters, cached in _proc/) -> _docs/
 $(DOCS_STAMP): $(DEV_STAMP)
-	$(PIP) -e ".[dev,docs]"
+	$(call INSTALL,-e ".[dev,docs]")
 	@rm -f $(VENV)/.docs-installed-*; touch $@
 
 docs: $(DOCS_STAMP)
 	$(PY) docs/build.py $(DOCS_ARGS)
 
 $(LAB_STAMP): $(STAMP)
-	$(PIP) -e ".[lab]"
+	$(call INSTALL,-e ".[lab]")
 	@rm -f $(VENV)/.lab-installed-*; touch $@
 
 lab: $(LAB_STAMP)
