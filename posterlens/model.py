@@ -569,7 +569,7 @@ def train_fold(texts_train:Sequence[str], y_train, # training descriptions and t
 
 # %% ../nbs/03_model.ipynb #30a2b31a
 MODEL_KEYS = ['text_model', 'pooling', 'max_length', 'batch_size', 'epochs', 'lr', 'weight_decay', 'warmup_ratio',
-              'folds', 'fold_subset', 'seed', 'use_covariates', 'covariates', 'n_bootstrap']
+              'freeze_layers', 'patience', 'folds', 'fold_subset', 'seed', 'use_covariates', 'covariates', 'n_bootstrap']
 
 def covariate_columns(cfg:AttrDict) -> list[str]:
     "The covariate columns the model uses: `cfg.covariates` when `cfg.use_covariates`, else none."
