@@ -3,24 +3,50 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-# The CPU wheel of torch (on these machines it lies on disk); on a GPU box: make TORCH_SPEC='torch' ...
-TORCH_SPEC ?= torch==2.13.0
+PIP := $(BIN)/pip install -q --disable-pip-version-check --progress-bar off
+# The packages are installed by uv (parallel downloads: about 4x faster than pip here) when it can be installed
+# into the environment, else by pip. UV=0 uses pip only.
+UV ?= 1
+INSTALL = $(if $(filter 1,$(UV)),{ test -x $(BIN)/uv || $(PIP) uv; } && $(BIN)/uv pip install -q --python $(PY) --compile-bytecode $(1) || $(PIP) $(1),$(PIP) $(1))
 VARIANT ?= default
 
+# torch: on a Linux machine without an NVIDIA GPU, the CPU wheel (never a CUDA build, which is ten times larger):
+# from the indexes pip is configured with (or a local wheel pip finds), else from PyTorch's CPU index. Elsewhere
+# (a GPU box, macOS) PyPI's build. Override with e.g. `make install TORCH_SPEC='torch==2.13.0' TORCH_INDEX=`.
+TORCH_VERSION ?= 2.13.0
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(shell uname -s)-$(HAS_GPU),Linux-)
+TORCH_SPEC ?= torch==$(TORCH_VERSION)+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+else
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
+TORCH_INDEX ?=
+endif
+
 # The install stamps are keyed by pyproject.toml's content, not its date (nbdev-export rewrites the file).
+# Each command installs only what it needs: the demo and the reports the package alone, tests and nbdev the
+# `dev` extra, the documentation site `docs`, Jupyter Lab `lab`.
 DEPS := $(shell sha1sum pyproject.toml | cut -c1-12)
 STAMP := $(VENV)/.installed-$(DEPS)
+DEV_STAMP := $(VENV)/.dev-installed-$(DEPS)
 DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
+LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install demo test nbtest pytest export clean check docs bench lab report-all
+.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-demo lab report-all
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,pixels]"
+	$(PIP) "$(TORCH_SPEC)" 2>/dev/null || $(PIP) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(call INSTALL,-e ".[pixels]")
 	@rm -f $(VENV)/.installed-*; touch $@
 
+$(DEV_STAMP): $(STAMP)
+	$(call INSTALL,-e ".[dev]")
+	@rm -f $(VENV)/.dev-installed-*; touch $@
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 # Whole pipeline on the default variant (synthetic known-answer posters, offline describer, MiniLM),
 # then the papermill HTML reports under reports/.
@@ -31,15 +57,15 @@ report-all: install
 	$(BIN)/posterlens report --all
 
 # nbdev-test runs every notebook top to bottom (fast `smoke` parameters), then pytest.
-test: install nbtest pytest
+test: install-dev nbtest pytest
 
-nbtest: install
+nbtest: install-dev
 	$(BIN)/nbdev-test --n-workers 1 --timing
 
-pytest: install
+pytest: install-dev
 	$(BIN)/pytest -q tests
 
-export: install
+export: install-dev
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
 
@@ -50,13 +76,31 @@ check: export
 # Documentation site from the notebooks -> _docs/. The `## Analysis` sections run the `default` variant (its
 # artifacts in runs/default/ and the executed notebooks in _proc/ are reused while their inputs are unchanged);
 # DOCS_ARGS passes options to docs/build.py, e.g. DOCS_ARGS='--set epochs=1' (see docs/build.py --help).
-# pip -qq: errors only, no warnings about index locations or versions.
-$(DOCS_STAMP): $(STAMP)
-	$(BIN)/pip install -qq --disable-pip-version-check -e ".[dev,docs]"
+$(DOCS_STAMP): $(DEV_STAMP)
+	$(call INSTALL,-e ".[dev,docs,pixels]")
 	@rm -f $(VENV)/.docs-installed-*; touch $@
 
 docs: $(DOCS_STAMP)
 	$(PY) docs/build.py $(DOCS_ARGS)
 
-lab: install
-	$(BIN)/pip install -q -e ".[lab]" && $(BIN)/jupyter lab nbs
+$(LAB_STAMP): $(STAMP)
+	$(call INSTALL,-e ".[lab]")
+	@rm -f $(VENV)/.lab-installed-*; touch $@
+
+lab: $(LAB_STAMP)
+	$(BIN)/jupyter lab nbs
+
+# The benchmarks of bench/ that need no network and no GPU (each prints its own figures).
+bench: install-dev
+	$(PY) bench/report_cells.py --variant smoke
+	$(PY) bench/caption_throughput.py
+	$(PY) bench/describer_determinism.py
+	$(PY) bench/gpu.py
+
+# Everything a run or a build leaves behind (not the caption cache .cache/, which holds answers already paid for).
+clean:
+	rm -rf runs reports/*/ reports/index.html _proc _docs docs/_build jupyter_execute
+
+# `make demo` on a fresh clone of this checkout in a temporary folder, timed stage by stage (install included).
+bench-demo:
+	python3 bench/demo.py $(BENCH_ARGS)

