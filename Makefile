@@ -30,6 +30,7 @@ DEPS := $(shell sha1sum pyproject.toml | cut -c1-12)
 STAMP := $(VENV)/.installed-$(DEPS)
 DEV_STAMP := $(VENV)/.dev-installed-$(DEPS)
 DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
+DOCS_EXTRAS := dev,docs,pixels   # (a variable: a literal comma would split the arguments of $(call))
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
 .PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-demo lab report-all
@@ -77,7 +78,7 @@ check: export
 # artifacts in runs/default/ and the executed notebooks in _proc/ are reused while their inputs are unchanged);
 # DOCS_ARGS passes options to docs/build.py, e.g. DOCS_ARGS='--set epochs=1' (see docs/build.py --help).
 $(DOCS_STAMP): $(DEV_STAMP)
-	$(call INSTALL,-e ".[dev,docs,pixels]")
+	$(call INSTALL,-e ".[$(DOCS_EXTRAS)]")
 	@rm -f $(VENV)/.docs-installed-*; touch $@
 
 docs: $(DOCS_STAMP)
