@@ -30,7 +30,8 @@ DEPS := $(shell sha1sum pyproject.toml | cut -c1-12)
 STAMP := $(VENV)/.installed-$(DEPS)
 DEV_STAMP := $(VENV)/.dev-installed-$(DEPS)
 DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
-DOCS_EXTRAS := dev,docs,pixels   # (a variable: a literal comma would split the arguments of $(call))
+# (a variable: a literal comma would split the arguments of $(call))
+DOCS_EXTRAS := dev,docs,pixels
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
 .PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-demo lab report-all
