@@ -208,7 +208,7 @@ def load_settings(variant:str='default', # a `[variant:NAME]` section of setting
         if sec not in cp:
             known = list_variants(path)
             m = difflib.get_close_matches(v, known, n=1)
-            raise PosterlensError(f"unknown variant {v!r}{f'; did you mean {m[0]!r}?' if m else ''} settings.ini declares: {', '.join(known)}")
+            raise PosterlensError(f"unknown variant {v!r}; {f'did you mean {m[0]!r}? ' if m else ''}settings.ini declares: {', '.join(known)}")
         if v in chain: raise PosterlensError(f"variant {v!r} extends itself")
         chain.append(v)
         v = cp[sec].get('extends')
