@@ -193,7 +193,7 @@ def test_narrative_shows_api_docs_and_hides_directives(mini_site):
     core_html = page(mini_site, 'core.html')
     for nm in core.__all__:                                # every exported name is documented in its notebook
         if callable(getattr(core, nm)): assert f'id="posterlens.core.{nm}"' in core_html, nm
-    assert 'The run configuration of' in core_html        # docstring
+    assert 'The validated run configuration of' in core_html   # docstring
     assert 'single keys to override on top' in core_html  # docments comment
     assert 'test_eq' in core_html                          # the tests stay as examples
     assert 'href="_modules/posterlens/core.html#load_settings"' in core_html   # source link

@@ -451,7 +451,8 @@ def test_cli_exits_non_zero_and_records_nothing(project, monkeypatch, capsys):
     "Bad key, closed port, every image refused: one error line, exit status 2, no caption recorded as failed for a setup error."
     from posterlens.cli import main
     gem = ['caption', '--variant', 'smoke', '--set', 'synth_n=12', '--set', 'captioner=gemini', '-q']
-    with FakeGemini(api_keys={'right-key'}, script={}) as g:
+    from fake_vertex import FakeVertex   # the Gemini API with countTokens, which the stage's cost estimate calls first
+    with FakeVertex(api_keys={'right-key'}, script={}) as g:
         monkeypatch.setenv('GOOGLE_GEMINI_BASE_URL', g.url)
         monkeypatch.setenv('GEMINI_API_KEY', 'wrong-key')
         assert main(gem) == 2
