@@ -22,7 +22,7 @@ def execute(nb, cwd, params) -> tuple[int, float]:
         nbformat.write(nb, src)
         t0 = time.perf_counter()
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name(), cwd=str(cwd),
-                            progress_bar=False, log_output=False)
+                            progress_bar=False, log_output=False, language='python')
         secs = time.perf_counter() - t0
         out = nbformat.read(dst, as_version=4)
     return sum(c.cell_type == 'code' and c.get('execution_count') is not None for c in out.cells), secs
