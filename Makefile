@@ -34,7 +34,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
 DOCS_EXTRAS := dev,docs,pixels
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-demo lab report-all
+.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-demo lab report-all mutants
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -66,6 +66,12 @@ nbtest: install-dev
 
 pytest: install-dev
 	$(BIN)/pytest -q tests
+
+# Mutation checks of the claims: each named bug of tests/mutations.toml is planted in a scratch copy and must make
+# its named tests fail; prints the table (mutation, test that killed it) and the kill rate, fails unless all are
+# killed. A mutation whose code moved is STALE (a failure): update its strings. MUTANTS_ARGS=--fast: the CI subset.
+mutants: install-dev
+	$(PY) tests/mutants.py $(MUTANTS_ARGS)
 
 export: install-dev
 	$(BIN)/nbdev-export
