@@ -293,6 +293,39 @@ def test_each_fold_is_tested_on_exactly_its_heldout_rows(tok):
     assert not np.allclose(per(tests, 1).effect, per(tests2, 1).reindex(per(tests, 1).index).effect)
 
 
+def test_stage_hands_each_fold_its_validation_rows():
+    "The explain stage's held-out fold of each row is the fold whose model did not train on it (-1 for folds not run)."
+    from fastcore.basics import AttrDict
+    from posterlens.explain import _heldout_folds
+    from posterlens.model import make_folds
+    cfg = AttrDict(folds=3, seed=42)
+    held = _heldout_folds(31, cfg, [0, 2])
+    for k, (tr, va) in enumerate(make_folds(31, 3, 42)):
+        assert (held[va] == (k if k in (0, 2) else -1)).all() and not (held[tr] == k).any()
+
+
+def test_stage_explains_each_caption_by_the_model_that_did_not_train_on_it(tmp_path):
+    "Three fold models that differ only in their output scale (100 k): the explanations and the tests follow the out-of-fold table."
+    from posterlens.core import write_json, write_parquet
+    from posterlens.explain import stage_explain
+    from posterlens.model import make_folds
+    toy = toy_captions(45, seed=8)
+    cfg = load_settings('smoke', {'runs_dir': str(tmp_path/'runs'), 'folds': 3, 'seed': 42, 'fold_subset': 'all',
+                                  'explain_examples': 1, 'token_max_evals': 20, 'use_covariates': False})
+    M = tmp_path/'model'
+    tiny = tiny_text_model(tmp_path/'tiny')
+    for k in range(3): TextRegressor.from_pretrained(tiny, max_length=64, target_mean=100.0*k, target_std=1.0).save(M/f'fold{k}')
+    folds = make_folds(len(toy), 3, 42)
+    oof = pd.concat([pd.DataFrame({'id': toy.id.iloc[va].astype(str).to_numpy(), 'fold': k}) for k, (tr, va) in enumerate(folds)])
+    write_parquet(oof, M/'oof.parquet'); write_json({'folds_run': [0, 1, 2], 'beats_mean': True}, M/'metrics.json')
+    stage_explain(cfg, toy, M, tmp_path/'explain', progress=False)
+    seg, tests = read_parquet(tmp_path/'explain'/'segments.parquet'), read_parquet(tmp_path/'explain'/'tests.parquet')
+    fold_of = dict(zip(oof.id, oof.fold))
+    assert (seg.fold == seg.id.astype(str).map(fold_of)).all() and seg.id.nunique() == len(toy)
+    assert (np.round(seg.base/100) == seg.fold).all()            # each explained by that fold's model
+    assert all(set(g.rows) == {len(folds[k][1])} for k, g in tests.groupby('fold'))
+
+
 def test_recovery_needs_the_planted_sign_and_a_flag():
     "Recovered = flagged with the planted sign and never with the other: a wrong sign, an unflagged or an unmatched effect is not."
     fac = pd.DataFrame({'factor': ['dark', 'cool', 'black white', 'cluttered', 'face'],
@@ -321,14 +354,28 @@ def test_word_models_are_ridge_fits(tok):
 
 @pytest.mark.slow
 def test_stage_explain_smoke(tmp_path):
-    cfg = load_settings('smoke', {'runs_dir': str(tmp_path/'runs'), 'fold_subset': 'all', 'token_max_evals': 60})
+    "End to end on the smoke variant's synthetic posters (160 of them, the default variant's training): the planted effects are recovered out of fold."
+    cfg = load_settings('smoke', {'runs_dir': str(tmp_path/'runs'), 'cache_dir': str(tmp_path/'cache'), 'fold_subset': 'all',
+                                  'synth_n': 160, 'epochs': 3, 'lr': 3e-4, 'freeze_layers': 4, 'explain_max': 40,
+                                  'token_max_evals': 40})
     factors = run_stage(cfg, 'explain', progress=False)
-    E = artifact(cfg, 'explain', 'summary.json').parent
-    s = read_json(E/'summary.json')
-    assert s['out_of_fold'] and s['n_captions'] == len(read_parquet(E/'segments.parquet').id.unique())
+    E, M = artifact(cfg, 'explain', 'summary.json').parent, artifact(cfg, 'train', 'metrics.json').parent
+    s, seg, oof = read_json(E/'summary.json'), read_parquet(E/'segments.parquet'), read_parquet(M/'oof.parquet')
+    assert s['out_of_fold'] and s['n_captions'] == seg.id.nunique() == 40
     assert list(factors.columns) == FACTOR_COLUMNS and s['planted']['effects'] == 5
     assert s['validation']['method'] == 'Benjamini-Hochberg' and s['validation']['level'] == cfg.fdr
-    assert set(s['factors']) >= {'up', 'down', 'n', 'significant'}
-    if not s['beats_mean']: assert not factors.significant.any() and 'No factor is flagged' in s['validation']['statement']
+    # out of fold: each caption explained by the model that did not train on it; each fold tested on its held-out rows
+    fold_of = dict(zip(oof.id.astype(str), oof.fold))
+    assert (seg.fold == seg.id.astype(str).map(fold_of)).all()
+    tests = read_parquet(E/'tests.parquet')
+    assert {k: set(g.rows) for k, g in tests.groupby('fold')} == {k: {n} for k, n in oof.fold.value_counts().items()}
+    # the model learns these data, so the held-out tests decide: flagged exactly when q <= fdr
+    assert s['beats_mean'] is True, read_json(M/'metrics.json')['vs_mean']
+    assert factors.significant.tolist() == (factors.q <= cfg.fdr).tolist()
+    assert set(s['factors']['up']) | set(s['factors']['down']) == set(factors.factor[factors.significant])
+    # the known answer: the strongest planted effects flagged with their sign, none with the wrong one, nothing unplanted
+    rec = read_parquet(E/'planted.parquet').set_index('attribute')
+    assert rec.recovered[['dark', 'cluttered']].all() and s['planted']['recovered'] >= 3
+    assert rec.flagged_wrong.sum() == 0 and s['planted']['unplanted_flagged'] == []
     assert len(read_parquet(E/'tokens.parquet').id.unique()) == cfg.explain_examples
     assert (E/'stage.json').exists()
