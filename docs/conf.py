@@ -136,7 +136,7 @@ def model_rows(cls) -> list[list[str]]:
 
 def param_rows(obj) -> tuple[list[list[str]], list[str]|None]:
     "(one [name, type, default, details] row per parameter, the returns row or None) of `obj`."
-    if inspect.isclass(obj) and hasattr(obj, 'model_fields') and hasattr(obj, 'model_validate'):   # a pydantic schema
+    if _is_schema(obj):                                                # a pydantic schema
         return model_rows(obj), None
     from fastcore.docments import docments
     sig = inspect.signature(obj)
@@ -170,9 +170,18 @@ def process_docstring(app, what, name, obj, options, lines):
     target = documented_callable(what, obj)
     if target is None: return
     tbl = param_table(target)
+    if _is_schema(obj) and (ROOT/'docs'/'schema.py').exists():
+        lines += ['', 'Every key grouped by the stage it belongs to, with what changing it reruns: the :doc:`settings reference </settings>`.']
     if tbl:
         if lines and lines[-1].strip(): lines.append('')
         lines.extend(tbl)
 
+def _is_schema(obj) -> bool: return inspect.isclass(obj) and hasattr(obj, 'model_fields') and hasattr(obj, 'model_validate')
+
+def process_signature(app, what, name, obj, options, signature, return_annotation):
+    "A pydantic schema's signature is every field: one line, `(**values)`, and the table below lists them."
+    if what == 'class' and _is_schema(obj): return '(**values)', None
+
 def setup(app):
     app.connect('autodoc-process-docstring', process_docstring)
+    app.connect('autodoc-process-signature', process_signature)

@@ -27,7 +27,7 @@ def readable_range(field) -> str:
     b = {op: getattr(m, op) for m in field.metadata for op in _OPS if getattr(m, op, None) is not None}
     lo = next(((op, b[op]) for op in ('ge', 'gt') if op in b), None)
     hi = next(((op, b[op]) for op in ('le', 'lt') if op in b), None)
-    fmt = lambda v: f'{v:,}' if isinstance(v, int) else str(v)
+    fmt = lambda v: f'{v:,}' if isinstance(v, int) and abs(v) >= 10_000 else str(v)
     if lo and hi and lo[0] == 'ge' and hi[0] == 'le': return f'{fmt(lo[1])} to {fmt(hi[1])}'
     return ', '.join(f'{_OPS[op]} {fmt(v)}' for op, v in (x for x in (lo, hi) if x))
 

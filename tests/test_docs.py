@@ -566,3 +566,26 @@ def test_full_site_shows_the_default_variant_working(full_site):
     assert 'computed with the <strong><code class="docutils literal notranslate"><span class="pre">default</span>' in model
     m = re.search(r'The \S+ regressor (BEATS|does NOT beat) the mean predictor', model)
     assert m and m.group(1) == 'BEATS', m and m.group(0)
+
+# ------------------------------------------------------------------------------------------ publishing
+def test_workflows_build_test_and_publish():
+    yaml = pytest.importorskip('yaml')
+    wf = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT/'.github'/'workflows').glob('*.y*ml')}
+    assert {'test', 'deploy'} <= set(wf)
+    steps = lambda w: [s for j in w['jobs'].values() for s in j.get('steps', [])]
+    assert any(s.get('run', '').strip().endswith('.ci/run') for s in steps(wf['test']))
+    dep = steps(wf['deploy'])
+    assert any('make docs' in s.get('run', '') for s in dep)
+    up = next(s for s in dep if s.get('uses', '').startswith('actions/upload-pages-artifact'))
+    assert up['with']['path'] == '_docs'                    # where make docs writes the site
+    assert any(s.get('uses', '').startswith('actions/deploy-pages') for s in dep)
+    assert wf['deploy']['permissions'] == {'contents': 'read', 'pages': 'write', 'id-token': 'write'}
+
+def test_repository_url_is_written_once():
+    "The site's repository links (sidebar, footer icon, source lines, install commands) all come from pyproject.toml."
+    url = B.repository()
+    assert url.startswith('https://') and url == C.REPOSITORY
+    for f in [*(ROOT/'docs').rglob('*.*'), ROOT/'nbs'/'index.ipynb']:
+        if f.suffix in ('.py', '.md', '.html', '.ipynb', '.css'): assert url not in f.read_text(), f
+    assert C.linkcode_resolve('py', {'module': 'posterlens.core', 'fullname': 'load_settings'}).startswith(
+        f'{url}/blob/{C.BRANCH}/posterlens/core.py#L')
