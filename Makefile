@@ -34,7 +34,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
 DOCS_EXTRAS := dev,docs,pixels
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-demo lab report-all
+.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-validity bench-demo lab report-all
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -74,6 +74,7 @@ export: install-dev
 # The exported library and the cleaned notebooks must match what is committed.
 check: export
 	@git diff --exit-code -- posterlens nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
+	$(PY) bench/_readme_tables.py --check
 
 # Documentation site from the notebooks -> _docs/. The `## Analysis` sections run the `default` variant (its
 # artifacts in runs/default/ and the executed notebooks in _proc/ are reused while their inputs are unchanged);
@@ -92,12 +93,22 @@ $(LAB_STAMP): $(STAMP)
 lab: $(LAB_STAMP)
 	$(BIN)/jupyter lab nbs
 
-# The benchmarks of bench/ that need no network and no GPU (each prints its own figures).
+# Every benchmark of bench/ (any bench/*.py not starting with _), one after the other: each writes its result to
+# bench/results/NAME.json (a benchmark that needs a GPU or the network it lacks says why in its result); then the
+# README's tables are generated from the results. BENCH_ARGS_<name> passes options to one of them. validity runs its
+# fast stand-in here and keeps the real model's last figures; `make bench-validity` reruns the default variant's
+# own procedure on 5 seeds (each seed a full run with real and shuffled targets: about an hour on 2 cores).
+BENCH_SCRIPTS := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
+BENCH_ARGS_validity ?= --model ridge
+BENCH_ARGS_report_cells ?= --variant default
+bench_args = $(BENCH_ARGS_$(basename $(notdir $(1))))
 bench: install-dev
-	$(PY) bench/report_cells.py --variant smoke
-	$(PY) bench/caption_throughput.py
-	$(PY) bench/describer_determinism.py
-	$(PY) bench/gpu.py
+	@rc=0; $(foreach f,$(BENCH_SCRIPTS),echo "== $(f) $(call bench_args,$(f))"; $(PY) $(f) $(call bench_args,$(f)) || { echo "!! $(f) failed"; rc=1; };) \
+	$(PY) bench/_readme_tables.py; exit $$rc
+
+bench-validity: install-dev
+	nice -n 5 $(PY) bench/validity.py --model default --seeds 5
+	$(PY) bench/_readme_tables.py
 
 # Everything a run or a build leaves behind (not the caption cache .cache/, which holds answers already paid for).
 clean:
