@@ -95,12 +95,15 @@ lab: $(LAB_STAMP)
 
 # Every benchmark of bench/ (any bench/*.py not starting with _), one after the other: each writes its result to
 # bench/results/NAME.json (a benchmark that needs a GPU or the network it lacks says why in its result); then the
-# README's tables are generated from the results. BENCH_ARGS_<name> passes options to one of them. validity runs its
-# fast stand-in here and keeps the real model's last figures; `make bench-validity` reruns the default variant's
-# own procedure on 5 seeds (each seed a full run with real and shuffled targets: about an hour on 2 cores).
+# README's tables are generated from the results. BENCH_ARGS_<name> passes options to one of them; the defaults keep
+# `make bench` within the hour on 2 cores: the demo and the report cells on the `smoke` variant, validity's fast
+# stand-in (keeping the real model's last figures). The full-size runs: `make bench-demo` (`make demo` of the default
+# variant on a fresh clone) and `make bench-validity` (the default variant's own procedure on 5 seeds, real and
+# shuffled targets, each a full run: hours on 2 shared cores; finished stages are kept, so a rerun resumes).
 BENCH_SCRIPTS := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 BENCH_ARGS_validity ?= --model ridge
-BENCH_ARGS_report_cells ?= --variant default
+BENCH_ARGS_report_cells ?= --variant smoke
+BENCH_ARGS_demo ?= --variant smoke --pip-cache
 bench_args = $(BENCH_ARGS_$(basename $(notdir $(1))))
 bench: install-dev
 	@rc=0; $(foreach f,$(BENCH_SCRIPTS),echo "== $(f) $(call bench_args,$(f))"; $(PY) $(f) $(call bench_args,$(f)) || { echo "!! $(f) failed"; rc=1; };) \

@@ -28,7 +28,8 @@ def run_info(r:dict) -> str:
     m = r.get('machine') or {}
     gpu = m.get('gpu') or 'no GPU'
     sha = (r.get('commit') or 'unknown')[:7] + ('-dirty' if str(r.get('commit') or '').endswith('-dirty') else '')
-    return f"{(r.get('date') or '')[:10]}, `{sha}`, {m.get('cores')} cores, {gpu}"
+    load = f" (load {r['load_average']:.1f})" if r.get('load_average') is not None else ''
+    return f"{(r.get('date') or '')[:10]}, `{sha}`, {m.get('cores')} cores{load}, {gpu}"
 
 
 def performance_table(results:dict) -> str:

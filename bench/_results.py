@@ -3,7 +3,8 @@
 Every script of bench/ ends with `write_result(...)`. A result holds
 
 - `bench`, `date` (UTC), `commit` (with `-dirty` when the work tree differs), `argv`, `smoke`, `seconds`;
-- `machine`: cores, CPU, memory, GPU (name, or null), python, torch;
+- `machine`: cores, CPU, memory, GPU (name, or null), python, torch; `load_average` (1 minute, at the end: other
+  processes on the cores slow every timing);
 - `figures`: the benchmark's own numbers (any JSON);
 - `table`: rows `{"figure": ..., "value": ...}` (strings) that `bench/readme_tables.py` puts in the README;
 - `skipped`: why the benchmark did not measure (no GPU, no network, missing data), else null.
@@ -72,6 +73,7 @@ def write_result(name:str, # the benchmark: its script's name without .py
     rows = [r if isinstance(r, dict) else {'figure': str(r[0]), 'value': str(r[1])} for r in (table or [])]
     res = {'bench': name, 'date': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'commit': commit(),
            'argv': sys.argv[1:], 'smoke': bool(smoke), 'seconds': round(time.time() - _T0, 1), 'machine': machine(),
+           'load_average': round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None,
            'skipped': skipped, 'figures': figures, 'table': rows, **extra}
     d = results_dir(smoke)
     d.mkdir(parents=True, exist_ok=True)

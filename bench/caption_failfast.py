@@ -48,7 +48,7 @@ def cli(project:Path, args:list, env:dict) -> tuple[int, float, str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=299, help='synthetic posters to caption')
-    ap.add_argument('--smoke', action='store_true', help='3 posters, 3 of the cases (local servers only): seconds')
+    ap.add_argument('--smoke', action='store_true', help='3 posters, 3 of the cases (local servers only), no time targets: seconds')
     a = ap.parse_args(argv)
     if a.smoke: a.n = 3
     with tempfile.TemporaryDirectory() as d:
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             finally:
                 if srv: srv.stop()
             files = len(list(cache.glob('*/*.json'))) if cache.exists() else 0
-            good = rc != 0 and files == 0 and (secs < 10 and sent <= 5 if kind == 'credentials' else secs < 30)
+            good = rc != 0 and files == 0 and (a.smoke or (secs < 10 and sent <= 5 if kind == 'credentials' else secs < 30))
             ok &= good
             figs.append({'case': name, 'kind': kind, 'exit': rc, 'seconds': secs, 'requests': sent if srv else None,
                          'cache_files': files, 'ok': bool(good), 'error': err})

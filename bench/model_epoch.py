@@ -40,6 +40,6 @@ def main():
     write_result('model_epoch', {'n': a.n, 'model': 'tiny' if a.smoke else a.model, 'epochs': a.epochs, 'max_length': a.max_length,
                                  'batch': a.batch, 'tokens_median': int(np.median(ntok)), 'seconds_per_epoch': spe,
                                  'history': res['history'], 'val_rmse_mean_predictor': base},
-                 [(f'training epoch, {a.model} fully fine-tuned, {len(tr)} toy captions (s)', f'{spe:.1f}')], smoke=a.smoke)
+                 [(f"training epoch, {'a tiny random model' if a.smoke else a.model} fully fine-tuned, {len(tr)} toy captions (s)", f'{spe:.1f}')], smoke=a.smoke)
 
 if __name__ == '__main__': main()

@@ -45,7 +45,7 @@ def main():
     write_result('model_padding', {'model': 'tiny' if a.smoke else a.model, 'batch': a.batch, 'pad_to': a.pad_to,
                                    'dynamic_shape': list(dyn['input_ids'].shape), 's_per_step_dynamic': t_dyn,
                                    's_per_step_padded': t_ref, 'ratio': t_ref/t_dyn},
-                 [(f'training step, pad to {a.pad_to} without mask / dynamic padding ({a.model}, batch {a.batch})', f'{t_ref/t_dyn:.1f}x')],
+                 [(f'training step, pad to {a.pad_to} without mask / dynamic padding ({"a tiny random model" if a.smoke else a.model}, batch {a.batch})', f'{t_ref/t_dyn:.1f}x')],
                  smoke=a.smoke)
 
 if __name__ == '__main__': main()
