@@ -22,6 +22,13 @@ if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 _T0 = time.time()
 
 
+def sample_dir() -> Path:
+    "The real posters some developers keep beside the checkout (shared/data/posters-sample next to it or to a folder above it)."
+    for d in ROOT.parents:
+        if (d/'shared'/'data'/'posters-sample').is_dir(): return d/'shared'/'data'/'posters-sample'
+    return ROOT.parent/'shared'/'data'/'posters-sample'
+
+
 def results_dir(smoke:bool=False) -> Path:
     "Where results go: bench/results/ (POSTERLENS_BENCH_RESULTS overrides), smoke runs in its smoke/ subfolder."
     d = Path(os.environ.get('POSTERLENS_BENCH_RESULTS') or BENCH/'results')

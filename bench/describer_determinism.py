@@ -16,13 +16,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _results import write_result
+from _results import write_result, sample_dir
 from posterlens.caption import CaptionCache, caption_images
 from posterlens.data import draw_poster, fake_title
 from posterlens.describe import DescribeCaptioner, find_faces, load_bgr
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent/'shared'/'data'/'posters-sample'/'posters'
+SAMPLE = sample_dir()/'posters'
 
 
 def face_posters(d:Path, n:int, seed:int=0) -> list[Path]:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _results import write_result, read_results, commit, results_dir
+from _results import write_result, read_results, commit, sample_dir
 from posterlens.core import find_root, hash_file, read_parquet, write_parquet
 
 
@@ -260,7 +260,7 @@ def main():
     ap.add_argument('--folds', type=int, default=5)
     ap.add_argument('--alpha', type=float, default=1.0)
     ap.add_argument('--fdr', type=float, default=0.05)
-    ap.add_argument('--real', default=str(find_root().parent/'shared'/'data'/'posters-sample'))
+    ap.add_argument('--real', default=str(sample_dir()), help='real posters (movies.csv); default: shared/data/posters-sample beside the checkout')
     ap.add_argument('--progress', action='store_true', help='progress bars of the default runs')
     ap.add_argument('--smoke', action='store_true', help='tiny sizes (40 posters, 1 seed, a tiny random text model): seconds')
     a = ap.parse_args()
