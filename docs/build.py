@@ -141,9 +141,6 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='', params:
     nbformat.write(nb, tmp_in)
     t0 = time.time()
     log(f'{nb_path.name}: executing' + (f' with {params}' if params else '') + ' ...')
-    env = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TQDM_DISABLE': '1', 'PYDEVD_DISABLE_FILE_VALIDATION': '1'}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
         with open(klog, 'w') as kf:
             pm.execute_notebook(str(tmp_in), str(tmp_out), parameters=params or None, cwd=str(cwd), kernel_name='python3', language='python',
@@ -156,9 +153,6 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='', params:
         raise SystemExit(f'[docs] {nb_path.name} failed to execute (executed copy: {failed}):\n{e}'
                          + (f'\n[docs] kernel log ({klog}):\n{tail}' if tail.strip() else '')) from None
     finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
         tmp_in.unlink(missing_ok=True)
     res = nbformat.read(tmp_out, as_version=4)
     for i in skipped:   # back to (unexecuted) code cells; papermill's injected cell comes after the parameters cell
@@ -529,8 +523,80 @@ def settings_notebook() -> nbformat.NotebookNode:
     return nb
 
 # ---------------------------------------------------------------------------------------------- build
+_EXEC_ENV = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TQDM_DISABLE': '1', 'PYDEVD_DISABLE_FILE_VALIDATION': '1'}
+
+def _code(nb_path:Path) -> str:
+    return '\n'.join(c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
+                     for c in json.loads(nb_path.read_text())['cells'] if c['cell_type'] == 'code')
+
+def stage_need(nb_path:Path, stages:list[str]) -> int:
+    """How far along the pipeline a notebook's analysis reaches: the index in `stages` of the furthest stage it runs
+    on its configuration (`run_stage(cfg, 'train')`; `run_stages(cfg)` or a stage named by a variable: the last
+    one), -1 for none. Whatever it runs first runs every stage before it."""
+    src, need = _code(nb_path), -1
+    for m in re.finditer(r'\brun_stages?\(\s*cfg\b\s*(?:,\s*([^,)]*))?', src):
+        arg = (m.group(1) or '').strip().strip('\'"')
+        need = max(need, stages.index(arg) if arg in stages else len(stages) - 1)
+    return need
+
+def schedule(notebooks:list[Path], stages:list[str], jobs:int, run):
+    """Call `run(notebook)` for every notebook, `jobs` at a time, so that no two compute the same stage: a notebook
+    that reaches further along the pipeline than the ones finished so far (a *producer*) runs alone among
+    producers, in notebook order; the others (stages already computed, or none) run beside it. The home page
+    runs last: it quotes the others' results."""
+    import threading
+    need = {p: stage_need(p, stages) for p in notebooks if p.stem != 'index'}
+    todo, done_level, producing, lock = list(need), -1, False, threading.Condition()
+    def pick():
+        nonlocal producing
+        for p in todo:
+            if need[p] <= done_level: todo.remove(p); return p, False
+        first = next((p for p in todo if need[p] > done_level), None)
+        if first is not None and not producing: todo.remove(first); producing = True; return first, True
+        return None, False
+    def worker():
+        nonlocal done_level, producing
+        while True:
+            with lock:
+                while True:
+                    if not todo: return
+                    p, prod = pick()
+                    if p is not None: break
+                    lock.wait()
+            try: run(p)
+            finally:
+                with lock:
+                    if prod: producing, done_level = False, max(done_level, need[p])
+                    lock.notify_all()
+    threads = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    for p in notebooks:
+        if p.stem == 'index': run(p)
+
+def execute_all(notebooks:list[Path], proc:Path, cwd:Path, force=False, key_extra='', params=None, jobs=1) -> tuple[dict, list]:
+    "Execute every notebook (`schedule`d `jobs` at a time); ({notebook: executed copy}, [failures])."
+    _lib()
+    from posterlens.pipeline import STAGES
+    executed, failed = {}, []
+    old = {k: os.environ.get(k) for k in _EXEC_ENV}
+    os.environ.update(_EXEC_ENV)
+    def run(p):                                    # run them all, so one build reports every failure
+        extra = key_extra
+        if p.stem == 'index':                      # the home page is fresh while every page it quotes is
+            extra += hashlib.sha256(''.join(sorted((proc/'exec'/q.name).with_suffix('.key').read_text()
+                                                   for q in executed if q.stem != 'index')).encode()).hexdigest()
+        try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=extra, params=params)
+        except SystemExit as e: failed.append(str(e))
+    try: schedule(notebooks, list(STAGES), jobs, run)
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    return {p: executed[p] for p in notebooks if p in executed}, failed
+
 def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, strict=False,
-          variant:str='default', overrides:dict|None=None) -> Path:
+          variant:str='default', overrides:dict|None=None, jobs:int=1) -> Path:
     "Execute, process and render `notebooks` into the static site `out`; returns `out`."
     t0 = time.time()
     notebooks = [Path(p).resolve() for p in notebooks]
@@ -539,11 +605,7 @@ def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, stri
     site = proc/'site'
     lh = lib_hash()
     params = {'variant': variant, 'overrides': dict(overrides or {})}
-    executed, failed = {}, []
-    # run them all, so one build reports every failure; the home page last, as it quotes the stages' results
-    for p in sorted(notebooks, key=lambda p: p.stem == 'index'):
-        try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=lh, params=params)
-        except SystemExit as e: failed.append(str(e))
+    executed, failed = execute_all(notebooks, proc, cwd, force=force, key_extra=lh, params=params, jobs=jobs)
     if failed: raise SystemExit('\n\n'.join(failed) + f'\n[docs] {len(failed)} notebook(s) failed; no site built')
     t_exec = time.time()-t0
     renames = {p.stem: page_name(p) for p in notebooks}
@@ -613,9 +675,12 @@ def main(argv=None):
                     help='override one setting of the variant (papermill `overrides`); repeatable')
     ap.add_argument('--force', action='store_true', help='re-execute every notebook')
     ap.add_argument('--strict', action='store_true', help='turn Sphinx warnings into errors')
+    ap.add_argument('--jobs', type=int, default=int(os.environ.get('DOCS_JOBS', min(2, os.cpu_count() or 1))),
+                    help='notebooks executed side by side: the ones that run pipeline stages in one lane, the others '
+                         'beside it (default: $DOCS_JOBS, else 2 or the number of CPUs if fewer)')
     a = ap.parse_args(argv)
     nbs = a.notebooks or find_notebooks(a.nbs)
     build(nbs, a.proc.resolve(), a.out.resolve(), a.nbs.resolve(), force=a.force, strict=a.strict,
-          variant=a.variant, overrides=dict(a.overrides))
+          variant=a.variant, overrides=dict(a.overrides), jobs=a.jobs)
 
 if __name__ == '__main__': main()
