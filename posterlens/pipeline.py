@@ -22,6 +22,7 @@ from .vlm import gemini_captioner, openai_captioner, transformers_captioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
 from .pixels import add_pixel_baseline, use_pixels
 from .explain import EXPLAIN_KEYS, FACTORS_VERSION, stage_explain
+from .verify import VERIFY_KEYS, stage_verify, verify_fingerprint, verify_stale
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun', 'get_stage',
@@ -106,6 +107,17 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           tuple(EXPLAIN_KEYS), 'Shapley values of every description, factors tested out of sample', _explain,
           lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda cfg, ins: {'factors': FACTORS_VERSION}),
 ]}
+
+# %% ../nbs/04b_pipeline.ipynb #b6e56771
+def _verify(r:StageRun):
+    data = r.inputs['data'].assign(id=lambda d: d.id.astype(str)).set_index('id')
+    return stage_verify(r.cfg, _table(r.cfg, r.inputs), data.image_path, r.inputs['explain'], r.inputs['train']['folds_run'],
+                        r.out, progress=r.progress)
+
+STAGES['verify'] = Stage('verify', 'verify', ('data', 'caption', 'train', 'explain'), ('findings.parquet', 'summary.json'),
+                         tuple(VERIFY_KEYS), "every tested concept asked of the VLM as a yes/no question about the held-out images, tested again",
+                         _verify, lambda d: read_parquet(d/'findings.parquet'), fingerprint=lambda cfg, ins: verify_fingerprint(cfg),
+                         stale=verify_stale)
 
 # %% ../nbs/04b_pipeline.ipynb #1ee1a6af
 def get_stage(name:str # a stage name: data, caption, train or explain
