@@ -27,8 +27,8 @@ __all__ = ['VERIFY_VERSION', 'INSTRUCTION', 'WRITER_INSTRUCTION', 'VERIFIERS', '
            'read_spec', 'spec_text', 'gemini_schema', 'json_schema', 'GeminiVerifier', 'OpenAIVerifier',
            'verifier_name', 'verifier_hint', 'make_verifier', 'parse_answers', 'ask_images', 'answer_matrix',
            'write_questions', 'image_effects', 'cohen_kappa', 'dsl_ols', 'read_gold', 'findings_table',
-           'finding_sentence', 'findings_sentences', 'verify_fingerprint', 'verify_stale', 'stage_verify',
-           'estimate_verification', 'estimate_verification_lines']
+           'finding_sentence', 'findings_sentences', 'verify_heldout', 'verify_fingerprint', 'verify_stale',
+           'stage_verify', 'estimate_verification', 'verify_summary_line', 'estimate_verification_lines']
 
 # %% ../nbs/04c_verify.ipynb #46bb637f
 def _list(v) -> list[str]:
@@ -462,10 +462,10 @@ def findings_sentences(findings:pd.DataFrame, # from `findings_table`
     f = findings.sort_values(['verified', 'q'], ascending=[False, True], na_position='last')
     return [finding_sentence(r) for _, r in f.head(limit or len(f)).iterrows()]
 
-# %% ../nbs/04c_verify.ipynb #78150175
+# %% ../nbs/04c_verify.ipynb #4bb318aa
 VERIFY_KEYS = ['verifier', 'verifier_model', 'verify_gold', 'fdr', 'use_covariates', 'covariates', 'folds', 'seed', 'max_segments', 'segmenter']
 
-def _heldout(n:int, cfg:AttrDict, run:Sequence[int]) -> np.ndarray:
+def verify_heldout(n:int, cfg:AttrDict, run:Sequence[int]) -> np.ndarray:
     "The fold whose model did not train on each row (-1: that fold was not run), as the explain stage assigns it."
     out = np.full(n, -1)
     for k, (_, va) in enumerate(make_folds(n, int(cfg.folds), int(cfg.seed))):
@@ -519,7 +519,7 @@ def stage_verify(cfg:AttrDict, # run configuration
         preds = predicates_frame(concepts, written)
         write_parquet(preds, out/'predicates.parquet')
         df = df.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
-        held = _heldout(len(df), cfg, list(folds_run))
+        held = verify_heldout(len(df), cfg, list(folds_run))
         rows = df[held >= 0]
         paths = images.reindex(rows.id).tolist()
         answers, requests = ask_images(verifier, paths, rows.id.tolist(), preds, cache, workdir=out/'batch',
@@ -597,6 +597,15 @@ def estimate_verification(cfg:AttrDict, # run configuration
     return {'backend': v.name, 'model': v.model, 'requests': len(images) + 1, 'predicates': n_predicates, 'known': known,
             'tokens_in': tin, 'tokens_out': tout, 'usd_online': usd(False), 'usd_batch': usd(True), 'batch': bool(v.batch),
             'seconds': (len(images) + 1)*60/rpm if rpm else None}
+
+def verify_summary_line(findings:pd.DataFrame # the verify stage's findings
+                       ) -> str:
+    "The CLI's line about a finished verify stage."
+    if not len(findings): return ('verify: no question was asked (no verifier: set verifier = gemini or openai; or no concept was '
+                                  'tested); details in the verify summary.json')
+    v = findings[findings.verified]
+    return (f"verify: {len(v)} of {len(findings)} findings verified on the images"
+            + (f"; {'; '.join(str(p) for p in v.predicate.head(3))}" if len(v) else ''))
 
 def estimate_verification_lines(e:dict|None, cfg:AttrDict|None=None) -> list[str]:
     "The verification estimate in words."

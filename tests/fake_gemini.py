@@ -96,6 +96,22 @@ def planted_answer(question:str, # a yes/no question about an image
     _, attr, present, _ = best
     return bool(attributes[attr]) == present
 
+def request_kind(body:dict) -> str:
+    "'structured' for a request with an answer schema (Gemini responseSchema, OpenAI json_schema), else 'caption'."
+    if (body.get('generationConfig') or body.get('generation_config') or {}).get('responseSchema'): return 'structured'
+    return 'structured' if (body.get('response_format') or {}).get('type') == 'json_schema' else 'caption'
+
+def synth_attributes(folder) -> dict:
+    "{image sha256: planted attributes} of the synthetic posters in `folder` (posters.csv and images/, see `make_synth`)."
+    import csv
+    from pathlib import Path
+    folder, out = Path(folder), {}
+    with open(folder/'posters.csv', newline='') as f:
+        for r in csv.DictReader(f):
+            sha = hashlib.sha256((folder/r['image']).read_bytes()).hexdigest()
+            out[sha] = {a: int(r[a]) for a in ATTRIBUTE_WORDS if a in r}
+    return out
+
 def _unit(*parts) -> float:
     return int(hashlib.sha256('|'.join(map(str, parts)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
@@ -188,7 +204,8 @@ class FakeServer:
 
     # -- bookkeeping
     def record(self, route, model, sha, outcome, body=None, **extra):
-        "Log one caption request (and count a successful answer per image)."
+        "Log one caption request (and count a successful answer per image); `kind` says caption or structured."
+        if body is not None: extra.setdefault('kind', request_kind(body))
         with self._lock:
             self.requests.append({'t': time.time(), 'route': route, 'model': model, 'image': sha, 'outcome': outcome, **extra})
             if body is not None: self.bodies = (self.bodies + [body])[-50:]
@@ -359,7 +376,7 @@ class FakeGemini(FakeServer):
         outs = []
         for meta, req in reqs:
             code, body, _, out, sha = self.answer(req, b['model'], transient=False)
-            self.record('batch', b['model'], sha, out)
+            self.record('batch', b['model'], sha, out, kind=request_kind(req))
             outs.append((meta, {'response': body} if code == 200 else {'error': body['error']}))
         if b['source'] == 'inline':
             b['output'] = {'inlinedResponses': {'inlinedResponses': [{**o, 'metadata': m} for m, o in outs]}}
