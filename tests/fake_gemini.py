@@ -83,17 +83,16 @@ def _word_at(text:str, word:str) -> int:
 def planted_answer(question:str, # a yes/no question about an image
                    attributes:dict # the image's planted attributes, e.g. {'dark': 1, 'cool': 0, ...}
                   ) -> bool|None:
-    "The true answer for a synthetic poster, from the first attribute word in the question (None: no attribute is asked about)."
+    "The true answer for a synthetic poster: the attribute (and side) with the most words in the question, the earliest on a tie (None: no attribute is asked about)."
     q, best = question.lower(), None
     for attr, (yes, no) in ATTRIBUTE_WORDS.items():
         if attr not in attributes: continue
         for words, present in ((yes, True), (no, False)):
-            for w in words:
-                at = _word_at(q, w)
-                if at >= 0 and (best is None or at < best[0] or (at == best[0] and len(w) > best[3])):
-                    best = (at, attr, present, len(w))
+            at = [_word_at(q, w) for w in words]
+            hits = [x for x in at if x >= 0]
+            if hits and (best is None or (len(hits), -min(hits)) > best[0]): best = ((len(hits), -min(hits)), attr, present)
     if best is None: return None
-    _, attr, present, _ = best
+    _, attr, present = best
     return bool(attributes[attr]) == present
 
 def request_kind(body:dict) -> str:
@@ -279,6 +278,10 @@ class JSONHandler(BaseHTTPRequestHandler):
     "Keep-alive JSON request handler."
     protocol_version = 'HTTP/1.1'
     def log_message(self, *a): pass
+    def setup(self):
+        super().setup()   # headers and body go out as two writes: without TCP_NODELAY each answer waits for a delayed ACK (~40 ms)
+        import socket
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     def send(self, code, body, headers=None, raw:bytes|None=None):
         data = raw if raw is not None else json.dumps(body).encode()
         try:
