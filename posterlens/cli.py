@@ -10,7 +10,7 @@ from pathlib import Path
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
 from .caption import estimate_lines
-from .pipeline import STAGES, estimate_caption_stage, estimate_verify_stage, preflight, run_stage, stage_dir
+from .pipeline import STAGES, estimate_caption_stage, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
 from .verify import estimate_verification_lines, verify_summary_line
 from .report import factor_label, mean_statement, report_all, report_variant, top_factors
 
@@ -121,10 +121,11 @@ def run_command(args:argparse.Namespace # parsed arguments
         rep = report_variant(cfg, progress=not args.quiet)
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
     stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, []
-    for s in stages:
-        res = run_stage(cfg, s, force=args.force, progress=not args.quiet, done=done)
-        _say(args.quiet, *_summary(s, res))
-        warn += _failures(s, res, stage_dir(cfg, s))
+    with run_lock(cfg, lambda line: _say(args.quiet, line)):     # a second process on this variant waits here
+        for s in stages:
+            res = run_stage(cfg, s, force=args.force, progress=not args.quiet, done=done)
+            _say(args.quiet, *_summary(s, res))
+            warn += _failures(s, res, stage_dir(cfg, s))
     lines = warn + [f"artifacts: {', '.join(str(stage_dir(cfg, s)) for s in stages)}"]
     if args.command == 'run' and args.report:
         rep = report_variant(cfg, progress=not args.quiet)

@@ -28,7 +28,7 @@ from .model import folds_to_run
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun', 'get_stage',
-           'stage_dir', 'artifact', 'estimate_caption_stage', 'preflight', 'run_stage', 'run_stages',
+           'stage_dir', 'artifact', 'run_lock', 'estimate_caption_stage', 'preflight', 'run_stage', 'run_stages',
            'estimate_verify_stage']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
@@ -146,6 +146,29 @@ def artifact(cfg:AttrDict, # run configuration
     "The path of `file` written by stage `name` for `cfg` (it may not exist yet)."
     return stage_dir(cfg, name)/file
 
+# %% ../nbs/04b_pipeline.ipynb #dfa509d3
+_LOCKS = {}   # lock file -> [FileLock, depth]: held by this process
+
+@contextlib.contextmanager
+def run_lock(cfg:AttrDict, # run configuration (its variant's run folder holds the lock file)
+             say:Callable[[str], Any]=print # where the one line about waiting goes
+            ):
+    "Hold the run folder's lock file while stages run; when another process holds it, say so in one line and wait."
+    from filelock import FileLock, Timeout
+    path = run_dir(cfg)/'.lock'
+    held = _LOCKS.setdefault(str(path), [FileLock(path), 0])
+    if not held[1]:
+        try: held[0].acquire(timeout=0)
+        except Timeout:
+            say(f"waiting: another posterlens process is running variant {cfg.variant!r} (lock {path})")
+            held[0].acquire()
+    held[1] += 1
+    try: yield path
+    finally:
+        held[1] -= 1
+        if not held[1]: held[0].release()
+
+
 # %% ../nbs/04b_pipeline.ipynb #7851c56b
 def _record_time(cfg, name, entry):
     p = run_dir(cfg)/'report.json'
@@ -214,9 +237,10 @@ def run_stages(cfg:AttrDict, # run configuration
                force:bool=False, # recompute the named stages even when fresh
                progress:bool=True # show progress bars
               ) -> dict:
-    "Run stages `names` (with what they need) for `cfg`; their results by name."
+    "Run stages `names` (with what they need) for `cfg`, holding its `run_lock`; their results by name."
     done = {}
-    return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
+    with run_lock(cfg, print if progress else lambda s: None):
+        return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
 
 # %% ../nbs/04b_pipeline.ipynb #81113829
 def estimate_verify_stage(cfg:AttrDict # run configuration

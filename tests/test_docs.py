@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip('sphinx', reason='docs extras not installed: pip install -e ".[docs]"')
-pytest.importorskip('myst_nb', reason='docs extras not installed: pip install -e ".[docs]"')
+_NO_DOCS = 'the docs extras are not installed: run `make docs` first (installs them and builds the site), then `make pytest`'
+pytest.importorskip('sphinx', reason=_NO_DOCS)
+pytest.importorskip('myst_nb', reason=_NO_DOCS)
 nbformat = pytest.importorskip('nbformat')
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 try: import selenium  # noqa: F401
 except ImportError: selenium = None
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER and selenium),
-    reason='headless Chromium tests need `apt-get install chromium chromium-driver` and selenium (.[docs])')
+    reason='the browser tests need headless Chromium: `apt-get install chromium chromium-driver`, then `make docs` and `make pytest`')
 
 # ------------------------------------------------------------------------------------------ processing units
 def test_page_names_follow_nbdev():
