@@ -31,6 +31,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT/'tests'))
+sys.path.insert(0, str(ROOT/'bench'))
+from _results import write_result  # noqa: E402
 
 WORDINGS = {   # attribute: [(question, +1 when "yes" means present, -1 when it means absent)]
     'dark': [('Is the poster dark and dimly lit?', 1), ('Is the image low-key, with deep shadows?', 1),
@@ -48,7 +50,7 @@ UNPLANTED = ['Is there a human face on the poster?', 'Is there a border around t
              'Is there a vehicle in the picture?', 'Does the image contain a tagline under the title?']
 
 
-def run_one(seed:int, n:int, flip:float, gold:float, folder:Path, url:str) -> pd.DataFrame:
+def run_one(seed:int, n:int, flip:float, gold:float, folder:Path) -> pd.DataFrame:
     "One data set and flip rate: one row per predicate (planted sign, coefficient, effect, interval, q, verified, DSL)."
     from fake_gemini import FakeGemini, synth_attributes
     from posterlens.caption import CaptionCache
@@ -102,36 +104,52 @@ def main(argv=None):
     if a.smoke: a.seeds, a.n, a.flips = 2, 60, [0.0, 0.2]
     for k in ('GOOGLE_GENAI_USE_VERTEXAI', 'GOOGLE_GENAI_USE_ENTERPRISE', 'GOOGLE_API_KEY'): os.environ.pop(k, None)
     os.environ['GEMINI_API_KEY'] = 'bench-key'
+    os.environ['TQDM_DISABLE'] = '1'
     folder = ROOT/'.cache'/'bench'/'verify'
     t0, parts = time.perf_counter(), []
     for flip in a.flips:
-        for s in range(a.seeds): parts.append(run_one(s, a.n, flip, a.gold, folder, ''))
+        for s in range(a.seeds): parts.append(run_one(s, a.n, flip, a.gold, folder))
     R = pd.concat(parts, ignore_index=True)
     print(f"verify benchmark: {a.seeds} seeds x {a.n} posters, flips {a.flips}, 5 planted + 5 unplanted predicates, BH at 0.05"
           + (f", gold labels on {a.gold:.0%} of the rows" if a.gold else '') + f"; {time.perf_counter() - t0:.0f} s")
-    print(f"{'flips':>6} {'all 5 planted verified':>24} {'planted verified':>17} {'no unplanted verified':>22} "
-          f"{'no unplanted significant':>25} {'coverage':>9} {'DSL coverage':>13} {'answered':>9}")
+    cols = ['flips', 'all 5 planted verified (seeds)', 'planted verified', 'no unplanted verified (seeds)',
+            'no unplanted significant (seeds)', 'coverage', 'DSL coverage', 'answered']
+    figures, lines = {}, []
     for flip, g in R.groupby('flip'):
-        per = g.groupby('seed')
-        allp = sum(int(x[x.planted].verified.all()) for _, x in per)
-        nounp = sum(int(not x[~x.planted].verified.any()) for _, x in per)
-        nosig = sum(int(not x[~x.planted].significant.any()) for _, x in per)
-        pl = g[g.planted]
-        dsl = f"{pl.dsl_covered.mean():.0%}" if 'dsl_covered' in pl and pl.dsl_covered.notna().any() else 'n/a'
-        print(f"{flip:>6.0%} {f'{allp}/{a.seeds} seeds':>24} {f'{int(pl.verified.sum())}/{len(pl)}':>17} {f'{nounp}/{a.seeds} seeds':>22} "
-              f"{f'{nosig}/{a.seeds} seeds':>25} {pl.covered.mean():>9.0%} {dsl:>13} {g.answered.mean()/a.n:>9.0%}")
-    print("\nmean image-based effect vs planted coefficient (attenuation by flipped answers), per attribute:")
-    pl = R[R.planted].assign(ratio=lambda d: d.effect/d.coef)
-    print(pl.pivot_table(index='attribute', columns='flip', values='ratio', aggfunc='mean').round(2).to_string())
-    if not a.smoke:
-        g10 = R[R.flip == 0.1] if (R.flip == 0.1).any() else None
-        if g10 is not None:
-            allp = sum(int(x[x.planted].verified.all()) for _, x in g10.groupby('seed'))
-            nounp = sum(int(not x[~x.planted].verified.any()) for _, x in g10.groupby('seed'))
-            print(f"\ntargets at 10% flips: all 5 planted verified with the planted sign in {allp}/{a.seeds} seeds (target >= 9); "
-                  f"no unplanted verified in {nounp}/{a.seeds} seeds (target >= 9)")
-        if (R.flip == 0).any():
-            print(f"target at 0% flips: coverage of the planted coefficients {R[(R.flip == 0) & R.planted].covered.mean():.0%} (target >= 85%)")
+        per, pl = g.groupby('seed'), g[g.planted]
+        f = {'seeds_all_planted_verified': sum(int(x[x.planted].verified.all()) for _, x in per),
+             'planted_verified': int(pl.verified.sum()), 'planted': len(pl),
+             'seeds_no_unplanted_verified': sum(int(not x[~x.planted].verified.any()) for _, x in per),
+             'seeds_no_unplanted_significant': sum(int(not x[~x.planted].significant.any()) for _, x in per),
+             'coverage': float(pl.covered.mean()),
+             'dsl_coverage': float(pl.dsl_covered.mean()) if 'dsl_covered' in pl and pl.dsl_covered.notna().any() else None,
+             'answered': float(g.answered.mean()/a.n),
+             'effect_over_coef': pl.assign(r=pl.effect/pl.coef).groupby('attribute').r.mean().round(3).to_dict()}
+        figures[f'{flip:g}'] = f
+        lines.append([f'{flip:.0%}', f"{f['seeds_all_planted_verified']}/{a.seeds}", f"{f['planted_verified']}/{f['planted']}",
+                      f"{f['seeds_no_unplanted_verified']}/{a.seeds}", f"{f['seeds_no_unplanted_significant']}/{a.seeds}",
+                      f"{f['coverage']:.0%}", 'n/a' if f['dsl_coverage'] is None else f"{f['dsl_coverage']:.0%}", f"{f['answered']:.0%}"])
+    print(pd.DataFrame(lines, columns=cols).to_string(index=False))
+    print("\nmean image-based effect / planted coefficient (attenuation by flipped answers), per attribute and flip rate:")
+    print(R[R.planted].assign(ratio=lambda d: d.effect/d.coef).pivot_table(index='attribute', columns='flip', values='ratio',
+                                                                            aggfunc='mean').round(2).to_string())
+    f10, f0 = figures.get('0.1'), figures.get('0')
+    checks = []
+    if f10: checks += [('all 5 planted verified with the planted sign at 10% flips (seeds; target >= 9 of 10)',
+                        f"{f10['seeds_all_planted_verified']}/{a.seeds}", f10['seeds_all_planted_verified'] >= 0.9*a.seeds),
+                       ('no unplanted predicate verified at 10% flips (seeds; target >= 9 of 10)',
+                        f"{f10['seeds_no_unplanted_verified']}/{a.seeds}", f10['seeds_no_unplanted_verified'] >= 0.9*a.seeds)]
+    if f0: checks.append(('95% intervals covering the planted coefficient at 0% flips (target >= 85%)', f"{f0['coverage']:.0%}",
+                          f0['coverage'] >= 0.85))
+    for fl, f in figures.items():
+        if fl != '0': checks.append((f'coverage at {float(fl):.0%} flips (no target; DSL-corrected with gold labels: '
+                                     f"{'n/a' if f['dsl_coverage'] is None else format(f['dsl_coverage'], '.0%')})", f"{f['coverage']:.0%}", None))
+    print()
+    for name, val, ok in checks: print(f"{name}: {val}" + ('' if ok is None else ' PASS' if ok else ' FAIL'))
+    passed = all(ok is not False for _, _, ok in checks)
+    write_result('verify', {'seeds': a.seeds, 'n': a.n, 'flips': a.flips, 'gold': a.gold, 'by_flip': figures, 'pass': passed},
+                 [(name, val) for name, val, _ in checks], smoke=a.smoke)
+    return 0 if passed or a.smoke else 1
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__': sys.exit(main())
