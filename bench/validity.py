@@ -285,10 +285,14 @@ def main():
         a.set = {'text_model': tiny_text_model(cache/'tiny-bert'), 'cache_dir': str(cache), 'epochs': 1, 'freeze_layers': 0, 'max_length': 64,
                  'n_bootstrap': 200, 'max_segments': 4}
     models = ['ridge', 'default'] if a.model == 'both' else [a.model]
-    prev = {} if a.smoke else (read_results().get('validity') or {}).get('figures') or {}
-    figs = {m: prev.get(m) for m in ('ridge', 'default') if prev.get(m)}
+    figs = {}
     stamp = lambda f: {**f, 'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'commit': commit()}
-    save = lambda: write_result('validity', figs, table_rows(figs), smoke=a.smoke)
+    def save():
+        "Write this run's models' figures beside the other model's latest ones (read again now: another run may be going)."
+        latest = {} if a.smoke else (read_results().get('validity') or {}).get('figures') or {}
+        for m in ('ridge', 'default'):
+            if m not in models and latest.get(m): figs[m] = latest[m]
+        write_result('validity', figs, table_rows(figs), smoke=a.smoke)
     for m in models:
         ns = a.seeds or (10 if m == 'ridge' else 5)
         b = argparse.Namespace(**{**vars(a), 'seeds': ns})
@@ -299,6 +303,7 @@ def main():
             def keep(f):
                 figs['default'] = stamp(f); save()
             default_validity(b, cache, keep)
+    if not models: save()
     t = side_by_side(figs)
     print(f"\n== closing figures ({time.time() - t0:.0f} s)")
     for m, f in figs.items(): print(f"{m}: {f['procedure']} ({f['date']}, {f['commit']})")
