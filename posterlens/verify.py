@@ -18,7 +18,7 @@ from .core import (PosterlensError, cache_dir, hash_bytes, hash_file, hash_obj, 
 from .caption import CaptionCache, CaptionResult, Captioner, Retryable, backoff, caption_images
 from .vlm import (GEMINI_DEFAULT_MODEL, GeminiCaptioner, OpenAICaptioner, gemini_error, gemini_request, gemini_result,
                             openai_error, openai_result)
-from .explain import bh_adjust, caption_matrix, combine_folds, heldout_effects, normalise, split_segments
+from .explain import bh_adjust, caption_matrix, combine_folds, heldout_effects, normalise, relations, split_segments
 from .model import covariate_columns, encode_covariates, fit_covariates, make_folds
 
 # %% auto #0
@@ -320,23 +320,23 @@ def image_effects(answers:pd.DataFrame, # rows x predicates: 1.0, 0.0 or NaN (`a
                   y:np.ndarray, # outcomes of the rows
                   heldout:np.ndarray, # the fold whose model did not train on each row (-1: none)
                   covariates:pd.DataFrame|None=None, # covariate columns, row-aligned (None: none)
-                  min_n:int=5 # least yes and no answers among a fold's rows
+                  min_n:int=5, # least yes and no answers among a fold's rows
+                  tol:float=0.05 # tolerance of the relations between predicates (as for the factors)
                  ) -> pd.DataFrame:
     "Per predicate: effect, se, effect_lo, effect_hi, p (folds combined), tested_folds, tested_rows; untested ones left out."
     y, heldout, tests = np.asarray(y, float), np.asarray(heldout), []
+    A = answers.reset_index(drop=True)
+    known = A.dropna()
+    rel = relations(known, tol) if len(known) else pd.DataFrame('', index=A.columns, columns=A.columns)
     for k in sorted(set(heldout[heldout >= 0].tolist())):
-        rows = np.flatnonzero(heldout == k)
+        rows = np.flatnonzero((heldout == k) & A.notna().all(axis=1).to_numpy())
+        if not len(rows): continue
         Z = None
         if covariates is not None and covariates.shape[1]:
             cv = covariates.iloc[rows]
             Z = encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
-        for p in answers.columns:
-            x = answers[p].to_numpy(float)[rows]
-            ok = ~np.isnan(x)
-            X = pd.DataFrame({p: x[ok]})
-            rel = pd.DataFrame([['self']], index=[p], columns=[p])
-            t = heldout_effects(y[rows][ok], X, rel, None, None if Z is None else Z[ok], min_n)
-            if len(t): tests.append(t.assign(fold=int(k)))
+        t = heldout_effects(y[rows], A.iloc[rows], rel, None, Z, min_n)
+        if len(t): tests.append(t.assign(fold=int(k)))
     if not tests: return pd.DataFrame(columns=['factor', 'effect', 'se', 'effect_lo', 'effect_hi', 'p', 'tested_folds', 'tested_rows'])
     return combine_folds(pd.concat(tests, ignore_index=True))
 

@@ -30,7 +30,8 @@ application/json, else 400 INVALID_ARGUMENT as the real API answers) gets a JSON
 property. Boolean properties are yes/no questions (their `description`) about a synthetic poster: `attributes`
 ({image sha256: {'dark': 1, 'cool': 0, ...}}) gives the planted answer of the first attribute word in the question
 (`ATTRIBUTE_WORDS`, several wordings each), other questions get a stable coin; `flip` flips that share of the answers
-(per image and question). Per image, `rate_not_json` answers prose instead of JSON, `rate_missing` leaves out the last
+(per image and question); captions of those posters say each attribute in one sentence (`planted_caption`).
+Per image, `rate_not_json` answers prose instead of JSON, `rate_missing` leaves out the last
 property, `rate_refusal` declines in prose (OpenAI: `message.refusal`). String properties (a text-only request) get a
 question written from the item's text.
 
@@ -113,6 +114,19 @@ def synth_attributes(folder) -> dict:
 
 def _unit(*parts) -> float:
     return int(hashlib.sha256('|'.join(map(str, parts)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+PLANTED_SENTENCES = {   # what the fake captioner writes about a planted attribute: (present, absent)
+    'dark': ('The image is dark and low-key.', 'The image is bright and high-key.'),
+    'cool': ('Cool blue tones dominate.', 'Warm red tones dominate.'),
+    'bw': ('It is in black and white.', 'It is in full colour.'),
+    'cluttered': ('The layout is busy and cluttered.', 'The layout is clean and minimal.'),
+    'big_title': ('The title is set in large bold text.', 'The title is in small text.'),
+}
+
+def planted_caption(image_sha:str, attributes:dict) -> str:
+    "The caption the fake answers for a synthetic poster whose planted attributes it knows: one sentence per attribute."
+    return ' '.join([f'A fake caption for image {image_sha[:12]}.'] +
+                    [PLANTED_SENTENCES[a][0 if v else 1] for a, v in attributes.items() if a in PLANTED_SENTENCES])
 
 def written_question(item:str) -> str:
     "The question the fake's 'language model' writes for a concept item 'name (e.g. sentence; sentence)'."
@@ -360,7 +374,7 @@ class FakeGemini(FakeServer):
             text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop())
             if self.malformed(sha) == 'refusal':   # Gemini has no refusal field: a model that declines writes prose
                 text = "I'm sorry, but I can't help with answering questions about this image."
-        else: text = caption_for(sha)
+        else: text = planted_caption(sha, self.attributes[sha]) if sha in self.attributes else caption_for(sha)
         if out == 'maxtokens': text = text[:30]
         n_out = len(text.split())
         cand = {'content': {'parts': [{'text': text}], 'role': 'model'}, 'index': 0,
