@@ -590,3 +590,54 @@ def test_repository_url_is_written_once():
         if f.suffix in ('.py', '.md', '.html', '.ipynb', '.css'): assert url not in f.read_text(), f
     assert C.linkcode_resolve('py', {'module': 'posterlens.core', 'fullname': 'load_settings'}).startswith(
         f'{url}/blob/{C.BRANCH}/posterlens/core.py#L')
+
+VERDICT = re.compile(r'The (\S+) regressor (BEATS|does NOT beat) the mean predictor: RMSE ([\d.]+) vs ([\d.]+) '
+                     r'\(target sd ([\d.]+)\);\s*the difference is ([-+][\d.]+), 95% CI ([-+][\d.]+) to ([-+][\d.]+)')
+
+def page_text(site, name) -> str:
+    return ' '.join(html.unescape(re.sub(r'<[^>]+>', ' ', page(site, name))).split())
+
+@pytest.mark.slow
+def test_home_page_quotes_the_model_page_and_settings(full_site):
+    "The home page's figures are the model page's, its variant table is settings.ini's, its data size the settings'."
+    from posterlens.core import list_variants, load_settings
+    site = full_site['site']
+    home, model = page_text(site, 'index.html'), page_text(site, 'model.html')
+    h, m = VERDICT.search(home), VERDICT.search(model)
+    assert h and m, (h, m)
+    assert h.groups() == m.groups()
+    table = page(site, 'index.html').split('what it runs', 1)[1].split('</table>', 1)[0]
+    names = re.findall(r'<tr[^>]*>\s*<td[^>]*>(?:<p>)?<code[^>]*><span class="pre">([\w-]+)</span>', table)
+    assert names == list_variants(ROOT/'settings.ini'), names
+    cfg = load_settings('default', path=ROOT/'settings.ini')
+    assert f'show the default variant: {cfg.synth_n} synthetic posters' in home
+    assert f'({cfg.folds}-fold cross-validation, {cfg.epochs} epochs)' in home
+
+@pytest.mark.slow
+def test_settings_page_lists_every_key(full_site):
+    from posterlens.core import Settings
+    text = page_text(full_site['site'], 'settings.html')
+    for k, f in Settings.model_fields.items():
+        assert k in text and ' '.join(html.unescape(f.description).replace('`', '').split()) in text, k
+
+FINDINGS_JS = '''return Array.from(document.querySelectorAll('.cell_output table.dataframe')).map(t => {
+  const box = t.closest('.output') || t.parentElement, b = box.getBoundingClientRect();
+  const right = b.left + box.clientWidth;
+  const ths = Array.from(t.querySelectorAll('thead th')).map(th => [th.textContent.trim(), th.getBoundingClientRect().right]);
+  return {cols: ths.map(x => x[0]), right: right, hidden: ths.filter(x => x[1] > right + 1).map(x => x[0])};
+});'''
+
+@pytest.mark.slow
+@needs_browser
+def test_factor_table_findings_visible_at_1280(full_site, browser):
+    "At 1280 px, the columns that carry a finding (effect, its interval, q, the flag) need no scrolling."
+    srv, base = serve(full_site['site'])
+    try:
+        browser.get(base + 'explain.html')
+        tables = browser.execute_script(FINDINGS_JS)
+    finally: srv.shutdown()
+    factor = [t for t in tables if 'effect' in t['cols'] and 'q' in t['cols']]
+    assert factor, [t['cols'] for t in tables]
+    for t in factor:
+        late = [c for c in t['hidden'] if c in B.FINDING_COLUMNS]
+        assert not late, f'off-screen at 1280 px: {late} of {t["cols"]}'

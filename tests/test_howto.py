@@ -88,9 +88,8 @@ def test_gemini_guide(gemini_run, project, fakes):
     assert '24' in data.stdout + data.stderr                                   # the rows it found usable
     assert 'USD' in estimate.stdout and 'caption estimate' in estimate.stdout    # the cost, before paying
     assert len(g.ok_by_image) == 24 and max(g.ok_by_image.values()) == 1        # every image described once
-    assert (project/'reports'/'ads-try'/'03_model.html').exists() or any((project/'reports'/'ads-try').glob('*model*.html'))
-    assert (project/'reports'/'index.html').exists()
-    assert re.search(r'(BEATS|does NOT beat) the mean predictor', (project/'reports'/'index.html').read_text())
+    assert 'ads-try/03_model.html' in (project/'reports'/'index.html').read_text()      # the index lists the report
+    assert re.search(r'(BEATS|does NOT beat) the mean predictor', (project/'reports'/'ads-try'/'03_model.html').read_text())
 
 def test_local_vlm_guide(gemini_run, project, env, fakes):
     _, o = fakes
