@@ -166,10 +166,10 @@ class LateWaker(threading.Event):
 
 def test_rate_limiter_holds_back_a_late_thread():
     "A thread that wakes late cannot squeeze an extra start into a window: the window log uses the actual start times."
-    rl, late = RateLimiter(3, period=1.0), LateWaker(0.6)            # pacing alone: slots at 0, 1/3, 2/3, 1, 4/3 s
+    rl, late = RateLimiter(3, period=2.0), LateWaker(1.2)            # pacing alone: slots at 0, 2/3, 4/3, 2, 8/3 s
     starts, lock = [rl.acquire()], threading.Lock()
     def sleeper():
-        t = rl.acquire(late)                                           # takes the 1/3 s slot, wakes at about 0.93 s
+        t = rl.acquire(late)                                           # takes the 2/3 s slot, wakes at about 1.87 s
         with lock: starts.append(t)
     th = threading.Thread(target=sleeper); th.start()
     assert late.waiting.wait(30)                                       # its slot is taken before the others ask
@@ -178,8 +178,8 @@ def test_rate_limiter_holds_back_a_late_thread():
         with lock: starts.append(t)
     th.join()
     assert len(starts) == 5 and None not in starts
-    # without the window log the starts would be 0, 2/3, ~0.93, 1, 4/3: four in [2/3, 5/3)
-    assert busiest_window(starts, 1.0) == 3
+    # without the window log the starts would be 0, 4/3, ~1.87, 2, 8/3: four in [4/3, 10/3)
+    assert busiest_window(starts, 2.0) == 3
 
 
 def test_rate_limiter_is_cancelled_by_a_stopped_run():
