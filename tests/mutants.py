@@ -188,7 +188,7 @@ def run_tests(copy:Path, tests:list[str], timeout:int, tag:str, first_failure:bo
             return 'error', outcomes, time.monotonic() - t0, tails[-1]     # no test failed: collection error, nothing run
     for nb in nbs:
         left = max(1, timeout - (time.monotonic() - t0))
-        cmd = [str(Path(sys.executable).parent/'nbdev-test'), '--path', nb, '--do_print']
+        cmd = [str(Path(sys.executable).parent/'nbdev-test'), nb, '--n-workers', '1']
         try: r = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=left)
         except subprocess.TimeoutExpired: return 'timeout', outcomes, time.monotonic() - t0, ''
         outcomes[nb] = 'passed' if r.returncode == 0 else 'failed'

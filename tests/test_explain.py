@@ -179,6 +179,9 @@ def test_heldout_effects_test_parts_beyond_their_parent():
     # without the parent as a control, the part borrows the parent's effect (what the old factor table showed)
     alone = heldout_effects(y, X[['image top']], relations(X[['image top']])).set_index('factor')
     assert alone.effect['image top'] < -3*alone.se['image top']
+    # tested alone, with the broader phrases passed as parents (as each fold tests its chosen factors): the parent is its control
+    sub = heldout_effects(y, X[['image top']], relations(X), parents=X).set_index('factor')
+    assert sub.controls['image top'] == 1 and abs(sub.effect['image top']) < 3*sub.se['image top']
 
 
 def test_heldout_effects_standard_errors_are_hc3():
