@@ -34,7 +34,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
 DOCS_EXTRAS := dev,docs,pixels
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-validity bench-demo lab report-all
+.PHONY: install install-dev demo test nbtest pytest export clean check docs docs-serve bench bench-validity bench-demo lab report-all mutants
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -67,6 +67,12 @@ nbtest: install-dev
 pytest: install-dev
 	$(BIN)/pytest -q tests
 
+# Mutation checks of the claims: each named bug of tests/mutations.toml is planted in a scratch copy and must make
+# its named tests fail; prints the table (mutation, test that killed it) and the kill rate, fails unless all are
+# killed. A mutation whose code moved is STALE (a failure): update its strings. MUTANTS_ARGS=--fast: the CI subset.
+mutants: install-dev
+	$(PY) tests/mutants.py $(MUTANTS_ARGS)
+
 export: install-dev
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
@@ -85,6 +91,12 @@ $(DOCS_STAMP): $(DEV_STAMP)
 
 docs: $(DOCS_STAMP)
 	$(PY) docs/build.py $(DOCS_ARGS)
+
+# The built site over HTTP (search shows its excerpts only when served, not from files): http://localhost:8000
+DOCS_PORT ?= 8000
+docs-serve:
+	@test -f _docs/index.html || $(MAKE) docs
+	$(PY) -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory _docs
 
 $(LAB_STAMP): $(STAMP)
 	$(call INSTALL,-e ".[lab]")
