@@ -108,7 +108,8 @@ lab: $(LAB_STAMP)
 # Every benchmark of bench/ (any bench/*.py not starting with _), one after the other: each writes its result to
 # bench/results/NAME.json (a benchmark that needs a GPU or the network it lacks says why in its result); then the
 # README's tables are generated from the results. BENCH_ARGS_<name> passes options to one of them; the defaults keep
-# `make bench` within the hour on 2 cores: the demo and the report cells on the `smoke` variant, validity's fast
+# the slowest ones small: the demo and the report cells on the `smoke` variant, scale at 100 and 200 posters without
+# reports, validity's fast
 # stand-in (keeping the real model's last figures). The full-size runs: `make bench-demo` (`make demo` of the default
 # variant on a fresh clone) and `make bench-validity` (the default variant's own procedure on 5 seeds, real and
 # shuffled targets, each a full run: hours on 2 shared cores; finished stages are kept, so a rerun resumes).
@@ -116,6 +117,7 @@ BENCH_SCRIPTS := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 BENCH_ARGS_validity ?= --model ridge
 BENCH_ARGS_report_cells ?= --variant smoke
 BENCH_ARGS_demo ?= --variant smoke --pip-cache
+BENCH_ARGS_scale ?= --sizes 100,200 --no-reports
 bench_args = $(BENCH_ARGS_$(basename $(notdir $(1))))
 bench: install-dev
 	@rc=0; $(foreach f,$(BENCH_SCRIPTS),echo "== $(f) $(call bench_args,$(f))"; $(PY) $(f) $(call bench_args,$(f)) || { echo "!! $(f) failed"; rc=1; };) \

@@ -183,7 +183,11 @@ def main(argv=None) -> int:
             if r.get('profile'): print(f"profile of {a.profile} at n={r['n']}:\n" + Path(r['profile']).read_text()[:6000])
         if a.json:
             Path(a.json).write_text(json.dumps({'variant': a.variant, 'cpus': os.cpu_count(), 'results': results, 'grew': grew}, indent=1))
-        return 1 if grew else 0
+        from _results import write_result
+        write_result('scale', {'variant': a.variant, 'overrides': a.overrides, 'results': results, 'grew': grew},
+                     [(f"{a.variant}, {', '.join(str(r['rows']) for r in results)} posters: stages whose per-row CPU cost grew "
+                       f"more than {LIMIT}x", ', '.join(grew) or 'none')], smoke=a.smoke)
+        return 1 if grew and not a.smoke else 0
 
 
 if __name__ == '__main__':

@@ -303,7 +303,6 @@ def main():
             def keep(f):
                 figs['default'] = stamp(f); save()
             default_validity(b, cache, keep)
-    if not models: save()
     t = side_by_side(figs)
     print(f"\n== closing figures ({time.time() - t0:.0f} s)")
     for m, f in figs.items(): print(f"{m}: {f['procedure']} ({f['date']}, {f['commit']})")
