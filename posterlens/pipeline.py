@@ -22,11 +22,14 @@ from .vlm import gemini_captioner, openai_captioner, transformers_captioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
 from .pixels import add_pixel_baseline, use_pixels
 from .explain import EXPLAIN_KEYS, FACTORS_VERSION, stage_explain
+from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_verify, verifier_name, verify_fingerprint,
+                               verify_heldout, verify_stale)
+from .model import folds_to_run
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'STAGE_RATES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun',
            'get_stage', 'stage_dir', 'artifact', 'run_lock', 'estimate_caption_stage', 'preflight', 'run_stage',
-           'run_stages', 'stage_seconds', 'estimate_run', 'estimate_run_lines']
+           'run_stages', 'estimate_verify_stage', 'stage_seconds', 'estimate_run', 'estimate_run_lines']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, Callable[[AttrDict], Captioner]] = {
@@ -107,6 +110,17 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           tuple(EXPLAIN_KEYS), 'Shapley values of every description, factors tested out of sample', _explain,
           lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda cfg, ins: {'factors': FACTORS_VERSION}),
 ]}
+
+# %% ../nbs/04b_pipeline.ipynb #b6e56771
+def _verify(r:StageRun):
+    data = r.inputs['data'].assign(id=lambda d: d.id.astype(str)).set_index('id')
+    return stage_verify(r.cfg, _table(r.cfg, r.inputs), data.image_path, r.inputs['explain'], r.inputs['train']['folds_run'],
+                        r.out, progress=r.progress)
+
+STAGES['verify'] = Stage('verify', 'verify', ('data', 'caption', 'train', 'explain'), ('findings.parquet', 'summary.json'),
+                         tuple(VERIFY_KEYS), "every tested concept asked of the VLM as a yes/no question about the held-out images, tested again",
+                         _verify, lambda d: read_parquet(d/'findings.parquet'), fingerprint=lambda cfg, ins: verify_fingerprint(cfg),
+                         stale=verify_stale)
 
 # %% ../nbs/04b_pipeline.ipynb #1ee1a6af
 def get_stage(name:str # a stage name: data, caption, train or explain
@@ -228,6 +242,18 @@ def run_stages(cfg:AttrDict, # run configuration
     with run_lock(cfg, print if progress else lambda s: None):
         return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
 
+# %% ../nbs/04b_pipeline.ipynb #81113829
+def estimate_verify_stage(cfg:AttrDict # run configuration
+                         ) -> dict|None:
+    "What the verify stage of `cfg` would send and cost (`estimate_verification`); None when no verifier is configured. No request is made."
+    if verifier_name(cfg) is None: return None
+    table = run_stage(cfg, 'data', progress=False)
+    run = folds_to_run(cfg)
+    held = verify_heldout(len(table), cfg, run)
+    f = artifact(cfg, 'explain', 'factors.parquet')
+    n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
+    return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
+
 # %% ../nbs/04b_pipeline.ipynb #69545eae
 # (fixed seconds, seconds per row) of the default variant (MiniLM, 4 of 6 layers frozen, 3 epochs, 5 folds, exact Shapley),
 # CPU seconds on 2 cores, measured by `bench/scale.py` (n = 100 and 400; see the README's scaling section)
@@ -262,18 +288,19 @@ def estimate_run(cfg:AttrDict, # run configuration
     rows = int(cap['n_images'])
     secs = {}
     for name in [*STAGES, *(['reports'] if reports else [])]:
-        if name == 'caption' and uses_vlm(cfg): secs[name] = float(cap['seconds'] or 0.0)
+        if name not in STAGE_RATES: secs[name] = None              # a stage with its own estimate (verify: printed after)
+        elif name == 'caption' and uses_vlm(cfg): secs[name] = float(cap['seconds'] or 0.0)
         elif name == 'data': secs[name] = 0.0                      # done: the estimate needed the table
         elif name == 'caption': secs[name] = stage_seconds(cfg, name, cap['n_todo'])
         else: secs[name] = stage_seconds(cfg, name, rows)
-    return {'variant': cfg.variant, 'rows': rows, 'seconds': secs, 'total': sum(secs.values()), 'caption': cap,
+    return {'variant': cfg.variant, 'rows': rows, 'seconds': secs, 'total': sum(v for v in secs.values() if v), 'caption': cap,
             'cpus': os.cpu_count(), 'paid': uses_vlm(cfg)}
 
 def estimate_run_lines(est:dict # from `estimate_run`
                       ) -> list[str]:
     "The estimate in words: rows and stages with their expected time, the total, then the caption estimate."
     from posterlens.caption import estimate_lines, _dur
-    st = '; '.join(f"{k} {_dur(v)}" for k, v in est['seconds'].items() if k != 'data')
+    st = '; '.join(f"{k} {'(below)' if v is None else _dur(v)}" for k, v in est['seconds'].items() if k != 'data')
     return [f"run estimate ({est['variant']}): {est['rows']:,} rows; {st}; total ~{_dur(est['total'])} on this hardware "
             f"({est['cpus']} CPUs; rates measured by bench/scale.py, scaled to these settings)",
             *(estimate_lines(est['caption']) if est['paid'] else [estimate_lines(est['caption'])[0] + '; offline, free'])]
