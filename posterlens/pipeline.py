@@ -255,10 +255,11 @@ def estimate_verify_stage(cfg:AttrDict # run configuration
     return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
 
 # %% ../nbs/04b_pipeline.ipynb #69545eae
-# (fixed seconds, seconds per row) of the default variant (MiniLM, 4 of 6 layers frozen, 3 epochs, 5 folds, exact Shapley),
-# CPU seconds on 2 cores, measured by `bench/scale.py` (n = 100 and 400; see the README's scaling section)
-STAGE_RATES = {'data': (0.3, 0.0065), 'caption': (0.6, 0.0047), 'train': (6.0, 0.230), 'explain': (6.0, 0.120),
-               'reports': (60.0, 0.010)}
+# (fixed seconds, seconds per row) of the default variant (MiniLM, 4 of 6 layers frozen, 3 epochs, 5 folds, exact Shapley):
+# wall seconds of `make demo` at n = 400 on a quiet 2-core machine (bench/demo.py: data 3, caption 6, train 87, explain 58,
+# reports 48 s), split into a fixed part and a per-row part; bench/scale.py checks that the per-row part is constant in n
+STAGE_RATES = {'data': (0.5, 0.0065), 'caption': (0.5, 0.014), 'train': (2.0, 0.2125), 'explain': (2.0, 0.14),
+               'reports': (40.0, 0.02)}
 _REF = dict(epochs=3, folds_run=5, trained_layers=2, layers=6)
 
 def _trained_share(cfg) -> float:
@@ -302,6 +303,6 @@ def estimate_run_lines(est:dict # from `estimate_run`
     from posterlens.caption import estimate_lines, _dur
     st = '; '.join(f"{k} {'(below)' if v is None else _dur(v)}" for k, v in est['seconds'].items() if k != 'data')
     return [f"run estimate ({est['variant']}): {est['rows']:,} rows; {st}; total ~{_dur(est['total'])} on this hardware "
-            f"({est['cpus']} CPUs; rates measured by bench/scale.py, scaled to these settings)",
+            f"({est['cpus']} CPUs; rates of the default variant on a quiet 2-core machine, scaled to these settings)",
             *(estimate_lines(est['caption']) if est['paid'] else [estimate_lines(est['caption'])[0] + '; offline, free'])]
 
