@@ -10,7 +10,12 @@ Three parts, each timed on the CPU (a few dozen captions) and, when torch sees C
 - exact segment Shapley: `posterlens.explain.explain_segments` on the same kind of captions (about 6 sentences,
   so 64 coalitions each) with a MiniLM regressor; captions/s;
 - transformers captioning: `posterlens.vlm.TransformersCaptioner` with a tiny randomly initialised GIT model (the
-  one tests/test_vlm.py builds), 20 new tokens per image; images/s (model loading not timed).
+  one tests/test_vlm.py builds), 20 new tokens per image; images/s (model loading not timed);
+- on a GPU only: how far exact Shapley values under bf16 autocast are from float32 ones (posterlens trains with bf16
+  autocast on a GPU and explains in float32; this figure says whether explaining in bf16 would be safe).
+
+On a GPU, training runs under bf16 autocast and the Shapley coalitions go in batches sized by the GPU's free memory
+(`posterlens.model.autocast`, `batch_tokens`), as the pipeline runs them.
 
 Without CUDA the GPU column says `skipped` and a line says so. Timings on shared CPU cores vary from run to run:
 compare the figures of one run only."""
@@ -59,6 +64,16 @@ def shapley_rate(device:str, n:int) -> float:
     t = time.perf_counter()
     explain_segments(model, caps, progress=False); sync(device)
     return n / (time.perf_counter() - t)
+
+
+def bf16_shapley_gap(n:int) -> dict:
+    "GPU only: exact segment Shapley values in float32 and under bf16 autocast; the largest difference beside the typical value."
+    caps = pm.toy_captions(n, seed=2).caption.tolist()
+    with on('cuda'):
+        model = pm.TextRegressor.from_pretrained('minilm', max_length=256, target_mean=6.0, target_std=0.8).eval()
+    a = explain_segments(model, caps, progress=False)
+    with torch.autocast('cuda', dtype=torch.bfloat16): b = explain_segments(model, caps, progress=False)
+    return {'max_abs_diff': float((a.shap - b.shap).abs().max()), 'median_abs_shap': float(a.shap.abs().median()), 'n': n}
 
 
 def tiny_git(path:Path) -> Path:
@@ -119,6 +134,9 @@ def main():
             gpu = fn('cuda', a.gpu_n) if cuda else None
             if gpu is not None: print(f"  {name}: GPU {gpu:.2f} ({time.perf_counter() - t0:.0f} s so far)", flush=True)
             rows.append((name, cpu, gpu))
+        gap = bf16_shapley_gap(min(a.gpu_n, 200)) if cuda else None
+    if gap: print(f"bf16 autocast on exact Shapley ({gap['n']} captions): largest |difference| from float32 {gap['max_abs_diff']:.4f} "
+                  f"against a median |value| of {gap['median_abs_shap']:.4f} (posterlens explains in float32; training uses bf16)")
     w = max(len(r[0]) for r in rows)
     print(f"\n{'part':<{w}}  {'CPU':>9}  {'GPU':>9}  {'GPU/CPU':>8}")
     for name, cpu, gpu in rows:
@@ -126,7 +144,7 @@ def main():
         print(f"{name:<{w}}  {cpu:>9.2f}  {g:>9}  {x:>8}")
     write_result('gpu', {'cpu_n': a.cpu_n, 'gpu_n': a.gpu_n, 'gpu_epochs': a.gpu_epochs, 'torch_threads': torch.get_num_threads(),
                          'parts': [{'part': name, 'cpu': cpu, 'gpu': gpu} for name, cpu, gpu in rows],
-                         'gpu_skipped': None if cuda else 'no CUDA device', 'load_after': os.getloadavg()[0]},
+                         'gpu_skipped': None if cuda else 'no CUDA device', 'load_after': os.getloadavg()[0], 'bf16_shapley': gap},
                  [(f'{name}, {dev}', 'skipped: no CUDA device' if v is None else f'{v:.2f}')
                   for name, cpu, gpu in rows for dev, v in (('CPU', cpu), ('GPU', gpu))], smoke=a.smoke)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} "

@@ -5,6 +5,7 @@
 # %% ../nbs/02_caption.ipynb #fc62d271
 from __future__ import annotations
 import heapq, importlib, mimetypes, queue, random, threading, time
+from itertools import islice
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, asdict, fields
@@ -415,18 +416,18 @@ def check_caption_run(usage:dict, # from `caption_usage`
 # %% ../nbs/02_caption.ipynb #5e11a005
 def _typical_tokens_out(results:list, # cached `CaptionResult`s of this data set
                         cache:CaptionCache, model:str, # where else to look, and for which model
-                        limit:int=2000 # most other cached answers read
+                        limit:int=2000 # most other cached answers used (and at most 10x as many cache files read)
                        ) -> tuple[list[int], str]:
     "Output tokens of answered captions: this data set's, else other cached answers of `model` (sorted file order)."
     outs = [r.tokens_out for r in results if r.status in ('ok', 'truncated') and r.tokens_out]
     if outs or not model: return outs, 'this data set'
-    for d in sorted(p for p in cache.root.iterdir() if p.is_dir()):
-        for f in sorted(d.glob('*.json')):
-            try: j = read_json(f)
-            except (OSError, ValueError): continue
-            if j.get('status') in ('ok', 'truncated') and j.get('tokens_out') and str(j.get('model', '')).startswith(model):
-                outs.append(int(j['tokens_out']))
-                if len(outs) >= limit: return outs, f'other data sets ({model})'
+    files = (f for d in sorted(p for p in cache.root.iterdir() if p.is_dir()) for f in sorted(d.glob('*.json')))
+    for f in islice(files, 10*limit):      # a big cache of other models' answers is not read to its end
+        try: j = read_json(f)
+        except (OSError, ValueError): continue
+        if j.get('status') in ('ok', 'truncated') and j.get('tokens_out') and str(j.get('model', '')).startswith(model):
+            outs.append(int(j['tokens_out']))
+            if len(outs) >= limit: break
     return outs, f'other data sets ({model})'
 
 def estimate_captioning(cfg:AttrDict, # run configuration (max_output_tokens, rpm)

@@ -10,7 +10,7 @@ from pathlib import Path
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
 from .caption import estimate_lines
-from .pipeline import STAGES, estimate_caption_stage, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
+from .pipeline import STAGES, estimate_caption_stage, estimate_run, estimate_run_lines, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
 from .verify import estimate_verification_lines, verify_summary_line
 from .report import factor_label, mean_statement, report_all, report_variant, top_factors
 
@@ -54,7 +54,9 @@ def make_parser() -> argparse.ArgumentParser:
         if st.needs_captioner: _estimate(p)
     p = sub.add_parser('run', help='run every stage; with --report also the HTML reports',
                        description=f"Run {', '.join(STAGES)} for a variant; with --report also the HTML reports.")
-    _common(p); _estimate(p)
+    _common(p)
+    p.add_argument('--estimate', action='store_true', help='print the rows, each stage\'s expected time on this hardware and '
+                   'what captioning would cost (tokens, USD online and batch), then stop: no paid request')
     p.add_argument('--report', action='store_true', help='afterwards, execute the notebooks into reports/<variant>/ as HTML')
     p = sub.add_parser('report', help='HTML reports of a variant (or --all) and reports/index.html',
                        description='Run what is missing, execute the stage notebooks with papermill into reports/<variant>/ '
@@ -116,7 +118,9 @@ def run_command(args:argparse.Namespace # parsed arguments
     cfg = load_settings(args.variant, args.overrides)     # every setting checked here, before any work
     preflight(cfg)
     if getattr(args, 'estimate', False):
-        return estimate_lines(estimate_caption_stage(cfg)) + estimate_verification_lines(estimate_verify_stage(cfg), cfg)
+        verify = estimate_verification_lines(estimate_verify_stage(cfg), cfg)
+        if args.command == 'run': return estimate_run_lines(estimate_run(cfg, reports=args.report)) + verify
+        return estimate_lines(estimate_caption_stage(cfg)) + verify
     if args.command == 'report':
         rep = report_variant(cfg, progress=not args.quiet)
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]

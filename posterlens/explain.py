@@ -20,7 +20,7 @@ from fastcore.basics import AttrDict
 
 from .core import (PosterlensError, load_settings, run_dir, write_json, read_json, write_parquet,
                              read_parquet, hash_frame, hash_obj, stage_key, is_fresh, mark_done, set_seed)
-from .model import (TextRegressor, covariate_columns, encode_covariates, fit_covariates, load_fold_model,
+from .model import (TextRegressor, batch_tokens, covariate_columns, encode_covariates, fit_covariates, load_fold_model,
                               make_folds, train_fold)
 
 # %% auto #0
@@ -204,7 +204,7 @@ def explain_segments(model, # a `TextRegressor`
                      texts:Sequence[str], # captions
                      ids:Sequence|None=None, # their ids (default 0..n-1)
                      batch_size:int=512, # most texts per forward pass
-                     max_tokens:int=8192, # most padded tokens per forward pass
+                     max_tokens:int|None=None, # most padded tokens per forward pass (None: `batch_tokens`, 8,192 on the CPU)
                      max_segments:int=8, # segments per caption (more are merged)
                      mode:str='sentence', # 'sentence' or 'clause'
                      threads:int|None=None, # torch CPU threads (None: torch's default)
@@ -218,7 +218,7 @@ def explain_segments(model, # a `TextRegressor`
     segments = [split_segments(t, max_segments, mode) for t in texts]
     seqs, index, n_fallback = coalition_inputs(model.tokenizer, segments, _max_length(model))
     with torch_threads(threads):
-        v = forward_batches(model, seqs, max_tokens=max_tokens, max_batch=batch_size, progress=progress)
+        v = forward_batches(model, seqs, max_tokens=max_tokens or batch_tokens(model), max_batch=batch_size, progress=progress)
     v = v*model.target_std + model.target_mean
     rows = {'id': [], 'seg': [], 'text': [], 'shap': [], 'base': [], 'pred': []}
     for i, segs, idx in zip(ids, segments, index):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_model.ipynb #affa2b46
 from __future__ import annotations
-import copy, json, math, os, time
+import contextlib, copy, json, math, os, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -21,8 +21,8 @@ from .core import (PosterlensError, load_settings, resolve, run_dir, write_json,
 
 # %% auto #0
 __all__ = ['HEAD_FILE', 'WEIGHTS_FILE', 'PREFIX_CACHE_MB', 'MODEL_KEYS', 'resolve_text_model', 'fit_covariates',
-           'encode_covariates', 'n_covariate_features', 'TextRegressor', 'tiny_text_model', 'toy_captions',
-           'make_folds', 'folds_to_run', 'rmse', 'rmse_ci', 'rmse_diff_ci', 'tfidf_ridge', 'train_fold',
+           'encode_covariates', 'n_covariate_features', 'TextRegressor', 'tiny_text_model', 'autocast', 'batch_tokens',
+           'toy_captions', 'make_folds', 'folds_to_run', 'rmse', 'rmse_ci', 'rmse_diff_ci', 'tfidf_ridge', 'train_fold',
            'covariate_columns', 'cross_validate', 'training_table', 'train_fingerprint', 'stage_train',
            'load_fold_model']
 
@@ -360,7 +360,7 @@ def collate(self:TextRegressor, feats:Sequence[tuple] # from `features`
     for r, (i, _) in enumerate(feats): ids[r, :lens[r]] = torch.tensor(i); mask[r, :lens[r]] = 1
     out = {'input_ids': ids.to(self.device), 'attention_mask': mask.to(self.device)}
     if self.n_frozen and all(h is not None for _, h in feats):
-        states = torch.zeros((B, L, feats[0][1].shape[-1]), dtype=feats[0][1].dtype)
+        states = torch.zeros((B, L, feats[0][1].shape[-1]), dtype=feats[0][1].dtype, device=feats[0][1].device)
         for r, (_, h) in enumerate(feats): states[r, :lens[r]] = h
         out['states'] = states.to(self.device)
     return out
@@ -397,6 +397,29 @@ def predict_features(self:TextRegressor, feats:Sequence[tuple], # from `features
                 out[idx] = self.forward_features(self.collate([feats[j] for j in idx]), cov).float().cpu().numpy()
     finally: self.train(was)
     return out*self.target_std + self.target_mean
+
+# %% ../nbs/03_model.ipynb #b0cf36e2
+def autocast(device:torch.device # where the model runs
+            ):
+    "bfloat16 autocast for a training forward pass on a CUDA GPU that supports it; on other devices, nothing changes."
+    if device.type == 'cuda' and torch.cuda.is_bf16_supported(): return torch.autocast('cuda', dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+def batch_tokens(model:nn.Module, # a `TextRegressor` (or a module with `encoder.config`)
+                 default:int=8192, # padded tokens per batch on the CPU
+                 share:float=0.5, # share of the GPU's free memory to fill
+                 most:int=2**18 # never more than this many tokens
+                ) -> int:
+    "Padded tokens per inference batch: `default` on the CPU; on a GPU, what `share` of its free memory holds."
+    dev = next(model.parameters()).device
+    if dev.type != 'cuda': return default
+    conf = getattr(getattr(model, 'encoder', model), 'config', None)
+    h = int(getattr(conf, 'hidden_size', 768)); inter = int(getattr(conf, 'intermediate_size', 4*h))
+    heads, L = int(getattr(conf, 'num_attention_heads', 12)), int(getattr(model, 'max_length', 256))
+    per_token = 4*(4*h + inter + heads*L)      # float32 bytes alive per token in one layer: states, MLP, attention row
+    free, _ = torch.cuda.mem_get_info(dev)
+    return int(max(default, min(most, share*free//per_token)))
+
 
 # %% ../nbs/03_model.ipynb #1b6db024
 _TOY = [('dark', 0.6, 'The image is dark and low-key with deep shadows.', 'The image is bright and high-key with soft light.'),
@@ -548,7 +571,8 @@ def train_fold(texts_train:Sequence[str], y_train, # training descriptions and t
         for idx in bar:
             b = model.collate([feats[i] for i in idx])
             cov = None if X_tr is None else torch.as_tensor(X_tr[idx]).to(model.device)
-            loss = nn.functional.mse_loss(model.forward_features(b, covariates=cov), z[idx].to(model.device))
+            with autocast(model.device): pred = model.forward_features(b, covariates=cov)
+            loss = nn.functional.mse_loss(pred.float(), z[idx].to(model.device))
             opt.zero_grad(); loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step(); sched.step()

@@ -27,9 +27,9 @@ from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_ve
 from .model import folds_to_run
 
 # %% auto #0
-__all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun', 'get_stage',
-           'stage_dir', 'artifact', 'run_lock', 'estimate_caption_stage', 'preflight', 'run_stage', 'run_stages',
-           'estimate_verify_stage']
+__all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'STAGE_RATES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun',
+           'get_stage', 'stage_dir', 'artifact', 'run_lock', 'estimate_caption_stage', 'preflight', 'run_stage',
+           'run_stages', 'estimate_verify_stage', 'stage_seconds', 'estimate_run', 'estimate_run_lines']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, Callable[[AttrDict], Captioner]] = {
@@ -253,3 +253,56 @@ def estimate_verify_stage(cfg:AttrDict # run configuration
     f = artifact(cfg, 'explain', 'factors.parquet')
     n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
     return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
+
+# %% ../nbs/04b_pipeline.ipynb #69545eae
+# (fixed seconds, seconds per row) of the default variant (MiniLM, 4 of 6 layers frozen, 3 epochs, 5 folds, exact Shapley):
+# wall seconds of `make demo` at n = 400 on a quiet 2-core machine (bench/demo.py: data 3, caption 6, train 87, explain 58,
+# reports 48 s), split into a fixed part and a per-row part; bench/scale.py checks that the per-row part is constant in n
+STAGE_RATES = {'data': (0.5, 0.0065), 'caption': (0.5, 0.014), 'train': (2.0, 0.2125), 'explain': (2.0, 0.14),
+               'reports': (40.0, 0.02)}
+_REF = dict(epochs=3, folds_run=5, trained_layers=2, layers=6)
+
+def _trained_share(cfg) -> float:
+    "Training cost per epoch relative to the default (2 of MiniLM's 6 layers trained; frozen ones run once per caption)."
+    n_layers = _REF['layers'] if str(cfg.get('text_model')) == 'minilm' else 12
+    trained = max(1, n_layers - int(cfg.get('freeze_layers') or 0))
+    return trained/_REF['trained_layers'] * (1 if str(cfg.get('text_model')) == 'minilm' else 8/(n_layers/_REF['layers']))
+
+def stage_seconds(cfg:AttrDict, # run configuration
+                  name:str, # a stage name, or 'reports'
+                  rows:int # rows of the data table
+                 ) -> float:
+    "Expected CPU seconds of stage `name` on `rows` rows with the settings of `cfg` (from `STAGE_RATES`)."
+    from posterlens.model import folds_to_run
+    fixed, per_row = STAGE_RATES[name]
+    if name == 'train':
+        per_row *= int(cfg.epochs)*len(folds_to_run(cfg))/(_REF['epochs']*_REF['folds_run']) * _trained_share(cfg)
+    return fixed + per_row*rows
+
+
+# %% ../nbs/04b_pipeline.ipynb #a120f1ef
+def estimate_run(cfg:AttrDict, # run configuration
+                 reports:bool=True # include the HTML reports
+                ) -> dict:
+    "Rows, expected seconds per stage on this hardware for a run from scratch (captions already cached excepted), and the caption estimate; only the data stage runs."
+    cap = estimate_caption_stage(cfg)
+    rows = int(cap['n_images'])
+    secs = {}
+    for name in [*STAGES, *(['reports'] if reports else [])]:
+        if name not in STAGE_RATES: secs[name] = None              # a stage with its own estimate (verify: printed after)
+        elif name == 'caption' and uses_vlm(cfg): secs[name] = float(cap['seconds'] or 0.0)
+        elif name == 'data': secs[name] = 0.0                      # done: the estimate needed the table
+        elif name == 'caption': secs[name] = stage_seconds(cfg, name, cap['n_todo'])
+        else: secs[name] = stage_seconds(cfg, name, rows)
+    return {'variant': cfg.variant, 'rows': rows, 'seconds': secs, 'total': sum(v for v in secs.values() if v), 'caption': cap,
+            'cpus': os.cpu_count(), 'paid': uses_vlm(cfg)}
+
+def estimate_run_lines(est:dict # from `estimate_run`
+                      ) -> list[str]:
+    "The estimate in words: rows and stages with their expected time, the total, then the caption estimate."
+    from posterlens.caption import estimate_lines, _dur
+    st = '; '.join(f"{k} {'(below)' if v is None else _dur(v)}" for k, v in est['seconds'].items() if k != 'data')
+    return [f"run estimate ({est['variant']}): {est['rows']:,} rows; {st}; total ~{_dur(est['total'])} on this hardware "
+            f"({est['cpus']} CPUs; rates of the default variant on a quiet 2-core machine, scaled to these settings)",
+            *(estimate_lines(est['caption']) if est['paid'] else [estimate_lines(est['caption'])[0] + '; offline, free'])]
+

@@ -23,7 +23,7 @@ def test_two_runs_of_one_variant_do_the_work_once(tmp_path):
     tiny = tiny_text_model(tmp_path/'tiny')
     cmd = [sys.executable, '-m', 'posterlens.cli', 'run', '--variant', 'smoke', '--set', f'runs_dir={tmp_path}/runs',
            '--set', f'cache_dir={tmp_path}/cache', '--set', f'text_model={tiny}', '--set', 'freeze_layers=0',
-           *(x for kv in ('synth_n=24', 'n_bootstrap=50', 'max_length=64', 'pixel_baseline=False', 'token_max_evals=50',
+           *(x for kv in ('synth_n=16', 'n_bootstrap=50', 'max_length=64', 'pixel_baseline=False', 'explain_examples=0',
                           'max_segments=4') for x in ('--set', kv))]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]

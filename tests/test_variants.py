@@ -23,7 +23,8 @@ from posterlens.model import tiny_text_model
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ('01_data', '02_caption', '02b_vlm', '03_model', '04_explain', '04c_verify', '05_report')
 FAST = {'epochs': 1, 'folds': 2, 'fold_subset': [0], 'freeze_layers': 0, 'n_bootstrap': 100, 'explain_examples': 1,
-        'token_max_evals': 60, 'max_segments': 5, 'max_length': 64, 'rpm': 6000, 'concurrency': 4, 'max_retries': 2}
+        'token_max_evals': 60, 'max_segments': 5, 'max_length': 64, 'rpm': 6000, 'concurrency': 4, 'max_retries': 2,
+        'pixel_baseline': False}   # the backends are what these tests vary; the pixel baseline has its own tests
 
 
 @pytest.fixture(scope='module')
