@@ -39,7 +39,7 @@ _re_num = re.compile(r'^\d+[a-zA-Z0-9]*_')
 TITLES = {'index': 'posterlens', 'core': 'Settings, run folders, hashing', 'data': 'Data: CSV, images, synthetic posters',
           'describe': 'The offline describer', 'caption': 'Captioning images', 'vlm': 'Vision-language models',
           'model': 'The text regressor', 'pixels': 'The pixel baseline', 'explain': 'Explaining the predictions',
-          'pipeline': 'The pipeline', 'report': 'Reports', 'cli': 'Command line'}
+          'verify': 'Findings checked on the images', 'pipeline': 'The pipeline', 'report': 'Reports', 'cli': 'Command line'}
 
 def log(*a): print('[docs]', *a, flush=True)
 

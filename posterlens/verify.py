@@ -614,6 +614,6 @@ def estimate_verification_lines(e:dict|None, cfg:AttrDict|None=None) -> list[str
     usd = lambda x: 'unknown' if x is None else f'${x:,.4f}'
     return [f"verification estimate ({e['backend']} {e['model']}{', batch mode' if e['batch'] else ''}): {e['requests']} requests "
             f"(1 to write the questions, 1 per held-out image with {n} questions each)",
-            f"  tokens: ~{e['tokens_in'] if e['tokens_in'] is not None else 'unknown'} in, ~{e['tokens_out']} out; "
+            f"  tokens: ~{'unknown' if e['tokens_in'] is None else format(e['tokens_in'], ',')} in, ~{e['tokens_out']:,} out; "
             f"est. USD at list prices: online {usd(e['usd_online'])}, batch {usd(e['usd_batch'])}"
             + (f"; ~{e['seconds']/60:.1f} min at rpm {cfg.rpm:g}" if e['seconds'] and cfg is not None else '')]
