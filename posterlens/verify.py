@@ -15,7 +15,8 @@ from fastcore.basics import AttrDict
 
 from .core import (PosterlensError, cache_dir, hash_bytes, hash_file, hash_obj, read_json, read_parquet, resolve,
                              write_json, write_parquet)
-from .caption import CaptionCache, CaptionResult, Captioner, Retryable, backoff, caption_images
+from .caption import (UNREACHABLE_AFTER, CaptionCache, CaptionResult, Captioner, Retryable, Unreachable, backoff,
+                                caption_images)
 from .vlm import (GEMINI_DEFAULT_MODEL, GeminiCaptioner, OpenAICaptioner, gemini_error, gemini_request, gemini_result,
                             openai_error, openai_result)
 from .explain import bh_adjust, caption_matrix, combine_folds, heldout_effects, normalise, relations, split_segments
@@ -306,6 +307,9 @@ def write_questions(verifier:Captioner, # from `make_verifier`
         for n in range(1, max_retries + 2):
             try: r = verifier.caption(None, '', spec); break
             except Retryable as e:
+                if isinstance(e, Unreachable) and n >= UNREACHABLE_AFTER:     # the caption runner's fast stop
+                    raise PosterlensError(f"cannot reach {e.url or 'the service'}" + (f" (from {e.source})" if e.source else '') +
+                                          f": {e}; {n} attempts in a row got no answer; is the server running and the address right?") from e
                 if n > max_retries: r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}'); break
                 time.sleep(backoff(n, e.retry_after))
         cache.put(key, r)

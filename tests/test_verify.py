@@ -172,6 +172,9 @@ def test_bad_key_and_unreachable_stop_at_once(monkeypatch, posters, tmp_path):
     v = make_verifier(AttrDict(captioner='openai', caption_model='m', openai_base_url='http://127.0.0.1:9/v1'))
     with pytest.raises(PosterlensError, match='cannot reach http://127.0.0.1:9/v1'):
         ask(v, syn, CaptionCache(tmp_path/'c2'))
+    concepts = read_concepts(pd.DataFrame({'name': ['dark'], 'sentences': [['It is dark.']], 'effect': [0.5]}))
+    with pytest.raises(PosterlensError, match='cannot reach http://127.0.0.1:9/v1'):     # also the request that writes the questions
+        write_questions(v, concepts, CaptionCache(tmp_path/'c3'))
 
 
 def test_language_model_writes_the_questions(monkeypatch, tmp_path):
