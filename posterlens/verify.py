@@ -324,25 +324,24 @@ def image_effects(answers:pd.DataFrame, # rows x predicates: 1.0, 0.0 or NaN (`a
                   y:np.ndarray, # outcomes of the rows
                   heldout:np.ndarray, # the fold whose model did not train on each row (-1: none)
                   covariates:pd.DataFrame|None=None, # covariate columns, row-aligned (None: none)
-                  min_n:int=5, # least yes and no answers among a fold's rows
+                  min_n:int=5, # least yes and no answers among the rows
                   tol:float=0.05 # tolerance of the relations between predicates (as for the factors)
                  ) -> pd.DataFrame:
-    "Per predicate: effect, se, effect_lo, effect_hi, p (folds combined), tested_folds, tested_rows; untested ones left out."
-    y, heldout, tests = np.asarray(y, float), np.asarray(heldout), []
+    "Per predicate: effect, se, effect_lo, effect_hi, p, tested_folds, tested_rows; untested ones left out."
+    y, heldout = np.asarray(y, float), np.asarray(heldout)
     A = answers.reset_index(drop=True)
-    known = A.dropna()
-    rel = relations(known, tol) if len(known) else pd.DataFrame('', index=A.columns, columns=A.columns)
-    for k in sorted(set(heldout[heldout >= 0].tolist())):
-        rows = np.flatnonzero((heldout == k) & A.notna().all(axis=1).to_numpy())
-        if not len(rows): continue
-        Z = None
-        if covariates is not None and covariates.shape[1]:
-            cv = covariates.iloc[rows]
-            Z = encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
-        t = heldout_effects(y[rows], A.iloc[rows], rel, None, Z, min_n)
-        if len(t): tests.append(t.assign(fold=int(k)))
-    if not tests: return pd.DataFrame(columns=['factor', 'effect', 'se', 'effect_lo', 'effect_hi', 'p', 'tested_folds', 'tested_rows'])
-    return combine_folds(pd.concat(tests, ignore_index=True))
+    empty = pd.DataFrame(columns=['factor', 'effect', 'se', 'effect_lo', 'effect_hi', 'p', 'tested_folds', 'tested_rows'])
+    rows = np.flatnonzero((heldout >= 0) & A.notna().all(axis=1).to_numpy())
+    if not len(rows) or not A.shape[1]: return empty
+    rel = relations(A.iloc[rows], tol)
+    folds = sorted(set(heldout[rows].tolist()))
+    Z = np.column_stack([(heldout[rows] == k).astype(float) for k in folds[1:]]) if len(folds) > 1 else np.zeros((len(rows), 0))
+    if covariates is not None and covariates.shape[1]:
+        cv = covariates.iloc[rows]
+        Z = np.column_stack([Z, encode_covariates(cv, fit_covariates(cv, list(cv.columns)))])
+    t = heldout_effects(y[rows], A.iloc[rows], rel, None, Z, min_n)
+    if not len(t): return empty
+    return combine_folds(t).assign(tested_folds=len(folds))
 
 def cohen_kappa(a, b) -> float:
     "Cohen's kappa of two 0/1 vectors (NaN pairs left out; NaN when undefined)."
