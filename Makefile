@@ -34,7 +34,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
 DOCS_EXTRAS := dev,docs,pixels
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install install-dev demo test nbtest pytest export clean check docs bench bench-validity bench-demo lab report-all mutants
+.PHONY: install install-dev demo test nbtest pytest export clean check docs docs-serve bench bench-validity bench-demo lab report-all mutants
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -91,6 +91,12 @@ $(DOCS_STAMP): $(DEV_STAMP)
 
 docs: $(DOCS_STAMP)
 	$(PY) docs/build.py $(DOCS_ARGS)
+
+# The built site over HTTP (search shows its excerpts only when served, not from files): http://localhost:8000
+DOCS_PORT ?= 8000
+docs-serve:
+	@test -f _docs/index.html || $(MAKE) docs
+	$(PY) -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory _docs
 
 $(LAB_STAMP): $(STAMP)
 	$(call INSTALL,-e ".[lab]")
