@@ -40,7 +40,7 @@ SETTINGS_PAGE = 'settings'    # the settings reference, generated from the schem
 TITLES = {'index': 'posterlens', SETTINGS_PAGE: 'Settings reference', 'core': 'Settings, run folders, hashing', 'data': 'Data: CSV, images, synthetic posters',
           'describe': 'The offline describer', 'caption': 'Captioning images', 'vlm': 'Vision-language models',
           'model': 'The text regressor', 'pixels': 'The pixel baseline', 'explain': 'Explaining the predictions',
-          'pipeline': 'The pipeline', 'report': 'Reports', 'cli': 'Command line'}
+          'verify': 'Findings checked on the images', 'pipeline': 'The pipeline', 'report': 'Reports', 'cli': 'Command line'}
 
 def log(*a): print('[docs]', *a, flush=True)
 

@@ -15,7 +15,8 @@ from fastcore.basics import AttrDict
 
 from .core import (PosterlensError, cache_dir, hash_bytes, hash_file, hash_obj, read_json, read_parquet, resolve,
                              write_json, write_parquet)
-from .caption import CaptionCache, CaptionResult, Captioner, Retryable, backoff, caption_images
+from .caption import (UNREACHABLE_AFTER, CaptionCache, CaptionResult, Captioner, Retryable, Unreachable, backoff,
+                                caption_images)
 from .vlm import (GEMINI_DEFAULT_MODEL, GeminiCaptioner, OpenAICaptioner, gemini_error, gemini_request, gemini_result,
                             openai_error, openai_result)
 from .explain import bh_adjust, caption_matrix, combine_folds, heldout_effects, normalise, relations, split_segments
@@ -306,6 +307,9 @@ def write_questions(verifier:Captioner, # from `make_verifier`
         for n in range(1, max_retries + 2):
             try: r = verifier.caption(None, '', spec); break
             except Retryable as e:
+                if isinstance(e, Unreachable) and n >= UNREACHABLE_AFTER:     # the caption runner's fast stop
+                    raise PosterlensError(f"cannot reach {e.url or 'the service'}" + (f" (from {e.source})" if e.source else '') +
+                                          f": {e}; {n} attempts in a row got no answer; is the server running and the address right?") from e
                 if n > max_retries: r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}'); break
                 time.sleep(backoff(n, e.retry_after))
         cache.put(key, r)
@@ -320,25 +324,24 @@ def image_effects(answers:pd.DataFrame, # rows x predicates: 1.0, 0.0 or NaN (`a
                   y:np.ndarray, # outcomes of the rows
                   heldout:np.ndarray, # the fold whose model did not train on each row (-1: none)
                   covariates:pd.DataFrame|None=None, # covariate columns, row-aligned (None: none)
-                  min_n:int=5, # least yes and no answers among a fold's rows
+                  min_n:int=5, # least yes and no answers among the rows
                   tol:float=0.05 # tolerance of the relations between predicates (as for the factors)
                  ) -> pd.DataFrame:
-    "Per predicate: effect, se, effect_lo, effect_hi, p (folds combined), tested_folds, tested_rows; untested ones left out."
-    y, heldout, tests = np.asarray(y, float), np.asarray(heldout), []
+    "Per predicate: effect, se, effect_lo, effect_hi, p, tested_folds, tested_rows; untested ones left out."
+    y, heldout = np.asarray(y, float), np.asarray(heldout)
     A = answers.reset_index(drop=True)
-    known = A.dropna()
-    rel = relations(known, tol) if len(known) else pd.DataFrame('', index=A.columns, columns=A.columns)
-    for k in sorted(set(heldout[heldout >= 0].tolist())):
-        rows = np.flatnonzero((heldout == k) & A.notna().all(axis=1).to_numpy())
-        if not len(rows): continue
-        Z = None
-        if covariates is not None and covariates.shape[1]:
-            cv = covariates.iloc[rows]
-            Z = encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
-        t = heldout_effects(y[rows], A.iloc[rows], rel, None, Z, min_n)
-        if len(t): tests.append(t.assign(fold=int(k)))
-    if not tests: return pd.DataFrame(columns=['factor', 'effect', 'se', 'effect_lo', 'effect_hi', 'p', 'tested_folds', 'tested_rows'])
-    return combine_folds(pd.concat(tests, ignore_index=True))
+    empty = pd.DataFrame(columns=['factor', 'effect', 'se', 'effect_lo', 'effect_hi', 'p', 'tested_folds', 'tested_rows'])
+    rows = np.flatnonzero((heldout >= 0) & A.notna().all(axis=1).to_numpy())
+    if not len(rows) or not A.shape[1]: return empty
+    rel = relations(A.iloc[rows], tol)
+    folds = sorted(set(heldout[rows].tolist()))
+    Z = np.column_stack([(heldout[rows] == k).astype(float) for k in folds[1:]]) if len(folds) > 1 else np.zeros((len(rows), 0))
+    if covariates is not None and covariates.shape[1]:
+        cv = covariates.iloc[rows]
+        Z = np.column_stack([Z, encode_covariates(cv, fit_covariates(cv, list(cv.columns)))])
+    t = heldout_effects(y[rows], A.iloc[rows], rel, None, Z, min_n)
+    if not len(t): return empty
+    return combine_folds(t).assign(tested_folds=len(folds))
 
 def cohen_kappa(a, b) -> float:
     "Cohen's kappa of two 0/1 vectors (NaN pairs left out; NaN when undefined)."
@@ -614,6 +617,6 @@ def estimate_verification_lines(e:dict|None, cfg:AttrDict|None=None) -> list[str
     usd = lambda x: 'unknown' if x is None else f'${x:,.4f}'
     return [f"verification estimate ({e['backend']} {e['model']}{', batch mode' if e['batch'] else ''}): {e['requests']} requests "
             f"(1 to write the questions, 1 per held-out image with {n} questions each)",
-            f"  tokens: ~{e['tokens_in'] if e['tokens_in'] is not None else 'unknown'} in, ~{e['tokens_out']} out; "
+            f"  tokens: ~{'unknown' if e['tokens_in'] is None else format(e['tokens_in'], ',')} in, ~{e['tokens_out']:,} out; "
             f"est. USD at list prices: online {usd(e['usd_online'])}, batch {usd(e['usd_batch'])}"
             + (f"; ~{e['seconds']/60:.1f} min at rpm {cfg.rpm:g}" if e['seconds'] and cfg is not None else '')]

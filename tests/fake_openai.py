@@ -5,7 +5,11 @@ OpenAI wire format. Same misbehaviour switches and bookkeeping as `fake_gemini.F
 `retry-after` / `retry-after-ms` headers), 5xx, hangs, `block` (finish_reason `content_filter`),
 `prompt_block` (HTTP 400 with code `content_filter`, as Azure OpenAI does) and `maxtokens` (finish_reason
 `length`). With `api_keys` set, any other bearer token is answered 401 `invalid_api_key` as OpenAI does;
-`rpm_limit` refuses requests over the sliding-window quota with 429 `rate_limit_exceeded`. Run standalone: `python tests/fake_openai.py --port 8766 --rate429 0.2`.
+`rpm_limit` refuses requests over the sliding-window quota with 429 `rate_limit_exceeded`.
+Structured outputs: `response_format` `{"type": "json_schema", "json_schema": {name, strict, schema}}` is checked as
+OpenAI checks it (a name; with `strict`, `additionalProperties: false` and every property required, else 400
+`invalid_json_schema`) and answered as `fake_gemini.FakeServer.structured` answers (planted attributes, `flip`,
+`rate_not_json`, `rate_missing`); `rate_refusal` answers `message.refusal` with `content: null`, as OpenAI does. Run standalone: `python tests/fake_openai.py --port 8766 --rate429 0.2`.
 """
 from __future__ import annotations
 import base64, hashlib, json, sys, time

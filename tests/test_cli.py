@@ -166,12 +166,13 @@ def test_run_smoke_with_reports(tmp_path):
     assert rc == 0, err[-4000:]
     rep = tmp_path/'reports'
     assert f'index: {rep}/index.html' in out
-    for n in ('01_data', '02_caption', '03_model', '04_explain', '05_report'):
+    for n in ('01_data', '02_caption', '03_model', '04_explain', '04c_verify', '05_report'):
         assert (rep/'smoke'/f'{n}.html').stat().st_size > 10_000 and (rep/'smoke'/f'{n}.ipynb').exists()
+    assert 'set verifier = gemini' in (rep/'smoke'/'04c_verify.html').read_text()   # no VLM: the page says what to set
     assert not (rep/'smoke'/'02b_vlm.html').exists() and (rep/'smoke'/'02a_describe.html').exists()   # the describer's own notebook
     index = (rep/'index.html').read_text()
     for row in ('CV RMSE: model [95% CI]', 'CV RMSE: mean predictor', 'CV RMSE: TF-IDF + ridge',
-                'Beats the mean predictor?', 'Top factors pushing up', 'Top factors pushing down'):
+                'Beats the mean predictor?', 'Verified on the images', 'Top factors pushing up', 'Top factors pushing down'):
         assert f'<th scope="row">{row}</th>' in index, row
     assert 'href="smoke/05_report.html"' in index
     summary = (rep/'smoke'/'05_report.html').read_text()

@@ -172,6 +172,9 @@ def test_bad_key_and_unreachable_stop_at_once(monkeypatch, posters, tmp_path):
     v = make_verifier(AttrDict(captioner='openai', caption_model='m', openai_base_url='http://127.0.0.1:9/v1'))
     with pytest.raises(PosterlensError, match='cannot reach http://127.0.0.1:9/v1'):
         ask(v, syn, CaptionCache(tmp_path/'c2'))
+    concepts = read_concepts(pd.DataFrame({'name': ['dark'], 'sentences': [['It is dark.']], 'effect': [0.5]}))
+    with pytest.raises(PosterlensError, match='cannot reach http://127.0.0.1:9/v1'):     # also the request that writes the questions
+        write_questions(v, concepts, CaptionCache(tmp_path/'c3'))
 
 
 def test_language_model_writes_the_questions(monkeypatch, tmp_path):
@@ -198,3 +201,47 @@ def test_gemini_batch_mode(monkeypatch, posters, tmp_path):
         assert g.batches and {r['route'] for r in g.requests} == {'batch'}     # no live request: the job answered all
         A = answer_matrix(answers, syn.id.head(8), list(QUESTIONS))
         assert A.p03.tolist() == syn.bw.head(8).astype(float).tolist()
+
+
+@pytest.mark.parametrize('shape', ['factor', 'name'])
+def test_stage_verify_end_to_end(monkeypatch, posters, tmp_path, shape):
+    "The stage on both shapes of the factor table, with a gold-label CSV: findings, DSL columns, counts and the cache."
+    from posterlens.core import load_settings
+    from posterlens.verify import FINDINGS_COLUMNS, stage_verify
+    syn, attrs = posters
+    sent = {'dark': 'The image is dark and low-key.', 'cluttered': 'The layout is busy and cluttered.', 'face': 'A face looks out.'}
+    if shape == 'factor':
+        factors = pd.DataFrame({'factor': list(sent), 'phrases': [['dark'], ['cluttered'], ['face']], 'example': list(sent.values()),
+                                'effect': [0.5, -0.6, 0.1], 'effect_lo': [0.2, -0.9, -0.2], 'effect_hi': [0.8, -0.3, 0.4],
+                                'q': [0.01, 0.01, 0.6], 'significant': [True, True, False]})
+    else:
+        factors = pd.DataFrame({'name': list(sent), 'sentences': [[s] for s in sent.values()], 'effect': [0.5, -0.6, 0.1],
+                                'effect_lo': [0.2, -0.9, -0.2], 'effect_hi': [0.8, -0.3, 0.4], 'p': [0.001, 0.001, 0.5],
+                                'q': [0.01, 0.01, 0.6], 'significant': [True, True, False], 'contrast': ['', '', '']})
+    caps = [' '.join([sent['dark'] if r.dark else 'The image is bright.', sent['cluttered'] if r.cluttered else 'It is clean.'])
+            for r in syn.itertuples()]
+    df = pd.DataFrame({'id': syn.id, 'caption': caps, 'target': syn.target})
+    gold = tmp_path/'gold.csv'
+    rng = np.random.default_rng(0)
+    pick = syn[rng.random(len(syn)) < 0.9]
+    pd.DataFrame({'id': list(pick.id) + ['nope'], 'predicate': ['dark'] * len(pick) + ['dark'],
+                  'answer': ['yes' if d else 'no' for d in pick.dark] + ['yes']}).to_csv(gold, index=False)
+    with FakeGemini(attributes=attrs, rate_not_json=0.1) as g:
+        monkeypatch.setenv('GEMINI_API_KEY', 'k'); monkeypatch.setenv('GOOGLE_GEMINI_BASE_URL', g.url)
+        cfg = load_settings('smoke', {'runs_dir': str(tmp_path/'runs'), 'cache_dir': str(tmp_path/'cache'), 'captioner': 'gemini',
+                                      'caption_model': 'gemini-2.5-flash', 'folds': 2, 'fold_subset': 'all', 'verify_gold': str(gold),
+                                      'rpm': 6000})
+        f = stage_verify(cfg, df, syn.set_index('id').path, factors, [0, 1], tmp_path/'out', progress=False)
+        n_req = len(g.requests)
+        f2 = stage_verify(cfg, df, syn.set_index('id').path, factors, [0, 1], tmp_path/'out2', progress=False)
+        assert len(g.requests) == n_req                                   # the second run is served by the cache
+    pd.testing.assert_frame_equal(f, f2)
+    assert list(f.columns) == FINDINGS_COLUMNS and len(f) == 3
+    assert n_req == len(syn) + 1                                          # one per image, one that wrote the questions
+    s = json.loads((tmp_path/'out'/'summary.json').read_text())
+    bad = s['answers']['not_json']
+    assert bad > 0 and bad % 3 == 0 and (f.n_not_json == bad // 3).all() and (f.answered + f.failed == len(syn)).all()
+    dark = f.set_index('concept').loc['dark']
+    assert dark.fidelity > 0.9 and dark.gold_n >= 10 and dark.dsl_lo < dark.dsl_effect < dark.dsl_hi
+    assert 'unknown id' in s['gold'] and '1 with an unknown id' in s['gold']
+    assert set(pd.read_parquet(tmp_path/'out'/'answers.parquet').status) >= {'yes', 'no', 'not_json'}
