@@ -5,14 +5,18 @@
              what the method finds on the known-answer data; `nbdev-test` keeps running `smoke`) and
              `overrides`. An executed copy is reused while the notebook, the parameters, the library
              (posterlens/), settings.ini and prompts/ are unchanged; the stages' own freshness checks reuse
-             the artifacts in runs/<variant>/. Kernel messages go to _proc/exec/NAME.kernel.log.
+             the artifacts in runs/<variant>/ (what `make demo` computed is reused). Notebooks run side by side
+             (`--jobs`, default 2) wherever no two would compute the same stage (`schedule`); the home page
+             runs last, as it quotes the model page's verdict. Kernel messages go to _proc/exec/NAME.kernel.log.
 2. process   nbdev-style into _proc/site/: directive lines removed, `hide`/`exporti` cells dropped, `export`
              cells replaced by the API docs of the names nbdev documents (`nbdev.processors.add_show_docs`),
              rendered by Sphinx autodoc with a parameter table from fastcore's docments (docs/conf.py) and a
              link to the highlighted source; TeX in markdown as MathML (`posterlens.report.render_math`);
              cells that only check (`test_eq`, `assert`) collapsed; temp folders, local server URLs, the
-             project's and the build's paths scrubbed from outputs; pages named like nbdev's
-             (00_core.ipynb -> core.html) with readable titles.
+             project's and the build's paths made relative in outputs; wide pandas tables with the
+             finding's columns first and no NaN (`tidy_tables`); pages named like nbdev's (00_core.ipynb ->
+             core.html) with readable titles; the settings reference generated from the schema
+             (docs/schema.py) and the how-to guides of docs/howto/ added, each group in its own sidebar caption.
 3. render    Sphinx + myst-nb (no execution) with docs/conf.py into _docs/: a static site that opens
              offline (no external JS/CSS).
 
@@ -21,6 +25,7 @@
     python docs/build.py --variant smoke       # quick: the tiny variant everywhere
     python docs/build.py --set epochs=1 --set folds=2    # a reduced default while iterating
     python docs/build.py --force               # re-execute every notebook
+    python docs/build.py --jobs 1              # one notebook at a time
 """
 from __future__ import annotations
 import argparse, ast, contextlib, copy, hashlib, html, importlib, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
@@ -676,8 +681,8 @@ def main(argv=None):
     ap.add_argument('--force', action='store_true', help='re-execute every notebook')
     ap.add_argument('--strict', action='store_true', help='turn Sphinx warnings into errors')
     ap.add_argument('--jobs', type=int, default=int(os.environ.get('DOCS_JOBS', min(2, os.cpu_count() or 1))),
-                    help='notebooks executed side by side: the ones that run pipeline stages in one lane, the others '
-                         'beside it (default: $DOCS_JOBS, else 2 or the number of CPUs if fewer)')
+                    help='notebooks executed side by side, never two computing the same stage '
+                         '(default: $DOCS_JOBS, else 2 or the number of CPUs if fewer)')
     a = ap.parse_args(argv)
     nbs = a.notebooks or find_notebooks(a.nbs)
     build(nbs, a.proc.resolve(), a.out.resolve(), a.nbs.resolve(), force=a.force, strict=a.strict,
