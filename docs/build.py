@@ -293,16 +293,21 @@ def only_checks(src:str) -> bool:
     return bool(tree.body) and all(map(_is_check, tree.body))
 
 _re_scaffold = re.compile(r'127\.0\.0\.1|\blocalhost\b|\bhttp\.server\b|\bFake[A-Z]\w*\(|\bserve_forever\b|\bmkdtemp\(|'
-                          r'^\s*from fastcore\.test import', re.M)
+                          r'\bTemporaryDirectory\(|^\s*from fastcore\.test import', re.M)
 
-def check_cell(src:str, has_output:bool) -> bool:
-    """Whether a code cell is a test to collapse: every statement a check; test scaffolding (a temporary folder,
-    a local test server or fake service, the test helpers' import); or, for a cell that shows nothing, at least
-    half of its statements checks (the rest being their set-up). Other cells that show something stay open."""
-    if only_checks(src) or _re_scaffold.search(src): return True
+def has_check(src:str) -> bool:
+    "Whether a code cell checks anything (`assert`, `test_*(...)`) at any depth."
     try: tree = ast.parse(src)
     except SyntaxError: return False
-    return not has_output and bool(tree.body) and 2*sum(map(_is_check, tree.body)) >= len(tree.body)
+    return any(isinstance(n, ast.Assert) or (isinstance(n, ast.Call) and
+               (n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, 'attr', '')).startswith('test_'))
+               for n in ast.walk(tree))
+
+def check_cell(src:str, has_output:bool) -> bool:
+    """Whether a code cell is a test whose code to collapse (its output stays in view): it checks something
+    (`assert`, `test_eq(...)`, at any depth) or is test scaffolding (a temporary folder, a local test server or
+    fake service, the test helpers' import). The cells that tell the story (no checks) stay open."""
+    return only_checks(src) or has_check(src) or bool(_re_scaffold.search(src))
 
 # --- outputs: readable and free of machine details
 _re_ansi = re.compile(r'\x1B\[[0-?]*[ -/]*[@-~]')

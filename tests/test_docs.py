@@ -71,9 +71,11 @@ def test_only_checks():
     assert not B.only_checks('f(1)')
     assert not B.only_checks('%time f(1)')
     assert not B.only_checks('')
-    assert B.check_cell('x = f(1)\ntest_eq(x, 2)', has_output=False)       # set-up + checks, nothing shown: a test
-    assert not B.check_cell('x = f(1)\ntest_eq(x, 2)', has_output=True)    # it shows something: an example
-    assert not B.check_cell('x = f(1)\ny = g(x)\ntest_eq(y, 2)', has_output=False)
+    assert B.check_cell('x = f(1)\ntest_eq(x, 2)', has_output=False)       # set-up + checks: a test
+    assert B.check_cell('x = f(1)\ntest_eq(x, 2)', has_output=True)        # its code collapsed, its output shown
+    assert B.check_cell('for k in ks:\n    y = g(k)\n    assert y', has_output=False)      # checks at any depth
+    assert B.check_cell('with tempfile.TemporaryDirectory() as d:\n    run(d)', has_output=True)   # scaffolding
+    assert not B.check_cell('x = f(1)\ny = g(x)\nplt.plot(y)', has_output=True)     # the story stays open
     assert B.check_cell('test_eq(1, 1)', has_output=True)
 
 def test_scrubber():
