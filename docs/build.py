@@ -342,7 +342,7 @@ class Scrubber:
 # --- wide tables: the columns that carry a finding first, no NaN
 FINDING_COLUMNS = ['factor', 'name', 'effect', 'effect_lo', 'effect_hi', 'interval', 'ci', '95% ci', 'q', 'p',
                    'significant', 'flag', 'direction']
-_NAN = {'nan', 'NaN', '<NA>', 'NaT', 'None'}
+_NAN = {'nan', '<na>', 'nat', 'none'}
 
 def tidy_tables(markup:str, first:list[str]=FINDING_COLUMNS) -> str:
     """pandas HTML tables made readable in a page: the columns named in `first` (in that order) right after the
@@ -350,13 +350,14 @@ def tidy_tables(markup:str, first:list[str]=FINDING_COLUMNS) -> str:
     if '<table' not in markup: return markup
     from bs4 import BeautifulSoup
     soup = BeautifulSoup(markup, 'html.parser')
-    tables = soup.find_all('table', class_='dataframe')
+    tables = soup.find_all('table')                 # pandas' own and Styler tables alike
     if not tables: return markup
     for t in tables:
         rows = t.find_all('tr')
         for td in t.find_all(['td']):
-            if td.get_text(strip=True) in _NAN: td.string = ''
+            if td.get_text(strip=True).lower() in _NAN: td.string = ''
             elif len(td.get_text(strip=True)) > 40: td['class'] = td.get('class', []) + ['wrap']
+        if 'dataframe' not in (t.get('class') or []) and not t.get('id', '').startswith('T_'): continue
         head = t.thead.find_all('tr')[0] if t.thead else None
         if head is None or len(t.thead.find_all('tr')) != 1: continue          # a MultiIndex header: left as is
         names = [th.get_text(strip=True).lower() for th in head.find_all(['th', 'td'])]
