@@ -456,6 +456,9 @@ return {tokens: toks.length,
 def check_shap(driver, url) -> dict:
     "The SHAP text plot of a page rendered: token highlights with a real colour, coloured force-plot bars."
     driver.get(url)
+    for _ in range(100):                          # a long page: wait until it has loaded
+        if driver.execute_script('return document.readyState') == 'complete': break
+        time.sleep(0.1)
     r = driver.execute_script(SHAP_JS)
     assert r['tokens'] > 0, f'{url}: no SHAP text plot'
     assert r['visible'] == r['tokens'] and r['coloured'] == r['tokens'], f'{url}: SHAP tokens not highlighted {r}'
