@@ -70,7 +70,7 @@ def validity_table(results:dict) -> str:
         lines.append(f"\nStand-in minus real model: planted attributes recovered per seed "
                      f"{a['recovered_mean'] - b['recovered_mean']:+.1f}, unplanted factors flagged per seed "
                      f"{a['unplanted_mean'] - b['unplanted_mean']:+.2f}, share of shuffled-target seeds with anything flagged "
-                     f"{a['null_any_flagged']/a['seeds'] - b['null_any_flagged']/b['seeds']:+.2f}.")
+                     f"{a['null_any_flagged']/max(a['null_seeds'], 1) - b['null_any_flagged']/max(b['null_seeds'], 1):+.2f}.")
     rr = (figs.get('ridge') or {}).get('real_shuffled_summary')
     if rr:
         lines.append(f"\nStand-in on the real posters with shuffled ratings: anything flagged in {rr['null_any_flagged']} of "

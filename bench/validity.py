@@ -159,34 +159,36 @@ def shuffled_csv(csv:Path, seed:int, out:Path) -> Path:
     return out
 
 
-def default_seed(a, seed:int, base:Path) -> dict:
+def default_seed(a, seed:int, base:Path, partial=lambda row: None) -> dict:
     "The default variant's full run on seed `seed`'s synthetic posters, then on the same posters with shuffled targets."
-    from posterlens.core import load_settings
+    from posterlens.core import load_settings, read_json
     from posterlens.data import dataset_csv
     from posterlens.pipeline import run_stages, artifact, STAGES
-    from posterlens.core import read_json
     t0 = time.time()
     cfg = load_settings('default', default_overrides(a, seed, base/f'seed{seed}'))
     res = run_stages(cfg, list(STAGES), progress=a.progress)
     metrics, summ = res['train'], read_json(artifact(cfg, 'explain', 'summary.json'))
     pl = summ.get('planted') or {}
+    row = {'seed': seed, 'rows': summ['factors']['n'], 'flagged': summ['factors']['significant'],
+           'recovered': int(pl.get('recovered') or 0), 'planted': int(pl.get('effects') or 0),
+           'missed': ', '.join(r['attribute'] for r in pl.get('table', []) if not r['recovered']) or '-',
+           'unplanted': len(pl.get('unplanted_flagged') or []), 'unplanted_factors': list(pl.get('unplanted_flagged') or []),
+           'beats_mean': metrics.get('beats_mean'), 'rmse_model': metrics['model']['rmse'], 'rmse_mean': metrics['mean']['rmse'],
+           'null_flagged': None, 'null_flagged_no_gate': None, 'null_beats_mean': None, 'null_rmse_model': None,
+           'seconds': round(time.time() - t0, 1), 'null_seconds': None}
+    partial(row)                 # the real-target half is kept even if the shuffled half never finishes
     t1 = time.time()
     csv = shuffled_csv(dataset_csv(cfg), seed, base/f'seed{seed}-shuffled'/'posters.csv')
     ncfg = load_settings('default', {**default_overrides(a, seed, base/f'seed{seed}-shuffled'), 'dataset': str(csv), 'id_col': 'id'})
     nres = run_stages(ncfg, list(STAGES), progress=a.progress)
     nsumm = read_json(artifact(ncfg, 'explain', 'summary.json'))
-    return {'seed': seed, 'rows': summ['factors']['n'], 'flagged': summ['factors']['significant'],
-            'recovered': int(pl.get('recovered') or 0), 'planted': int(pl.get('effects') or 0),
-            'missed': ', '.join(r['attribute'] for r in pl.get('table', []) if not r['recovered']) or '-',
-            'unplanted': len(pl.get('unplanted_flagged') or []), 'unplanted_factors': list(pl.get('unplanted_flagged') or []),
-            'beats_mean': metrics.get('beats_mean'), 'rmse_model': metrics['model']['rmse'], 'rmse_mean': metrics['mean']['rmse'],
-            'null_flagged': nsumm['factors']['significant'], 'null_flagged_no_gate': nsumm['validation']['q_below_level'],
+    return {**row, 'null_flagged': nsumm['factors']['significant'], 'null_flagged_no_gate': nsumm['validation']['q_below_level'],
             'null_beats_mean': nres['train'].get('beats_mean'), 'null_rmse_model': nres['train']['model']['rmse'],
-            'seconds': round(t1 - t0, 1), 'null_seconds': round(time.time() - t1, 1)}
+            'null_seconds': round(time.time() - t1, 1)}
 
 
 def default_validity(a, cache:Path, save) -> dict:
-    "The default variant's procedure on `a.seeds` seeds; `save(fig)` after every seed."
+    "The default variant's procedure on `a.seeds` seeds; `save(fig)` after every run (real, then shuffled targets)."
     from posterlens.core import load_settings
     base = cache/'validity-default'
     cfg = load_settings('default', default_overrides(a, 0, base))
@@ -199,11 +201,18 @@ def default_validity(a, cache:Path, save) -> dict:
     rows, fig = [], {'procedure': procedure, 'n': a.n, 'folds': int(cfg.folds), 'seeds': [], 'summary': None,
                      'settings': {k: cfg.get(k) for k in ('text_model', 'epochs', 'lr', 'freeze_layers', 'folds', 'seed',
                                                           'max_factors', 'fdr', 'max_segments')}}
-    for seed in range(a.seeds):
-        rows.append(default_seed(a, seed, base))
-        print("default " + seed_line(rows[-1]) + f" [{rows[-1]['seconds']:.0f} s + {rows[-1]['null_seconds']:.0f} s]", flush=True)
-        fig = {**fig, 'seeds': rows, 'summary': summarise(rows), 'complete': len(rows) == a.seeds}
+    def keep(rs):
+        nonlocal fig
+        fig = {**fig, 'seeds': rs, 'summary': summarise(rs),
+               'complete': len(rs) == a.seeds and all(r['null_flagged'] is not None for r in rs)}
         save(fig)
+    for seed in range(a.seeds):
+        def partial(row):
+            print(f"default synthetic seed {seed}, actual targets done [{row['seconds']:.0f} s]", flush=True)
+            keep(rows + [row])
+        rows.append(default_seed(a, seed, base, partial))
+        print("default " + seed_line(rows[-1]) + f" [{rows[-1]['seconds']:.0f} s + {rows[-1]['null_seconds']:.0f} s]", flush=True)
+        keep(rows)
     return fig
 
 
@@ -220,12 +229,13 @@ def summarise(rows:list) -> dict:
     "Counts over seeds: all planted recovered, mean recovered, unplanted flagged, shuffled runs with anything flagged."
     if not rows: return {}
     d = pd.DataFrame(rows)
+    n = d[d.null_flagged.notna()]          # seeds whose shuffled-target run has finished
     return {'seeds': len(d), 'all_recovered': int((d.recovered == d.planted).sum()), 'recovered_mean': float(d.recovered.mean()),
             'planted': int(d.planted.max()), 'unplanted_mean': float(d.unplanted.mean()), 'unplanted_max': int(d.unplanted.max()),
             'seeds_with_unplanted': int((d.unplanted > 0).sum()), 'rows_mean': float(d.rows.mean()),
-            'beats_mean': int(d.beats_mean.fillna(False).astype(bool).sum()),
-            'null_any_flagged': int((d.null_flagged > 0).sum()), 'null_any_flagged_no_gate': int((d.null_flagged_no_gate > 0).sum()),
-            'null_beats_mean': int(d.null_beats_mean.fillna(False).astype(bool).sum())}
+            'beats_mean': int(d.beats_mean.fillna(False).astype(bool).sum()), 'null_seeds': len(n),
+            'null_any_flagged': int((n.null_flagged > 0).sum()), 'null_any_flagged_no_gate': int((n.null_flagged_no_gate > 0).sum()),
+            'null_beats_mean': int(n.null_beats_mean.fillna(False).astype(bool).sum())}
 
 
 def side_by_side(figs:dict) -> pd.DataFrame:
@@ -240,8 +250,9 @@ def side_by_side(figs:dict) -> pd.DataFrame:
                       'planted recovered per seed (mean)': f"{s['recovered_mean']:.1f} of {s['planted']}",
                       'unplanted flagged per seed (mean, max)': f"{s['unplanted_mean']:.2f}, {s['unplanted_max']}",
                       'model beats the mean (seeds)': f"{s['beats_mean']} of {k}",
-                      'shuffled: anything flagged (seeds)': f"{s['null_any_flagged']} of {k}",
-                      'shuffled, gate ignored: anything passes BH (seeds)': f"{s['null_any_flagged_no_gate']} of {k}"}
+                      'shuffled targets: anything flagged (seeds)': f"{s['null_any_flagged']} of {s['null_seeds']}",
+                      'shuffled targets, gate ignored: anything passes BH (seeds)': f"{s['null_any_flagged_no_gate']} of {s['null_seeds']}",
+                      'shuffled targets: model beats the mean (seeds)': f"{s['null_beats_mean']} of {s['null_seeds']}"}
     return pd.DataFrame(out)
 
 
@@ -274,10 +285,14 @@ def main():
         a.set = {'text_model': tiny_text_model(cache/'tiny-bert'), 'cache_dir': str(cache), 'epochs': 1, 'freeze_layers': 0, 'max_length': 64,
                  'n_bootstrap': 200, 'max_segments': 4}
     models = ['ridge', 'default'] if a.model == 'both' else [a.model]
-    prev = {} if a.smoke else (read_results().get('validity') or {}).get('figures') or {}
-    figs = {m: prev.get(m) for m in ('ridge', 'default') if prev.get(m)}
+    figs = {}
     stamp = lambda f: {**f, 'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'commit': commit()}
-    save = lambda: write_result('validity', figs, table_rows(figs), smoke=a.smoke)
+    def save():
+        "Write this run's models' figures beside the other model's latest ones (read again now: another run may be going)."
+        latest = {} if a.smoke else (read_results().get('validity') or {}).get('figures') or {}
+        for m in ('ridge', 'default'):
+            if m not in models and latest.get(m): figs[m] = latest[m]
+        write_result('validity', figs, table_rows(figs), smoke=a.smoke)
     for m in models:
         ns = a.seeds or (10 if m == 'ridge' else 5)
         b = argparse.Namespace(**{**vars(a), 'seeds': ns})
@@ -288,6 +303,7 @@ def main():
             def keep(f):
                 figs['default'] = stamp(f); save()
             default_validity(b, cache, keep)
+    if not models: save()
     t = side_by_side(figs)
     print(f"\n== closing figures ({time.time() - t0:.0f} s)")
     for m, f in figs.items(): print(f"{m}: {f['procedure']} ({f['date']}, {f['commit']})")
@@ -296,7 +312,7 @@ def main():
         r, d = figs['ridge']['summary'], figs['default']['summary']
         print(f"stand-in minus real model: planted recovered per seed {r['recovered_mean'] - d['recovered_mean']:+.1f}, "
               f"unplanted flagged per seed {r['unplanted_mean'] - d['unplanted_mean']:+.2f}, share of shuffled seeds with "
-              f"anything flagged {r['null_any_flagged']/r['seeds'] - d['null_any_flagged']/d['seeds']:+.2f}")
+              f"anything flagged {r['null_any_flagged']/max(r['null_seeds'], 1) - d['null_any_flagged']/max(d['null_seeds'], 1):+.2f}")
     rr = (figs.get('ridge') or {}).get('real_shuffled_summary')
     if rr: print(f"ridge, real posters, shuffled ratings: seeds with any factor flagged: {rr['null_any_flagged']} of {rr['seeds']} "
                  f"(gate ignored: {rr['null_any_flagged_no_gate']} of {rr['seeds']})")

@@ -10,7 +10,8 @@ from pathlib import Path
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
 from .caption import estimate_lines
-from .pipeline import STAGES, estimate_caption_stage, preflight, run_lock, run_stage, stage_dir
+from .pipeline import STAGES, estimate_caption_stage, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
+from .verify import estimate_verification_lines, verify_summary_line
 from .report import factor_label, mean_statement, report_all, report_variant, top_factors
 
 # %% auto #0
@@ -82,6 +83,7 @@ def _summary(name, res) -> list[str]:
         up, down = top_factors(res)
         return [f"explain: {len(res)} factors; up: {'; '.join(factor_label(r) for _, r in up.iterrows()) or 'none'}; "
                 f"down: {'; '.join(factor_label(r) for _, r in down.iterrows()) or 'none'}"]
+    if name == 'verify': return [verify_summary_line(res)]
     return []
 
 def _failures(name, res, folder:Path) -> list[str]:
@@ -113,7 +115,8 @@ def run_command(args:argparse.Namespace # parsed arguments
         return [f"{v}: {s}" for v, s in res.items()] + [f"index: {resolve(cfg, cfg.reports_dir)/'index.html'}"]
     cfg = load_settings(args.variant, args.overrides)     # every setting checked here, before any work
     preflight(cfg)
-    if getattr(args, 'estimate', False): return estimate_lines(estimate_caption_stage(cfg))
+    if getattr(args, 'estimate', False):
+        return estimate_lines(estimate_caption_stage(cfg)) + estimate_verification_lines(estimate_verify_stage(cfg), cfg)
     if args.command == 'report':
         rep = report_variant(cfg, progress=not args.quiet)
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]

@@ -22,10 +22,14 @@ from .vlm import gemini_captioner, openai_captioner, transformers_captioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
 from .pixels import add_pixel_baseline, use_pixels
 from .explain import EXPLAIN_KEYS, FACTORS_VERSION, stage_explain
+from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_verify, verifier_name, verify_fingerprint,
+                               verify_heldout, verify_stale)
+from .model import folds_to_run
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun', 'get_stage',
-           'stage_dir', 'artifact', 'run_lock', 'estimate_caption_stage', 'preflight', 'run_stage', 'run_stages']
+           'stage_dir', 'artifact', 'run_lock', 'estimate_caption_stage', 'preflight', 'run_stage', 'run_stages',
+           'estimate_verify_stage']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, Callable[[AttrDict], Captioner]] = {
@@ -106,6 +110,17 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           tuple(EXPLAIN_KEYS), 'Shapley values of every description, factors tested out of sample', _explain,
           lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda cfg, ins: {'factors': FACTORS_VERSION}),
 ]}
+
+# %% ../nbs/04b_pipeline.ipynb #b6e56771
+def _verify(r:StageRun):
+    data = r.inputs['data'].assign(id=lambda d: d.id.astype(str)).set_index('id')
+    return stage_verify(r.cfg, _table(r.cfg, r.inputs), data.image_path, r.inputs['explain'], r.inputs['train']['folds_run'],
+                        r.out, progress=r.progress)
+
+STAGES['verify'] = Stage('verify', 'verify', ('data', 'caption', 'train', 'explain'), ('findings.parquet', 'summary.json'),
+                         tuple(VERIFY_KEYS), "every tested concept asked of the VLM as a yes/no question about the held-out images, tested again",
+                         _verify, lambda d: read_parquet(d/'findings.parquet'), fingerprint=lambda cfg, ins: verify_fingerprint(cfg),
+                         stale=verify_stale)
 
 # %% ../nbs/04b_pipeline.ipynb #1ee1a6af
 def get_stage(name:str # a stage name: data, caption, train or explain
@@ -226,3 +241,15 @@ def run_stages(cfg:AttrDict, # run configuration
     done = {}
     with run_lock(cfg, print if progress else lambda s: None):
         return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
+
+# %% ../nbs/04b_pipeline.ipynb #81113829
+def estimate_verify_stage(cfg:AttrDict # run configuration
+                         ) -> dict|None:
+    "What the verify stage of `cfg` would send and cost (`estimate_verification`); None when no verifier is configured. No request is made."
+    if verifier_name(cfg) is None: return None
+    table = run_stage(cfg, 'data', progress=False)
+    run = folds_to_run(cfg)
+    held = verify_heldout(len(table), cfg, run)
+    f = artifact(cfg, 'explain', 'factors.parquet')
+    n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
+    return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
