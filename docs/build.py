@@ -5,14 +5,18 @@
              what the method finds on the known-answer data; `nbdev-test` keeps running `smoke`) and
              `overrides`. An executed copy is reused while the notebook, the parameters, the library
              (posterlens/), settings.ini and prompts/ are unchanged; the stages' own freshness checks reuse
-             the artifacts in runs/<variant>/. Kernel messages go to _proc/exec/NAME.kernel.log.
+             the artifacts in runs/<variant>/ (what `make demo` computed is reused). Notebooks run side by side
+             (`--jobs`, default 2) wherever no two would compute the same stage (`schedule`); the home page
+             runs last, as it quotes the model page's verdict. Kernel messages go to _proc/exec/NAME.kernel.log.
 2. process   nbdev-style into _proc/site/: directive lines removed, `hide`/`exporti` cells dropped, `export`
              cells replaced by the API docs of the names nbdev documents (`nbdev.processors.add_show_docs`),
              rendered by Sphinx autodoc with a parameter table from fastcore's docments (docs/conf.py) and a
              link to the highlighted source; TeX in markdown as MathML (`posterlens.report.render_math`);
              cells that only check (`test_eq`, `assert`) collapsed; temp folders, local server URLs, the
-             project's and the build's paths scrubbed from outputs; pages named like nbdev's
-             (00_core.ipynb -> core.html) with readable titles.
+             project's and the build's paths made relative in outputs; wide pandas tables with the
+             finding's columns first and no NaN (`tidy_tables`); pages named like nbdev's (00_core.ipynb ->
+             core.html) with readable titles; the settings reference generated from the schema
+             (docs/schema.py) and the how-to guides of docs/howto/ added, each group in its own sidebar caption.
 3. render    Sphinx + myst-nb (no execution) with docs/conf.py into _docs/: a static site that opens
              offline (no external JS/CSS).
 
@@ -21,6 +25,7 @@
     python docs/build.py --variant smoke       # quick: the tiny variant everywhere
     python docs/build.py --set epochs=1 --set folds=2    # a reduced default while iterating
     python docs/build.py --force               # re-execute every notebook
+    python docs/build.py --jobs 1              # one notebook at a time
 """
 from __future__ import annotations
 import argparse, ast, contextlib, copy, hashlib, html, importlib, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
@@ -288,16 +293,21 @@ def only_checks(src:str) -> bool:
     return bool(tree.body) and all(map(_is_check, tree.body))
 
 _re_scaffold = re.compile(r'127\.0\.0\.1|\blocalhost\b|\bhttp\.server\b|\bFake[A-Z]\w*\(|\bserve_forever\b|\bmkdtemp\(|'
-                          r'^\s*from fastcore\.test import', re.M)
+                          r'\bTemporaryDirectory\(|^\s*from fastcore\.test import', re.M)
 
-def check_cell(src:str, has_output:bool) -> bool:
-    """Whether a code cell is a test to collapse: every statement a check; test scaffolding (a temporary folder,
-    a local test server or fake service, the test helpers' import); or, for a cell that shows nothing, at least
-    half of its statements checks (the rest being their set-up). Other cells that show something stay open."""
-    if only_checks(src) or _re_scaffold.search(src): return True
+def has_check(src:str) -> bool:
+    "Whether a code cell checks anything (`assert`, `test_*(...)`) at any depth."
     try: tree = ast.parse(src)
     except SyntaxError: return False
-    return not has_output and bool(tree.body) and 2*sum(map(_is_check, tree.body)) >= len(tree.body)
+    return any(isinstance(n, ast.Assert) or (isinstance(n, ast.Call) and
+               (n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, 'attr', '')).startswith('test_'))
+               for n in ast.walk(tree))
+
+def check_cell(src:str, has_output:bool) -> bool:
+    """Whether a code cell is a test whose code to collapse (its output stays in view): it checks something
+    (`assert`, `test_eq(...)`, at any depth) or is test scaffolding (a temporary folder, a local test server or
+    fake service, the test helpers' import). The cells that tell the story (no checks) stay open."""
+    return only_checks(src) or has_check(src) or bool(_re_scaffold.search(src))
 
 # --- outputs: readable and free of machine details
 _re_ansi = re.compile(r'\x1B\[[0-?]*[ -/]*[@-~]')
@@ -332,7 +342,7 @@ class Scrubber:
 # --- wide tables: the columns that carry a finding first, no NaN
 FINDING_COLUMNS = ['factor', 'name', 'effect', 'effect_lo', 'effect_hi', 'interval', 'ci', '95% ci', 'q', 'p',
                    'significant', 'flag', 'direction']
-_NAN = {'nan', 'NaN', '<NA>', 'NaT', 'None'}
+_NAN = {'nan', '<na>', 'nat', 'none'}
 
 def tidy_tables(markup:str, first:list[str]=FINDING_COLUMNS) -> str:
     """pandas HTML tables made readable in a page: the columns named in `first` (in that order) right after the
@@ -340,13 +350,14 @@ def tidy_tables(markup:str, first:list[str]=FINDING_COLUMNS) -> str:
     if '<table' not in markup: return markup
     from bs4 import BeautifulSoup
     soup = BeautifulSoup(markup, 'html.parser')
-    tables = soup.find_all('table', class_='dataframe')
+    tables = soup.find_all('table')                 # pandas' own and Styler tables alike
     if not tables: return markup
     for t in tables:
         rows = t.find_all('tr')
         for td in t.find_all(['td']):
-            if td.get_text(strip=True) in _NAN: td.string = ''
+            if td.get_text(strip=True).lower() in _NAN: td.string = ''
             elif len(td.get_text(strip=True)) > 40: td['class'] = td.get('class', []) + ['wrap']
+        if 'dataframe' not in (t.get('class') or []) and not t.get('id', '').startswith('T_'): continue
         head = t.thead.find_all('tr')[0] if t.thead else None
         if head is None or len(t.thead.find_all('tr')) != 1: continue          # a MultiIndex header: left as is
         names = [th.get_text(strip=True).lower() for th in head.find_all(['th', 'td'])]
@@ -676,8 +687,8 @@ def main(argv=None):
     ap.add_argument('--force', action='store_true', help='re-execute every notebook')
     ap.add_argument('--strict', action='store_true', help='turn Sphinx warnings into errors')
     ap.add_argument('--jobs', type=int, default=int(os.environ.get('DOCS_JOBS', min(2, os.cpu_count() or 1))),
-                    help='notebooks executed side by side: the ones that run pipeline stages in one lane, the others '
-                         'beside it (default: $DOCS_JOBS, else 2 or the number of CPUs if fewer)')
+                    help='notebooks executed side by side, never two computing the same stage '
+                         '(default: $DOCS_JOBS, else 2 or the number of CPUs if fewer)')
     a = ap.parse_args(argv)
     nbs = a.notebooks or find_notebooks(a.nbs)
     build(nbs, a.proc.resolve(), a.out.resolve(), a.nbs.resolve(), force=a.force, strict=a.strict,
