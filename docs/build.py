@@ -27,6 +27,7 @@ import argparse, ast, contextlib, copy, hashlib, html, importlib, inspect, json,
 from pathlib import Path
 
 import nbformat
+from fastcore.xtras import modified_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT/'docs'
@@ -141,10 +142,8 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='', params:
     t0 = time.time()
     log(f'{nb_path.name}: executing' + (f' with {params}' if params else '') + ' ...')
     env = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TQDM_DISABLE': '1', 'PYDEVD_DISABLE_FILE_VALIDATION': '1'}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        with open(klog, 'w') as kf:
+        with modified_env(**env), open(klog, 'w') as kf:
             pm.execute_notebook(str(tmp_in), str(tmp_out), parameters=params or None, cwd=str(cwd), kernel_name='python3', language='python',
                                 progress_bar=False, log_output=False, request_save_on_cell_execute=False,
                                 kernel_manager_class=_kernel_manager(kf))
@@ -155,9 +154,6 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='', params:
         raise SystemExit(f'[docs] {nb_path.name} failed to execute (executed copy: {failed}):\n{e}'
                          + (f'\n[docs] kernel log ({klog}):\n{tail}' if tail.strip() else '')) from None
     finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
         tmp_in.unlink(missing_ok=True)
     res = nbformat.read(tmp_out, as_version=4)
     for i in skipped:   # back to (unexecuted) code cells; papermill's injected cell comes after the parameters cell

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse, contextlib, io, os, sys, time, warnings
 from pathlib import Path
 
+from fastcore.xtras import modified_env
+
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
 from .caption import estimate_lines
 from .pipeline import STAGES, estimate_caption_stage, preflight, run_stage, stage_dir
-from .report import factor_label, mean_statement, report_all, report_variant, top_factors
+from .report import report_all, report_variant
 
 # %% auto #0
 __all__ = ['settings_help', 'make_parser', 'settings_lines', 'run_command', 'main']
@@ -73,21 +75,14 @@ def _say(quiet, *lines):
         for l in lines: print(l, flush=True)
 
 def _summary(name, res) -> list[str]:
-    "A line or two about a finished stage."
-    if name == 'data': return [f"data: {len(res)} usable rows"]
-    if name == 'caption':
-        return [f"caption: {', '.join(f'{n} {s}' for s, n in res.status.value_counts().items())}"]
-    if name == 'train': return [f"train: {mean_statement(res)}"]
-    if name == 'explain':
-        up, down = top_factors(res)
-        return [f"explain: {len(res)} factors; up: {'; '.join(factor_label(r) for _, r in up.iterrows()) or 'none'}; "
-                f"down: {'; '.join(factor_label(r) for _, r in down.iterrows()) or 'none'}"]
-    return []
+    "The line about a finished stage: its declared `summary`."
+    st = STAGES[name]
+    return [f"{name}: {st.summary(res)}"] if st.summary else []
 
 def _failures(name, res, folder:Path) -> list[str]:
-    "Lines that must be seen even with -q: images whose caption failed."
-    if name != 'caption' or not (n := int((res.status == 'failed').sum())): return []
-    return [f"caption: {n} of {len(res)} images failed (reasons in {folder/'usage.json'}); a rerun asks for them again"]
+    "Lines that must be seen even with -q: the stage's declared `warnings` (e.g. images whose caption failed)."
+    st = STAGES[name]
+    return list(st.warnings(res, folder)) if st.warnings else []
 
 def settings_lines(variant:str|None=None, overrides=None, markdown:bool=False) -> list[str]:
     "The settings table (with a variant's values) as lines of text or markdown."
@@ -137,15 +132,10 @@ def _quiet(on:bool):
     "Silence progress bars, printed summaries and warnings when `on` (errors are printed after it)."
     if not on:
         yield; return
-    old = os.environ.get('TQDM_DISABLE')
-    os.environ['TQDM_DISABLE'] = '1'
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter('ignore')
-            yield
-    finally:
-        if old is None: os.environ.pop('TQDM_DISABLE', None)
-        else: os.environ['TQDM_DISABLE'] = old
+    with (modified_env(TQDM_DISABLE='1'), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
+          contextlib.redirect_stderr(io.StringIO())):
+        warnings.simplefilter('ignore')
+        yield
 
 def main(argv:list[str]|None=None # arguments (default: sys.argv[1:])
         ) -> int:

@@ -52,7 +52,7 @@ class Settings(BaseModel):
     download_attempts: int = _f(5, 'attempts per URL on transient errors (still failing: asked again by the next run)', ge=1, le=50)
     download_concurrency: int = _f(8, 'parallel image downloads', ge=1, le=256)
     # -- captioning
-    captioner: str = _f('describe', 'the captioning backend: describe, gemini, openai or transformers')
+    captioner: str = _f('describe', 'the captioning backend: a name declared in posterlens.pipeline.CAPTIONERS (see the README)')
     prompt: str = _f('prompts/concise.txt', 'the prompt file sent with each image')
     caption_model: Optional[str] = _f(None, "the captioner's model (Gemini or OpenAI model name, folder or hub id)")
     temperature: float = _f(1.0, 'sampling temperature of VLM captioners', ge=0, le=2)

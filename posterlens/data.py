@@ -26,7 +26,7 @@ __all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W
            'fake_title', 'synth_table', 'draw_poster', 'synth_truth', 'make_synth', 'show_posters', 'check_image',
            'url_name', 'unsupported_url', 'download_settings', 'downloads_pending', 'download_images', 'separator_hint',
            'read_table', 'parse_covariate', 'load_dataset', 'is_synth', 'dataset_csv', 'data_columns', 'data_summary',
-           'data_fingerprint', 'stage_data']
+           'data_fingerprint', 'stage_data', 'read_truth']
 
 # %% ../nbs/01_data.ipynb #cdb06a07
 INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 2
@@ -590,3 +590,10 @@ def stage_data(cfg:AttrDict, # run configuration
     write_json({'n': len(table), 'skipped': skipped.reason.value_counts().to_dict(), 'csv': str(csv), 'summary': summary,
                 'seconds': round(time.time() - t0, 2)}, out/'info.json')
     return table
+
+# %% ../nbs/01_data.ipynb #aa351513
+def read_truth(folder:str|Path # the data stage's folder
+              ) -> dict|None:
+    "The planted answer of a synthetic data set (`truth.json` the data stage copied), None for any other data set."
+    p = Path(folder)/'truth.json'
+    return read_json(p) if p.exists() else None

@@ -34,10 +34,9 @@ class Fake(Captioner):
 
 
 @pytest.fixture
-def fast_backoff(monkeypatch):
-    monkeypatch.setitem(caption.RETRY_WAIT, 'initial', 0.01)
-    monkeypatch.setitem(caption.RETRY_WAIT, 'max', 0.02)
-    monkeypatch.setitem(caption.RETRY_WAIT, 'jitter', 0.01)
+def fast_backoff():
+    "Milliseconds instead of seconds between retries: the runner's `wait` argument."
+    return caption.Backoff(initial=0.01, max=0.02, jitter=0.01)
 
 
 def images(d, n):
@@ -86,7 +85,7 @@ def test_retryable_then_ok(tmp_path, fast_backoff):
     imgs = images(tmp_path/'im', 3)
     f = Fake(fails=3, retry_after=0.1)
     t0 = time.monotonic()
-    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), concurrency=3, progress=False)
+    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), concurrency=3, progress=False, wait=fast_backoff)
     took = time.monotonic() - t0
     assert [r['status'] for r in res] == ['ok']*3
     assert sorted(f.calls.values()) == [4, 4, 4]                        # three 429s, then the answer
@@ -97,7 +96,7 @@ def test_retryable_then_ok(tmp_path, fast_backoff):
 def test_failure_after_max_retries(tmp_path, fast_backoff):
     imgs = images(tmp_path/'im', 2)
     f = Fake(fails=100)
-    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), max_retries=2, progress=False)
+    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), max_retries=2, progress=False, wait=fast_backoff)
     assert [r['status'] for r in res] == ['failed', 'failed']
     assert all(r['text'] == '' for r in res)
     assert res[0]['reason'] == 'gave up after 3 attempts: HTTP 429 (attempt 3)'
@@ -165,7 +164,8 @@ def test_rate_limiter_is_cancelled_by_a_stopped_run():
 def test_rate_limit_applies_to_retries(tmp_path, fast_backoff):
     f = Fake(fails=1)
     t0 = time.monotonic()
-    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=4, rpm=600, progress=False)
+    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=4, rpm=600, progress=False,
+                   wait=fast_backoff)
     assert f.n_calls == 8
     assert time.monotonic() - t0 >= 0.65                                # 8 request starts, 0.1 s apart
 
@@ -269,8 +269,9 @@ def test_unreachable_stops_after_a_few_attempts(tmp_path, fast_backoff):
             raise Unreachable('ConnectError: [Errno 111] Connection refused', url='http://127.0.0.1:9', source='OPENAI_BASE_URL')
     down, cache = Down(), CaptionCache(tmp_path/'c')
     with pytest.raises(PosterlensError, match=r'cannot reach http://127.0.0.1:9 \(from OPENAI_BASE_URL\)'):
-        caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=4, progress=False)
-    assert down.n_calls <= caption.UNREACHABLE_AFTER + 3 and not list((tmp_path/'c').glob('*/*.json'))
+        caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=4, progress=False, wait=fast_backoff,
+                       unreachable_after=3)
+    assert down.n_calls <= 3 + 3 and not list((tmp_path/'c').glob('*/*.json'))
 
 
 def test_every_image_failed_is_an_error():
