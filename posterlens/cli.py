@@ -95,9 +95,10 @@ def settings_lines(variant:str|None=None, overrides=None, markdown:bool=False) -
             for r in t.to_dict('records')]
     return t.astype(str).to_string(index=False).splitlines()
 
-def run_command(args:argparse.Namespace # parsed arguments
+def run_command(args:argparse.Namespace, # parsed arguments
+                warn:list|None=None # collects the stages' warnings as they come (`main` prints them before an error)
                ) -> list[str]:
-    "Run the command in `args`; the lines that say where its results went."
+    "Run the command in `args`; the lines that say where its results went (the stages' warnings first)."
     if args.command == 'synth':
         try: return [f"synthetic data: {make_synth(args.out, args.n, args.seed)}"]
         except OSError as e: raise PosterlensError(f"cannot write synthetic data to {args.out}: {e.strerror or e}") from e
@@ -112,12 +113,12 @@ def run_command(args:argparse.Namespace # parsed arguments
     if args.command == 'report':
         rep = report_variant(cfg, progress=not args.quiet)
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
-    stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, []
+    stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, ([] if warn is None else warn)
     for s in stages:
         res = run_stage(cfg, s, force=args.force, progress=not args.quiet, done=done)
         _say(args.quiet, *_summary(s, res))
         warn += _failures(s, res, stage_dir(cfg, s))
-    lines = warn + [f"artifacts: {', '.join(str(stage_dir(cfg, s)) for s in stages)}"]
+    lines = [*warn, f"artifacts: {', '.join(str(stage_dir(cfg, s)) for s in stages)}"]
     if args.command == 'run' and args.report:
         rep = report_variant(cfg, progress=not args.quiet)
         lines += [f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
@@ -141,11 +142,12 @@ def main(argv:list[str]|None=None # arguments (default: sys.argv[1:])
         ) -> int:
     "The `posterlens` command line; returns the exit status."
     args = make_parser().parse_args(argv)
-    t0 = time.perf_counter()
+    t0, warn = time.perf_counter(), []
     try:
-        with _quiet(getattr(args, 'quiet', False)): lines = run_command(args)
+        with _quiet(getattr(args, 'quiet', False)): lines = run_command(args, warn)
     except PosterlensError as e:
         if os.environ.get('POSTERLENS_DEBUG'): raise
+        for l in warn: print(l, file=sys.stderr)          # e.g. the data stage's warning, before the error it explains
         print(f"posterlens: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

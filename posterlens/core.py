@@ -208,8 +208,9 @@ def load_settings(variant:str='default', # a `[variant:NAME]` section of setting
         if sec not in cp:
             known = list_variants(path)
             m = difflib.get_close_matches(v, known, n=1)
-            raise PosterlensError(f"unknown variant {v!r}; {f'did you mean {m[0]!r}? ' if m else ''}settings.ini declares: {', '.join(known)}")
-        if v in chain: raise PosterlensError(f"variant {v!r} extends itself")
+            held = f" (extends = {v} in [variant:{chain[-1]}] of {path.name})" if chain else ''
+            raise PosterlensError(f"unknown variant {v!r}{held}; {f'did you mean {m[0]!r}? ' if m else ''}settings.ini declares: {', '.join(known)}")
+        if v in chain: raise PosterlensError(f"variants extend each other in a cycle: {' -> '.join(chain[chain.index(v):] + [v])} (extends in {path.name})")
         chain.append(v)
         v = cp[sec].get('extends')
     cfg, where = _section_values(cp, 'analysis'), {}

@@ -16,7 +16,7 @@ from fastcore.xtras import modified_env
 
 from .core import (PosterlensError, cache_dir, is_fresh, mark_done, read_json, read_parquet, run_dir, stage_key,
                              write_json)
-from .data import DATA_KEYS, data_fingerprint, downloads_pending, read_truth, stage_data
+from .data import DATA_KEYS, data_fingerprint, data_warnings, downloads_pending, read_truth, stage_data
 from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_failures, caption_fingerprint, caption_stale,
                                 caption_summary, estimate_captioning, read_prompt, stage_caption)
 from .describe import DescribeCaptioner
@@ -183,7 +183,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(name='data', func=stage_data, outputs=('table.parquet', 'skipped.parquet'), keys=tuple(DATA_KEYS),
           load=lambda d: read_parquet(d/'table.parquet'), fingerprint=data_fingerprint, stale=downloads_pending,
           help='load and validate the data set (downloads image URLs)', summary=lambda t: f"{len(t)} usable rows",
-          notebooks=('01_data',), layer=2),
+          warnings=data_warnings, notebooks=('01_data',), layer=2),
     Stage(name='caption', func=stage_caption, inputs=dict(table='data'), outputs=('captions.parquet', 'usage.json'),
           keys=tuple(CAPTION_KEYS), load=lambda d: read_parquet(d/'captions.parquet'), fingerprint=caption_fingerprint,
           stale=caption_stale, help='describe every image in words (content-addressed cache)', summary=caption_summary,

@@ -76,17 +76,14 @@ def _declare(pipeline_nb:Path):
     pipeline_nb.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
 
 
-def _tracked_copy(dst:Path) -> dict:
-    "Copy the project's tracked files (as they are in the work tree) into `dst`; their bytes by path."
+def _tracked_copy(dst:Path):
+    "Copy the project's tracked and new files (as they are in the work tree, without what git ignores) into `dst`."
     files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split('\n')
-    out = {}
     for f in filter(None, files):
         if not (ROOT/f).is_file(): continue
         (dst/f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT/f, dst/f)
-        out[f] = (ROOT/f).read_bytes()
-    return out
 
 
 def test_lists_come_from_the_declarations():
@@ -103,7 +100,11 @@ def test_lists_come_from_the_declarations():
 @pytest.mark.slow
 def test_extra_stage_and_backend_in_a_scratch_copy(tmp_path):
     proj = tmp_path/'proj'
-    before = _tracked_copy(proj)
+    _tracked_copy(proj)
+    env = {**os.environ, 'PYTHONPATH': str(proj), 'TQDM_DISABLE': '1'}
+    sh = lambda *cmd, **kw: subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=1500, **kw)
+    r = sh(str(BIN/'nbdev-export')); assert r.returncode == 0, r.stderr[-2000:]      # the library as the notebooks say
+    before = {str(p.relative_to(proj)): p.read_bytes() for p in proj.rglob('*') if p.is_file()}
     nbformat.write(_notebook('echo', 'A throwaway captioning backend.', ECHO,
                              "import pandas as pd\nfrom posterlens.core import load_settings\nfrom posterlens.pipeline import artifact\n"
                              "cfg = load_settings(variant, overrides)\n"
@@ -115,8 +116,6 @@ def test_extra_stage_and_backend_in_a_scratch_copy(tmp_path):
                              "print('EXTRA-PAGE', pd.read_parquet(artifact(cfg, 'extra', 'extra.parquet')).to_dict('records'))"),
                    proj/'nbs'/'04c_extra.ipynb')
     _declare(proj/'nbs'/'04b_pipeline.ipynb')
-    env = {**os.environ, 'PYTHONPATH': str(proj), 'TQDM_DISABLE': '1'}
-    sh = lambda *cmd, **kw: subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=1500, **kw)
     r = sh(str(BIN/'nbdev-export')); assert r.returncode == 0, r.stderr[-2000:]
     r = sh(sys.executable, 'docs/readme_tables.py'); assert r.returncode == 0, r.stderr[-2000:]
 
