@@ -34,7 +34,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
 DOCS_EXTRAS := dev,docs,pixels
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install install-dev demo test nbtest pytest export clean check readme docs bench bench-demo lab report-all
+.PHONY: install install-dev demo test nbtest pytest export clean check readme docs docs-serve bench bench-validity bench-demo lab report-all mutants
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -67,6 +67,12 @@ nbtest: install-dev
 pytest: install-dev
 	$(BIN)/pytest -q tests
 
+# Mutation checks of the claims: each named bug of tests/mutations.toml is planted in a scratch copy and must make
+# its named tests fail; prints the table (mutation, test that killed it) and the kill rate, fails unless all are
+# killed. A mutation whose code moved is STALE (a failure): update its strings. MUTANTS_ARGS=--fast: the CI subset.
+mutants: install-dev
+	$(PY) tests/mutants.py $(MUTANTS_ARGS)
+
 export: install-dev
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
@@ -74,6 +80,7 @@ export: install-dev
 # The exported library and the cleaned notebooks must match what is committed.
 check: export
 	@git diff --exit-code -- posterlens nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
+	$(PY) bench/_readme_tables.py --check
 	$(PY) docs/readme_tables.py --check
 
 # The README's stage and captioner tables, from the declarations in nbs/04b_pipeline.ipynb.
@@ -90,6 +97,12 @@ $(DOCS_STAMP): $(DEV_STAMP)
 docs: $(DOCS_STAMP)
 	$(PY) docs/build.py $(DOCS_ARGS)
 
+# The built site over HTTP (search shows its excerpts only when served, not from files): http://localhost:8000
+DOCS_PORT ?= 8000
+docs-serve:
+	@test -f _docs/index.html || $(MAKE) docs
+	$(PY) -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory _docs
+
 $(LAB_STAMP): $(STAMP)
 	$(call INSTALL,-e ".[lab]")
 	@rm -f $(VENV)/.lab-installed-*; touch $@
@@ -97,12 +110,25 @@ $(LAB_STAMP): $(STAMP)
 lab: $(LAB_STAMP)
 	$(BIN)/jupyter lab nbs
 
-# The benchmarks of bench/ that need no network and no GPU (each prints its own figures).
+# Every benchmark of bench/ (any bench/*.py not starting with _), one after the other: each writes its result to
+# bench/results/NAME.json (a benchmark that needs a GPU or the network it lacks says why in its result); then the
+# README's tables are generated from the results. BENCH_ARGS_<name> passes options to one of them; the defaults keep
+# `make bench` within the hour on 2 cores: the demo and the report cells on the `smoke` variant, validity's fast
+# stand-in (keeping the real model's last figures). The full-size runs: `make bench-demo` (`make demo` of the default
+# variant on a fresh clone) and `make bench-validity` (the default variant's own procedure on 5 seeds, real and
+# shuffled targets, each a full run: hours on 2 shared cores; finished stages are kept, so a rerun resumes).
+BENCH_SCRIPTS := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
+BENCH_ARGS_validity ?= --model ridge
+BENCH_ARGS_report_cells ?= --variant smoke
+BENCH_ARGS_demo ?= --variant smoke --pip-cache
+bench_args = $(BENCH_ARGS_$(basename $(notdir $(1))))
 bench: install-dev
-	$(PY) bench/report_cells.py --variant smoke
-	$(PY) bench/caption_throughput.py
-	$(PY) bench/describer_determinism.py
-	$(PY) bench/gpu.py
+	@rc=0; $(foreach f,$(BENCH_SCRIPTS),echo "== $(f) $(call bench_args,$(f))"; $(PY) $(f) $(call bench_args,$(f)) || { echo "!! $(f) failed"; rc=1; };) \
+	$(PY) bench/_readme_tables.py; exit $$rc
+
+bench-validity: install-dev
+	nice -n 5 $(PY) bench/validity.py --model default --seeds 5
+	$(PY) bench/_readme_tables.py
 
 # Everything a run or a build leaves behind (not the caption cache .cache/, which holds answers already paid for).
 clean:

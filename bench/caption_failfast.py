@@ -17,7 +17,7 @@ the server received, the caption files written to the cache and the error line:
 Targets: a credential error exits non-zero in under 10 s after at most `concurrency` requests; an unreachable
 service exits non-zero in under 30 s; nothing is recorded in the cache in any case.
 
-Usage: .venv/bin/python bench/caption_failfast.py [--n 299]
+Usage: .venv/bin/python bench/caption_failfast.py [--n 299] [--smoke]
 """
 from __future__ import annotations
 import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT/'tests'))
 from fake_gemini import FakeGemini  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
+from _results import write_result  # noqa: E402
 
 CLEAN = ('GEMINI_API_KEY', 'GOOGLE_API_KEY', 'GOOGLE_GENAI_USE_VERTEXAI', 'GOOGLE_GENAI_USE_ENTERPRISE', 'GOOGLE_CLOUD_PROJECT',
          'GOOGLE_CLOUD_LOCATION', 'GOOGLE_GEMINI_BASE_URL', 'GOOGLE_VERTEX_BASE_URL', 'GOOGLE_APPLICATION_CREDENTIALS',
@@ -47,7 +48,9 @@ def cli(project:Path, args:list, env:dict) -> tuple[int, float, str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=299, help='synthetic posters to caption')
+    ap.add_argument('--smoke', action='store_true', help='3 posters, 3 of the cases (local servers only), no time targets: seconds')
     a = ap.parse_args(argv)
+    if a.smoke: a.n = 3
     with tempfile.TemporaryDirectory() as d:
         project = Path(d)
         shutil.copy(ROOT/'settings.ini', project/'settings.ini'); shutil.copytree(ROOT/'prompts', project/'prompts')
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
             ('OpenAI-compatible, unknown host (openai_base_url)', None, lambda u: {},
              ['captioner=openai', 'caption_model=m', 'openai_base_url=http://no-such-host.invalid/v1'], 'unreachable'),
         ]
-        ok = True
+        if a.smoke: cases = [cases[0], cases[5], cases[6]]
+        ok, figs = True, []
         for name, fake, env, sets, kind in cases:
             cache = project/'.cache'/'captions'
             shutil.rmtree(cache, ignore_errors=True)
@@ -96,11 +100,19 @@ def main(argv=None) -> int:
             finally:
                 if srv: srv.stop()
             files = len(list(cache.glob('*/*.json'))) if cache.exists() else 0
-            good = rc != 0 and files == 0 and (secs < 10 and sent <= 5 if kind == 'credentials' else secs < 30)
+            good = rc != 0 and files == 0 and (a.smoke or (secs < 10 and sent <= 5 if kind == 'credentials' else secs < 30))
             ok &= good
+            figs.append({'case': name, 'kind': kind, 'exit': rc, 'seconds': secs, 'requests': sent if srv else None,
+                         'cache_files': files, 'ok': bool(good), 'error': err})
             print(f'{name}: exit {rc} after {secs:.1f} s, {sent if srv else "-"} requests received, {files} cache files '
                   f'[{"ok" if good else "FAIL"}]\n    {err}')
     print('PASS' if ok else 'FAIL')
+    worst = lambda k: max((f['seconds'] for f in figs if f['kind'] == k), default=float('nan'))
+    write_result('caption_failfast', {'n': a.n, 'cases': figs, 'pass': bool(ok)},
+                 [('`posterlens caption`, refused credentials: slowest exit, s (target < 10)', f"{worst('credentials'):.1f}"),
+                  ('`posterlens caption`, unreachable service: slowest exit, s (target < 30)', f"{worst('unreachable'):.1f}"),
+                  ('failure cases that exit non-zero quickly with nothing cached', f"{sum(f['ok'] for f in figs)} of {len(figs)}")],
+                 smoke=a.smoke)
     return 0 if ok else 1
 
 

@@ -2,7 +2,7 @@
 in one run, on the same model and the same captions.
 
     .venv/bin/python bench/explain_speed.py [--captions describer|varied] [--n 1000] [--n-ref 1] [--n-dyn 3]
-                                            [--model minilm|FOLDER] [--threads N]
+                                            [--model minilm|FOLDER] [--threads N] [--smoke]
 
 - reference: `shap.Explainer(f, masker=tokenizer)` (Partition, SHAP's default 500 evaluations) where `f` pads
   every text to 500 tokens and passes no attention mask, as the reference analysis did (timed on --n-ref
@@ -17,15 +17,16 @@ endings, so far fewer sub-texts are shared between captions (a harder case for t
 The model is MiniLM with a random (seeded) regression head unless --model names a saved `TextRegressor`.
 Prints seconds per caption, the ratios, CPU time and the load average: other processes sharing the cores
 slow every timing, so compare numbers from one run only."""
-import argparse, os, time
+import argparse, os, tempfile, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from _results import write_result
 from posterlens.core import find_root, read_parquet, write_parquet
-from posterlens.model import TextRegressor
+from posterlens.model import TextRegressor, tiny_text_model
 from posterlens.explain import explain_segments, explain_tokens
 
 
@@ -101,7 +102,9 @@ def main():
     ap.add_argument('--n-dyn', type=int, default=3, help='captions for SHAP with dynamic padding')
     ap.add_argument('--model', default='minilm')
     ap.add_argument('--threads', type=int, default=None)
+    ap.add_argument('--smoke', action='store_true', help='10 varied captions, a tiny random model: seconds')
     a = ap.parse_args()
+    if a.smoke: a.captions, a.n, a.n_ref, a.n_dyn, a.model = 'varied', 10, 1, 1, tiny_text_model(Path(tempfile.mkdtemp())/'tiny')
     if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     p = Path(a.model)
@@ -140,6 +143,12 @@ def main():
           f"{'met' if res.speedup_vs_reference.iloc[2] >= 100 else 'NOT met'}); shap-dynamic vs reference: "
           f"{res.speedup_vs_reference.iloc[1]:.1f}x")
     print(f"load average after: {load_avg()}  (2 busy threads on 2 cores = 2.0; more means shared cores)")
+    write_result('explain_speed', {'captions': a.captions, 'n': len(caps), 'model': 'tiny' if a.smoke else a.model,
+                                   'tokens_mean': float(ntok), 'methods': res.to_dict('records'), 'stats': st,
+                                   's_per_1000_captions_segments': seg_total, 'load_after': os.getloadavg()[0]},
+                 [(f'exact segment Shapley, s per 1000 {a.captions} captions ({"a tiny random model" if a.smoke else a.model}; target <= 300)', f'{seg_total:.0f}'),
+                  ('exact segment Shapley, speed-up per caption vs the reference SHAP recipe (target >= 100x)',
+                   f'{res.speedup_vs_reference.iloc[2]:.0f}x')], smoke=a.smoke)
 
 
 if __name__ == '__main__':

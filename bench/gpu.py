@@ -1,6 +1,6 @@
 """GPU throughput beside the CPU figure, measured in one run (under 5 minutes on one GPU; about 2 on 2 CPU cores).
 
-    .venv/bin/python bench/gpu.py [--cpu-n 40] [--gpu-n 2000] [--gpu-epochs 2] [--threads N]
+    .venv/bin/python bench/gpu.py [--cpu-n 40] [--gpu-n 2000] [--gpu-epochs 2] [--threads N] [--smoke]
 
 Three parts, each timed on the CPU (a few dozen captions) and, when torch sees CUDA, on the GPU (thousands):
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from fastcore.basics import AttrDict
 
+from _results import write_result
 import posterlens.model as pm
 from posterlens.explain import explain_segments
 
@@ -96,7 +97,9 @@ def main():
     ap.add_argument('--gpu-n', type=int, default=2000, help='captions per GPU part')
     ap.add_argument('--gpu-epochs', type=int, default=2)
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch decides)')
+    ap.add_argument('--smoke', action='store_true', help='8 captions on the CPU, 64 on the GPU, 1 epoch: seconds')
     a = ap.parse_args()
+    if a.smoke: a.cpu_n, a.gpu_n, a.gpu_epochs = 8, 64, 1
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     if a.threads: torch.set_num_threads(a.threads)
     cuda = torch.cuda.is_available()
@@ -121,6 +124,11 @@ def main():
     for name, cpu, gpu in rows:
         g, x = ('skipped', '-') if gpu is None else (f'{gpu:.2f}', f'{gpu/cpu:.1f}x')
         print(f"{name:<{w}}  {cpu:>9.2f}  {g:>9}  {x:>8}")
+    write_result('gpu', {'cpu_n': a.cpu_n, 'gpu_n': a.gpu_n, 'gpu_epochs': a.gpu_epochs, 'torch_threads': torch.get_num_threads(),
+                         'parts': [{'part': name, 'cpu': cpu, 'gpu': gpu} for name, cpu, gpu in rows],
+                         'gpu_skipped': None if cuda else 'no CUDA device', 'load_after': os.getloadavg()[0]},
+                 [(f'{name}, {dev}', 'skipped: no CUDA device' if v is None else f'{v:.2f}')
+                  for name, cpu, gpu in rows for dev, v in (('CPU', cpu), ('GPU', gpu))], smoke=a.smoke)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(other processes on the cores slow the CPU figures)")
 

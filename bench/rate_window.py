@@ -11,7 +11,7 @@ with 429 RESOURCE_EXHAUSTED, as a quota-enforcing server does), captions N gener
 `--compare` runs the same a second time with the previous limiter (start slots spaced 60/rpm apart, handed out
 before the client existed, no window check), to show what the sliding-window limiter changes.
 
-Usage: .venv/bin/python bench/rate_window.py [--n 300] [--rpm 300] [--concurrency 5] [--compare]
+Usage: .venv/bin/python bench/rate_window.py [--n 300] [--rpm 300] [--concurrency 5] [--compare] [--smoke]
 Exit status 0 when there was no refusal and the busiest window held at most rpm requests.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT/'tests'))
 from fake_gemini import FakeGemini  # noqa: E402
+from _results import write_result  # noqa: E402
 
 from PIL import Image  # noqa: E402
 import posterlens.caption as pc  # noqa: E402
@@ -79,16 +80,23 @@ def main(argv=None) -> int:
     ap.add_argument('--concurrency', type=int, default=5)
     ap.add_argument('--latency', type=float, default=0.05, help='seconds the fake takes per answer')
     ap.add_argument('--compare', action='store_true', help='also run the previous (pacing-only, lazy client) limiter')
+    ap.add_argument('--smoke', action='store_true', help='tiny sizes (12 images at rpm 600): seconds')
     a = ap.parse_args(argv)
+    if a.smoke: a.n, a.rpm, a.latency = 12, 600, 0.01
     print(f'images: {a.n}   rpm (runner) = quota (server, sliding 60 s): {a.rpm:g}   concurrency: {a.concurrency}')
-    ok = True
+    ok, figs = True, {}
     for name, old in [('sliding-window limiter', False)] + ([('previous limiter', True)] if a.compare else []):
         r = run(a, old)
         print(f'{name}: requests {r["sent"]}, quota refusals {r["refused"]}, busiest 60 s window {r["busiest"]} requests '
               f'({r["busiest_ok"]} accepted), first 5 arrivals within {r["first5"]:.3f} s, run {r["wall"]:.1f} s, '
               f'arrivals span {r["span"]:.1f} s, statuses {dict(r["status"])}')
         if not old: ok = r['refused'] == 0 and r['busiest'] <= a.rpm
+        figs[name] = {**r, 'status': dict(r['status'])}
     print('PASS' if ok else 'FAIL')
+    new = figs['sliding-window limiter']
+    write_result('rate_window', {'n': a.n, 'rpm': a.rpm, 'concurrency': a.concurrency, 'runs': figs, 'pass': bool(ok)},
+                 [(f'sliding-minute quota = rpm ({a.n} images at {a.rpm:g} rpm): quota refusals (target 0)', new['refused']),
+                  ('busiest 60 s window, requests (target <= rpm)', new['busiest'])], smoke=a.smoke)
     return 0 if ok else 1
 
 

@@ -37,7 +37,8 @@ IMAGE_EXT = {'.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp'}
 _re_num = re.compile(r'^\d+[a-zA-Z0-9]*_')
 
 # Sidebar and page titles (nbdev's page names stay: core.html). A notebook not listed keeps its own title.
-TITLES = {'index': 'posterlens', 'core': 'Settings, run folders, hashing', 'data': 'Data: CSV, images, synthetic posters',
+SETTINGS_PAGE = 'settings'    # the settings reference, generated from the schema
+TITLES = {'index': 'posterlens', SETTINGS_PAGE: 'Settings reference', 'core': 'Settings, run folders, hashing', 'data': 'Data: CSV, images, synthetic posters',
           'describe': 'The offline describer', 'caption': 'Captioning images', 'vlm': 'Vision-language models',
           'model': 'The text regressor', 'pixels': 'The pixel baseline', 'explain': 'Explaining the predictions',
           'pipeline': 'The pipeline', 'report': 'Reports', 'cli': 'Command line'}
@@ -141,9 +142,8 @@ def execute(nb_path:Path, out:Path, cwd:Path, force=False, key_extra='', params:
     nbformat.write(nb, tmp_in)
     t0 = time.time()
     log(f'{nb_path.name}: executing' + (f' with {params}' if params else '') + ' ...')
-    env = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TQDM_DISABLE': '1', 'PYDEVD_DISABLE_FILE_VALIDATION': '1'}
     try:
-        with modified_env(**env), open(klog, 'w') as kf:
+        with open(klog, 'w') as kf:
             pm.execute_notebook(str(tmp_in), str(tmp_out), parameters=params or None, cwd=str(cwd), kernel_name='python3', language='python',
                                 progress_bar=False, log_output=False, request_save_on_cell_execute=False,
                                 kernel_manager_class=_kernel_manager(kf))
@@ -288,10 +288,14 @@ def only_checks(src:str) -> bool:
     except SyntaxError: return False
     return bool(tree.body) and all(map(_is_check, tree.body))
 
+_re_scaffold = re.compile(r'127\.0\.0\.1|\blocalhost\b|\bhttp\.server\b|\bFake[A-Z]\w*\(|\bserve_forever\b|\bmkdtemp\(|'
+                          r'^\s*from fastcore\.test import', re.M)
+
 def check_cell(src:str, has_output:bool) -> bool:
-    """Whether a code cell is a test to collapse: every statement a check, or, for a cell that shows nothing,
-    at least half of them (the rest being the set-up of the checks). Cells that show something stay open."""
-    if only_checks(src): return True
+    """Whether a code cell is a test to collapse: every statement a check; test scaffolding (a temporary folder,
+    a local test server or fake service, the test helpers' import); or, for a cell that shows nothing, at least
+    half of its statements checks (the rest being their set-up). Other cells that show something stay open."""
+    if only_checks(src) or _re_scaffold.search(src): return True
     try: tree = ast.parse(src)
     except SyntaxError: return False
     return not has_output and bool(tree.body) and 2*sum(map(_is_check, tree.body)) >= len(tree.body)
@@ -300,26 +304,66 @@ def check_cell(src:str, has_output:bool) -> bool:
 _re_ansi = re.compile(r'\x1B\[[0-?]*[ -/]*[@-~]')
 _re_npscalar = re.compile(r'np\.(?:float|int|uint)\d*\(([-+\d.eE]+|nan|inf)\)')
 _re_local = re.compile(r'(?:https?://)?(?:127\.0\.0\.1|\[::1\])(?::\d+)?')
+LOCAL_URL = 'https://example.com'     # what a test server's address reads as: a reserved example domain
 _TEXT_MIME = re.compile(r'^(text/|application/(json|javascript))')
 
 class Scrubber:
-    "Replaces machine details in output text: temp folders, local server URLs, the build's, project's and home paths."
+    """Machine details in output text made relative or neutral: the project's and the build's folders become
+    paths relative to them, a temporary folder disappears from its files' paths (`/tmp/tmpab12/dl/x.png` ->
+    `dl/x.png`), a local server's URL becomes example.com, the home folder `~`; keys and tokens are scrubbed."""
     def __init__(self, paths:dict[str, str]):
         self.paths = sorted(((str(p).rstrip('/'), rep) for p, rep in paths.items()), key=lambda x: -len(x[0]))
         tmp = {re.escape(t.rstrip('/')) for t in {tempfile.gettempdir(), '/tmp', '/var/tmp'}}
-        self.re_tmp = re.compile(r'(?<![\w.~-])(?:' + '|'.join(sorted(tmp, key=len, reverse=True)) + r')(?:/[^/\s\'"<>`;,)\]]+|(?![\w.-]))')
+        alt = '|'.join(sorted(tmp, key=len, reverse=True))
+        self.re_tmp_file = re.compile(r'(?<![\w.~-])(?:' + alt + r')/[^/\s\'"<>`;,)\]]+/(?=[^\s\'"<>`;,)\]])')
+        self.re_tmp = re.compile(r'(?<![\w.~-])(?:' + alt + r')(?:/[^/\s\'"<>`;,)\]]+|(?![\w.-]))/?')
     def __call__(self, text:str, markup=False) -> str:
-        "`text` scrubbed; `markup` for HTML or markdown, where `<tmp>` must be written `&lt;tmp&gt;`."
-        lt, gt = ('&lt;', '&gt;') if markup else ('<', '>')
-        for p, rep in self.paths:
-            text = re.sub(re.escape(p) + r'(?![\w.-])', rep.replace('<', lt).replace('>', gt), text)
-        text = self.re_tmp.sub(f'{lt}tmp{gt}', text)
-        text = _re_local.sub(f'{lt}local server{gt}', text)
+        "`text` scrubbed (`markup`: HTML or markdown; kept for callers, the replacements need no escaping)."
+        for p, rep in self.paths:          # `p/x` -> `rep` + `x`; `p` alone -> `rep` without its slash, or `.`
+            text = re.sub(re.escape(p) + r'(/|(?![\w.-]))', lambda m: rep if m.group(1) else (rep.rstrip('/') or '.'), text)
+        text = self.re_tmp_file.sub('', text)          # a file in a temporary folder: its path inside it
+        text = self.re_tmp.sub('tmp/', text)            # the temporary folder itself
+        text = _re_local.sub(LOCAL_URL, text)
         try:
             from posterlens.report import scrub
             text = scrub(text, home=None)          # keys and tokens (the home folder becomes ~)
         except ImportError: pass
         return text
+
+# --- wide tables: the columns that carry a finding first, no NaN
+FINDING_COLUMNS = ['factor', 'name', 'effect', 'effect_lo', 'effect_hi', 'interval', 'ci', '95% ci', 'q', 'p',
+                   'significant', 'flag', 'direction']
+_NAN = {'nan', 'NaN', '<NA>', 'NaT', 'None'}
+
+def tidy_tables(markup:str, first:list[str]=FINDING_COLUMNS) -> str:
+    """pandas HTML tables made readable in a page: the columns named in `first` (in that order) right after the
+    index, empty cells instead of NaN, and long texts marked to wrap instead of widening the table."""
+    if '<table' not in markup: return markup
+    from bs4 import BeautifulSoup
+    soup = BeautifulSoup(markup, 'html.parser')
+    tables = soup.find_all('table', class_='dataframe')
+    if not tables: return markup
+    for t in tables:
+        rows = t.find_all('tr')
+        for td in t.find_all(['td']):
+            if td.get_text(strip=True) in _NAN: td.string = ''
+            elif len(td.get_text(strip=True)) > 40: td['class'] = td.get('class', []) + ['wrap']
+        head = t.thead.find_all('tr')[0] if t.thead else None
+        if head is None or len(t.thead.find_all('tr')) != 1: continue          # a MultiIndex header: left as is
+        names = [th.get_text(strip=True).lower() for th in head.find_all(['th', 'td'])]
+        n_idx = len(t.tbody.find('tr').find_all('th')) if t.tbody and t.tbody.find('tr') else 0
+        if any(len(r.find_all(['th', 'td'])) != len(names) for r in rows): continue   # spans: left as is
+        cols = list(range(n_idx, len(names)))
+        ranked = sorted((c for c in cols if names[c] in first), key=lambda c: first.index(names[c]))
+        order = list(range(n_idx)) + ranked + [c for c in cols if c not in ranked]
+        if order == list(range(len(names))): continue
+        for r in rows:
+            cells = r.find_all(['th', 'td'], recursive=False)
+            for c in cells: c.extract()
+            for k in order: r.append(cells[k])
+    return str(soup)
+
+_re_md_nan = re.compile(r'(?<=\|)\s*(?:nan|NaN|<NA>|None)\s*(?=\|)')
 
 def clean_output(o, scrub:Scrubber|None=None):
     """Strip ANSI codes from streams and errors; repair numpy-2 scalar reprs in HTML (shap's text plot writes
@@ -333,7 +377,8 @@ def clean_output(o, scrub:Scrubber|None=None):
     for mime, v in list(data.items()):
         if not _TEXT_MIME.match(mime) or mime == 'application/json': continue
         v = ''.join(v) if isinstance(v, list) else v
-        if mime == 'text/html': v = _re_npscalar.sub(r'\1', v)
+        if mime == 'text/html': v = tidy_tables(_re_npscalar.sub(r'\1', v))
+        if mime == 'text/markdown': v = _re_md_nan.sub(' ', v)
         data[mime] = scrub(v, markup=mime in ('text/html', 'text/markdown'))
 
 def _retitle(src:str, title:str, nb_file:str, mod:str|None) -> str:
@@ -355,8 +400,18 @@ class Ctx:
 def _params_note(params:dict) -> str:
     v, o = params.get('variant'), params.get('overrides') or {}
     extra = f' with overrides `{json.dumps(o)}`' if o else ''
-    return (f'This page was computed with the **`{v}`** variant{extra} (papermill parameters); '
-            f'`nbdev-test` runs the same cells with the tiny `smoke` variant.')
+    return (f'This page was computed with the **`{v}`** variant{extra} (papermill parameters; what each setting means: '
+            f'[settings reference]({SETTINGS_PAGE}.ipynb)); `nbdev-test` runs the same cells with the tiny `smoke` variant.')
+
+def show_params(src:str, params:dict) -> str:
+    "The parameters cell as the page ran it: each `name = value` line with papermill's value (comments kept)."
+    def sub(m):
+        k = m.group(2)
+        if k not in params: return m.group(0)
+        v = params[k]
+        val = json.dumps(v) if isinstance(v, str) else repr(v)
+        return f'{m.group(1)}{k} = {val}' + (f'{" " * max(1, len(m.group(3)) - len(val))}{m.group(4)}' if m.group(4) else '')
+    return re.sub(r'^(\s*)(\w+)\s*=\s*([^#\n]*?\s*)(#.*)?$', sub, src, flags=re.M)
 
 def process(nb, ctx:Ctx, nb_file:str='') -> nbformat.NotebookNode:
     "nbdev-style processing of an executed notebook for Sphinx/myst-nb."
@@ -365,7 +420,7 @@ def process(nb, ctx:Ctx, nb_file:str='') -> nbformat.NotebookNode:
     mod = default_exp(nb)
     docs = documented_names(nb)
     page = ctx.renames.get(Path(nb_file).stem, page_name(Path(nb_file))) if nb_file else None
-    cells, first_md = [], True
+    cells, first_md, params_hidden = [], True, False
     for i, c in enumerate(nb.cells):
         if c.cell_type == 'markdown':
             if first_md and page and page != 'index': c.source = _retitle(c.source, TITLES.get(page, c.source.split('\n')[0][2:]), nb_file, mod)
@@ -375,9 +430,11 @@ def process(nb, ctx:Ctx, nb_file:str='') -> nbformat.NotebookNode:
         if c.cell_type != 'code': continue          # raw cells are not part of the story
         tags = set(c.metadata.get('tags', []))
         if 'injected-parameters' in tags:           # papermill's cell: say in words what the page ran with
-            if ctx.params: cells.append(nbformat.v4.new_markdown_cell(_params_note(ctx.params)))
+            if ctx.params and not params_hidden: cells.append(nbformat.v4.new_markdown_cell(_params_note(ctx.params)))
             continue
+        if 'parameters' in tags and ctx.params: c.source = show_params(c.source, ctx.params)
         d, src = split_directives(c.source)
+        if 'parameters' in tags: params_hidden = 'hide' in d
         if {'hide', 'exporti', 'default_exp'} & set(d) or _off(d.get('include', 'true')) or 'remove-cell' in tags: continue
         targets = [a for full in (ctx.syms.resolve(n, mod) for n in docs.get(i, [])) if full
                    for a in [autodoc_cell(full)] if a is not None]
@@ -395,7 +452,12 @@ def process(nb, ctx:Ctx, nb_file:str='') -> nbformat.NotebookNode:
         if 'remove-input' not in tags and check_cell(src, bool(c.get('outputs'))):   # tests stay one click away
             tags.add('hide-input')
             c.metadata['mystnb'] = {'code_prompt_show': 'Show the checks', 'code_prompt_hide': 'Hide the checks'}
-        for o in c.get('outputs', []): clean_output(o, ctx.scrub)
+            if not only_checks(src) and _re_scaffold.search(src):
+                c.metadata['mystnb'] = {'code_prompt_show': 'Show the test set-up', 'code_prompt_hide': 'Hide the test set-up'}
+        for o in c.get('outputs', []):
+            clean_output(o, ctx.scrub)
+            md_out = o.get('data', {}).get('text/markdown')
+            if isinstance(md_out, str): o['data']['text/markdown'] = linkify_md(md_out, ctx.syms, mod, ctx.renames, ctx.unbuilt)
         if tags: c.metadata['tags'] = sorted(tags)
         cells.append(c)
         cells.extend(targets)
@@ -430,14 +492,106 @@ def write_if_changed(path:Path, text:str):
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text: path.write_text(text)
 
-def toctree(pages:list[str], nb_titles:dict[str,str]) -> str:
-    "The sidebar: the notebooks in order, under readable titles."
+def toctree(pages:list[str], nb_titles:dict[str,str], caption:str='Notebooks') -> str:
+    "One group of the sidebar: `pages` in order, under readable titles."
     entries = [f'{TITLES.get(p) or nb_titles.get(p) or p} <{p}>' for p in pages]
-    return '```{toctree}\n:caption: Notebooks\n:maxdepth: 1\n\n' + '\n'.join(entries) + '\n```'
+    return f'```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n' + '\n'.join(entries) + '\n```'
+
+def repository() -> str:
+    "The repository's URL: `[project.urls] Repository` of pyproject.toml, the one place it is written."
+    m = re.search(r'^\[project\.urls\][^\[]*?^Repository\s*=\s*"([^"]+)"', (ROOT/'pyproject.toml').read_text(), re.M | re.S)
+    return m.group(1).rstrip('/') if m else ''
+
+HOWTOS = DOCS/'howto'
+HOWTO_ORDER = ['gemini', 'local-vlm', 'prompts']   # the sidebar's order; other pages in docs/howto/ follow by name
+
+def howto_pages() -> list[Path]:
+    "The how-to guides (docs/howto/*.md) in sidebar order."
+    fs = sorted(HOWTOS.glob('*.md')) if HOWTOS.exists() else []
+    return sorted(fs, key=lambda f: (HOWTO_ORDER.index(f.stem) if f.stem in HOWTO_ORDER else len(HOWTO_ORDER), f.stem))
+
+def howto_text(f:Path) -> str:
+    "A how-to page as the site shows it: `{{repository}}` filled in."
+    return f.read_text().replace('{{repository}}', repository())
+
+def settings_notebook() -> nbformat.NotebookNode:
+    "The settings reference page, generated from the schema (docs/schema.py)."
+    sys.path.insert(0, str(DOCS))
+    try: from schema import settings_page
+    finally: sys.path.remove(str(DOCS))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(settings_page())])
+    set_source_map(nb)
+    return nb
 
 # ---------------------------------------------------------------------------------------------- build
+_EXEC_ENV = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TQDM_DISABLE': '1', 'PYDEVD_DISABLE_FILE_VALIDATION': '1'}
+
+def _code(nb_path:Path) -> str:
+    return '\n'.join(c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
+                     for c in json.loads(nb_path.read_text())['cells'] if c['cell_type'] == 'code')
+
+def stage_need(nb_path:Path, stages:list[str]) -> int:
+    """How far along the pipeline a notebook's analysis reaches: the index in `stages` of the furthest stage it runs
+    on its configuration (`run_stage(cfg, 'train')`; `run_stages(cfg)` or a stage named by a variable: the last
+    one), -1 for none. Whatever it runs first runs every stage before it."""
+    src, need = _code(nb_path), -1
+    for m in re.finditer(r'\brun_stages?\(\s*cfg\b\s*(?:,\s*([^,)]*))?', src):
+        arg = (m.group(1) or '').strip().strip('\'"')
+        need = max(need, stages.index(arg) if arg in stages else len(stages) - 1)
+    return need
+
+def schedule(notebooks:list[Path], stages:list[str], jobs:int, run):
+    """Call `run(notebook)` for every notebook, `jobs` at a time, so that no two compute the same stage: a notebook
+    that reaches further along the pipeline than the ones finished so far (a *producer*) runs alone among
+    producers, in notebook order; the others (stages already computed, or none) run beside it. The home page
+    runs last: it quotes the others' results."""
+    import threading
+    need = {p: stage_need(p, stages) for p in notebooks if p.stem != 'index'}
+    todo, done_level, producing, lock = list(need), -1, False, threading.Condition()
+    def pick():
+        nonlocal producing
+        for p in todo:
+            if need[p] <= done_level: todo.remove(p); return p, False
+        first = next((p for p in todo if need[p] > done_level), None)
+        if first is not None and not producing: todo.remove(first); producing = True; return first, True
+        return None, False
+    def worker():
+        nonlocal done_level, producing
+        while True:
+            with lock:
+                while True:
+                    if not todo: return
+                    p, prod = pick()
+                    if p is not None: break
+                    lock.wait()
+            try: run(p)
+            finally:
+                with lock:
+                    if prod: producing, done_level = False, max(done_level, need[p])
+                    lock.notify_all()
+    threads = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    for p in notebooks:
+        if p.stem == 'index': run(p)
+
+def execute_all(notebooks:list[Path], proc:Path, cwd:Path, force=False, key_extra='', params=None, jobs=1) -> tuple[dict, list]:
+    "Execute every notebook (`schedule`d `jobs` at a time); ({notebook: executed copy}, [failures])."
+    _lib()
+    from posterlens.pipeline import STAGES
+    executed, failed = {}, []
+    def run(p):                                    # run them all, so one build reports every failure
+        extra = key_extra
+        if p.stem == 'index':                      # the home page is fresh while every page it quotes is
+            extra += hashlib.sha256(''.join(sorted((proc/'exec'/q.name).with_suffix('.key').read_text()
+                                                   for q in executed if q.stem != 'index')).encode()).hexdigest()
+        try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=extra, params=params)
+        except SystemExit as e: failed.append(str(e))
+    with modified_env(**_EXEC_ENV): schedule(notebooks, list(STAGES), jobs, run)
+    return {p: executed[p] for p in notebooks if p in executed}, failed
+
 def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, strict=False,
-          variant:str='default', overrides:dict|None=None) -> Path:
+          variant:str='default', overrides:dict|None=None, jobs:int=1) -> Path:
     "Execute, process and render `notebooks` into the static site `out`; returns `out`."
     t0 = time.time()
     notebooks = [Path(p).resolve() for p in notebooks]
@@ -446,17 +600,14 @@ def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, stri
     site = proc/'site'
     lh = lib_hash()
     params = {'variant': variant, 'overrides': dict(overrides or {})}
-    executed, failed = {}, []
-    for p in notebooks:                            # run them all, so one build reports every failure
-        try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=lh, params=params)
-        except SystemExit as e: failed.append(str(e))
+    executed, failed = execute_all(notebooks, proc, cwd, force=force, key_extra=lh, params=params, jobs=jobs)
     if failed: raise SystemExit('\n\n'.join(failed) + f'\n[docs] {len(failed)} notebook(s) failed; no site built')
     t_exec = time.time()-t0
     renames = {p.stem: page_name(p) for p in notebooks}
     if len(set(renames.values())) != len(renames): raise SystemExit(f'[docs] two notebooks share a page name: {renames}')
     syms = Symbols()
     unbuilt = {page_name(p) for p in find_notebooks(ROOT/'nbs')} - set(renames.values())
-    scrub = Scrubber({proc: '<build>', out: '<site>', ROOT: '<project>', Path.home(): '~'})
+    scrub = Scrubber({proc: '_proc/', out: '_docs/', ROOT: '', Path.home(): '~/'})
     written, pages, nb_titles = set(), [], {}
     for p, e in executed.items():
         enb = nbformat.read(e, as_version=4)
@@ -469,6 +620,14 @@ def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, stri
         else:
             pages.append(name)
             write_if_changed(site/f'{name}.ipynb', nbformat.writes(nb)); written.add(f'{name}.ipynb')
+    write_if_changed(site/f'{SETTINGS_PAGE}.ipynb', nbformat.writes(settings_notebook())); written.add(f'{SETTINGS_PAGE}.ipynb')
+    howtos = []
+    for f in howto_pages():
+        name = f'howto-{f.stem}'
+        write_if_changed(site/f'{name}.md', howto_text(f)); written.add(f'{name}.md'); howtos.append(name)
+        nb_titles[name] = f.read_text().split('\n', 1)[0].lstrip('# ').strip()
+    if howtos: index_nb.cells.append(nbformat.v4.new_markdown_cell(toctree(howtos, nb_titles, 'How-to guides')))
+    index_nb.cells.append(nbformat.v4.new_markdown_cell(toctree([SETTINGS_PAGE], nb_titles, 'Reference')))
     if pages: index_nb.cells.append(nbformat.v4.new_markdown_cell(toctree(pages, nb_titles)))
     set_source_map(index_nb)
     write_if_changed(site/'index.ipynb', nbformat.writes(index_nb)); written.add('index.ipynb')
@@ -511,9 +670,12 @@ def main(argv=None):
                     help='override one setting of the variant (papermill `overrides`); repeatable')
     ap.add_argument('--force', action='store_true', help='re-execute every notebook')
     ap.add_argument('--strict', action='store_true', help='turn Sphinx warnings into errors')
+    ap.add_argument('--jobs', type=int, default=int(os.environ.get('DOCS_JOBS', min(2, os.cpu_count() or 1))),
+                    help='notebooks executed side by side: the ones that run pipeline stages in one lane, the others '
+                         'beside it (default: $DOCS_JOBS, else 2 or the number of CPUs if fewer)')
     a = ap.parse_args(argv)
     nbs = a.notebooks or find_notebooks(a.nbs)
     build(nbs, a.proc.resolve(), a.out.resolve(), a.nbs.resolve(), force=a.force, strict=a.strict,
-          variant=a.variant, overrides=dict(a.overrides))
+          variant=a.variant, overrides=dict(a.overrides), jobs=a.jobs)
 
 if __name__ == '__main__': main()

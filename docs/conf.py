@@ -14,10 +14,9 @@ author = 'posterlens developers'
 copyright = 'posterlens developers'
 release = version = posterlens.__version__
 
-extensions = ['myst_nb', 'sphinx.ext.autodoc', 'sphinx.ext.viewcode']   # viewcode: local [source] pages
+extensions = ['myst_nb', 'sphinx.ext.autodoc', 'sphinx.ext.linkcode']   # linkcode: [source] links to the repository's lines
 root_doc = 'index'
 exclude_patterns = ['_build', '**.ipynb_checkpoints', 'jupyter_execute']
-templates_path = []
 
 # --- HTML: a static site that opens offline (furo ships its CSS/JS; nothing from a CDN)
 html_theme = 'furo'
@@ -28,7 +27,31 @@ html_favicon = str(ROOT/'docs'/'_static'/'favicon.svg')
 html_copy_source = False
 html_show_sourcelink = False
 html_last_updated_fmt = None
-html_theme_options = {'navigation_with_keys': True, 'source_repository': '', 'top_of_page_buttons': []}
+# The repository: `[project.urls] Repository` in pyproject.toml, the one place it is written; it feeds the navbar
+# icon, the "report an issue" link of every page and the source links of the API entries.
+_pyproject = (ROOT/'pyproject.toml').read_text()          # (read as text: tomllib is Python 3.11+)
+REPOSITORY = re.search(r'^\[project\.urls\][^\[]*?^Repository\s*=\s*"([^"]+)"', _pyproject, re.M | re.S).group(1).rstrip('/')
+BRANCH = (re.search(r'^\[tool\.nbdev\][^\[]*?^branch\s*=\s*"([^"]+)"', _pyproject, re.M | re.S) or [None, 'main'])[1]
+html_theme_options = {'navigation_with_keys': True, 'top_of_page_buttons': [],
+                      'footer_icons': [{'name': 'GitHub', 'url': REPOSITORY, 'class': '',
+                                        'html': '<svg stroke="currentColor" fill="currentColor" stroke-width="0" viewBox="0 0 16 16"><path fill-rule="evenodd" d="M8 0C3.58 0 0 3.58 0 8c0 3.54 2.29 6.53 5.47 7.59.4.07.55-.17.55-.38 0-.19-.01-.82-.01-1.49-2.01.37-2.53-.49-2.69-.94-.09-.23-.48-.94-.82-1.13-.28-.15-.68-.52-.01-.53.63-.01 1.08.58 1.23.82.72 1.21 1.87.87 2.33.66.07-.52.28-.87.51-1.07-1.78-.2-3.64-.89-3.64-3.95 0-.87.31-1.59.82-2.15-.08-.2-.36-1.02.08-2.12 0 0 .67-.21 2.2.82.64-.18 1.32-.27 2-.27.68 0 1.36.09 2 .27 1.53-1.04 2.2-.82 2.2-.82.44 1.1.16 1.92.08 2.12.51.56.82 1.27.82 2.15 0 3.07-1.87 3.75-3.65 3.95.29.25.54.69.54 1.17 0 .85-.01 1.53-.01 1.82 0 .21.15.46.55.38A8.013 8.013 0 0016 8c0-4.42-3.58-8-8-8z"></path></svg>'}]}
+html_context = {'repository': REPOSITORY}
+html_sidebars = {'**': ['sidebar/brand.html', 'sidebar/search.html', 'sidebar/scroll-start.html', 'sidebar/navigation.html',
+                        'sidebar/repo.html', 'sidebar/scroll-end.html']}
+
+def linkcode_resolve(domain, info):
+    "The [source] link of an API entry: its lines in the repository (the exported module nbdev wrote from the notebook)."
+    if domain != 'py' or not info.get('module'): return None
+    import importlib
+    try:
+        obj = importlib.import_module(info['module'])
+        for part in info['fullname'].split('.'): obj = getattr(obj, part)
+        obj = inspect.unwrap(getattr(obj, 'fget', obj))
+        src, start = inspect.getsourcelines(obj)
+        path = Path(inspect.getsourcefile(obj)).resolve().relative_to(ROOT)
+    except Exception: return None
+    return f'{REPOSITORY}/blob/{BRANCH}/{path}#L{start}-L{start + len(src) - 1}'
+templates_path = [str(ROOT/'docs'/'_templates')]
 
 # --- notebooks: already executed by docs/build.py
 nb_execution_mode = 'off'
@@ -99,8 +122,22 @@ def documented_callable(what:str, obj):
     if what == 'class' and inspect.isfunction(getattr(obj, '__init__', None)): return obj
     return None
 
+sys.path.insert(0, str(ROOT/'docs'))
+import schema   # readable types and ranges of the settings schema, shared with the settings reference page
+
+def model_rows(cls) -> list[list[str]]:
+    "[name, type, default, details] of each field of a pydantic model, as the settings reference writes them."
+    rows = []
+    for nm, f in cls.model_fields.items():
+        rng = schema.readable_range(f)
+        typ = ' '.join(f'{schema.readable_type(f.annotation)}{", " + rng if rng else ""}'.replace('`', '').split())
+        rows.append([_literal(nm), _literal(typ), _literal(schema.readable_default(f.default)), md2rst(' '.join((f.description or '').split()))])
+    return rows
+
 def param_rows(obj) -> tuple[list[list[str]], list[str]|None]:
     "(one [name, type, default, details] row per parameter, the returns row or None) of `obj`."
+    if _is_schema(obj):                                                # a pydantic schema
+        return model_rows(obj), None
     from fastcore.docments import docments
     sig = inspect.signature(obj)
     try: dm = docments(obj, full=True, args_kwargs=True)
@@ -133,9 +170,18 @@ def process_docstring(app, what, name, obj, options, lines):
     target = documented_callable(what, obj)
     if target is None: return
     tbl = param_table(target)
+    if _is_schema(obj) and (ROOT/'docs'/'schema.py').exists():
+        lines += ['', 'Every key grouped by the stage it belongs to, with what changing it reruns: the :doc:`settings reference </settings>`.']
     if tbl:
         if lines and lines[-1].strip(): lines.append('')
         lines.extend(tbl)
 
+def _is_schema(obj) -> bool: return inspect.isclass(obj) and hasattr(obj, 'model_fields') and hasattr(obj, 'model_validate')
+
+def process_signature(app, what, name, obj, options, signature, return_annotation):
+    "A pydantic schema's signature is every field: one line, `(**values)`, and the table below lists them."
+    if what == 'class' and _is_schema(obj): return '(**values)', None
+
 def setup(app):
     app.connect('autodoc-process-docstring', process_docstring)
+    app.connect('autodoc-process-signature', process_signature)

@@ -22,8 +22,8 @@ from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_frame, 
 
 # %% auto #0
 __all__ = ['STATUSES', 'backoff', 'CAPTION_KEYS', 'CaptionResult', 'Retryable', 'Unreachable', 'Captioner', 'CaptionCache',
-           'RateLimiter', 'busiest_window', 'Backoff', 'caption_images', 'caption_fingerprint', 'caption_stale',
-           'read_prompt', 'caption_table', 'caption_usage', 'check_caption_run', 'estimate_captioning',
+           'Clock', 'RateLimiter', 'busiest_window', 'Backoff', 'caption_images', 'caption_fingerprint',
+           'caption_stale', 'read_prompt', 'caption_table', 'caption_usage', 'check_caption_run', 'estimate_captioning',
            'estimate_lines', 'estimate_vs_actual', 'stage_caption', 'caption_summary', 'caption_failures']
 
 # %% ../nbs/02_caption.ipynb #dbf6b531
@@ -165,35 +165,47 @@ class CaptionCache:
         write_json({**asdict(result), 'saved': time.time()}, self.path(key))
 
 # %% ../nbs/02_caption.ipynb #a9549931
+class Clock:
+    "Real time, as `RateLimiter` reads it and waits on it (a test may give the limiter a virtual clock instead)."
+    def monotonic(self) -> float: return time.monotonic()
+    def sleep(self, s:float, # seconds to wait
+              cancel:threading.Event|None=None # stop early once this is set
+             ) -> bool:
+        "Wait `s` seconds; True when `cancel` was set first."
+        if cancel is None: time.sleep(s); return False
+        return cancel.wait(s)
+
 class RateLimiter:
     "At most `rpm` starts in any window of `period` seconds, evenly spaced, from the first start on (None: unlimited)."
+    clock = Clock()   # the default clock of every limiter
     def __init__(self, rpm:float|None=None, # requests per minute (per `period`); None or 0 for no limit
                  period:float=60.0, # the window in seconds
-                 margin:float|None=None # seconds added to every window against start-to-arrival jitter (default period/120)
+                 margin:float|None=None, # seconds added to every window against start-to-arrival jitter (default period/120)
+                 clock:Clock|None=None # what time is read from and waited on (default: `RateLimiter.clock`)
                 ):
         self.n = max(1, int(rpm)) if rpm else 0
         self.period, self.interval = period, (period/rpm if rpm else 0.0)
         self.margin = period/120 if margin is None else margin
+        if clock is not None: self.clock = clock
         self._next, self._starts, self._cv = 0.0, deque(maxlen=max(self.n, 1)), threading.Condition()
 
     def acquire(self, cancel:threading.Event|None=None # stop waiting (and return None) once this is set
                ) -> float|None:
-        "Wait for a start that keeps every window within the limit; the start's `time.monotonic()` (None if cancelled)."
-        if not self.n: return time.monotonic()
+        "Wait for a start that keeps every window within the limit; the start's time on the limiter's clock (None if cancelled)."
+        clock = self.clock
+        if not self.n: return clock.monotonic()
         with self._cv:
-            now = time.monotonic()
+            now = clock.monotonic()
             t = max(now, self._next); self._next = t + self.interval          # pacing: the next slot, in order
-        if t > now:
-            if cancel is None: time.sleep(t - now)
-            elif cancel.wait(t - now): return None
-        with self._cv:                                                        # the window log, on the actual time
-            while True:
+        if t > now and clock.sleep(t - now, cancel): return None
+        while True:                                                           # the window log, on the actual time
+            with self._cv:
                 if cancel is not None and cancel.is_set(): return None
-                now = time.monotonic()
+                now = clock.monotonic()
                 free = self._starts[0] + self.period + self.margin if len(self._starts) == self.n else now
                 if now >= free:
                     self._starts.append(now); return now
-                self._cv.wait(min(free - now, 0.05))
+            if clock.sleep(min(free - now, 0.05), cancel): return None
 
 def busiest_window(starts:list, # start times in seconds (any clock, any order)
                    period:float=60.0 # the window in seconds
@@ -288,7 +300,8 @@ def caption_images(captioner:Captioner, # the backend
                    retry_failed:bool=True, # ask again for images whose cached result is 'failed'
                    progress:bool=True, # show a tqdm progress bar
                    wait:Backoff=backoff, # seconds before a retry, from the attempt number and the server's hint
-                   unreachable_after:int=3 # connection failures in a row, with no answer in between, that stop the run
+                   unreachable_after:int=3, # connection failures in a row, with no answer in between, that stop the run
+                   limiter:RateLimiter|None=None # a limiter shared with the run's other requests (default: a new one at `rpm`)
                   ) -> list[dict]:
     "Caption `images` through the cache; one dict per image: path, key, cached and the `CaptionResult` fields."
     out, same = [None]*len(images), {}
@@ -308,7 +321,8 @@ def caption_images(captioner:Captioner, # the backend
         if r: counts[r['status']] += 1
     bar = tqdm(total=len(images), initial=sum(r is not None for r in out), desc=f'caption ({captioner.name})', disable=not progress)
     bar.set_postfix(counts, refresh=False)
-    jobs, limiter, done, errors = _Jobs([[k, v[0][1], 1] for k, v in same.items()]), RateLimiter(rpm), queue.Queue(), []
+    jobs, done, errors = _Jobs([[k, v[0][1], 1] for k, v in same.items()]), queue.Queue(), []
+    limiter = limiter or RateLimiter(rpm)
     down, down_lock = [0], threading.Lock()         # Unreachable failures in a row, over all workers
 
     def fail(e):
@@ -441,7 +455,8 @@ def estimate_captioning(cfg:AttrDict, # run configuration (max_output_tokens, rp
                         captioner:Captioner, # the backend (its hooks count and price tokens)
                         cache:CaptionCache, # answers already paid for
                         prompt:str, # the instruction text
-                        retry_failed:bool=True # cached 'failed' answers are asked again (as the runner does)
+                        retry_failed:bool=True, # cached 'failed' answers are asked again (as the runner does)
+                        limiter:RateLimiter|None=None # the run's limiter: a token count sent to the service waits on it too
                        ) -> dict:
     "Images to caption, tokens, USD online and in batch, and wall time of captioning `table`, without a caption request."
     from PIL import Image
@@ -464,6 +479,7 @@ def estimate_captioning(cfg:AttrDict, # run configuration (max_output_tokens, rp
         t = captioner.image_tokens(w, h)
         if t is None: img = None; break
         img += t
+    if n and limiter is not None and type(captioner).count_tokens is not Captioner.count_tokens: limiter.acquire()
     pt = captioner.count_tokens(prompt) if n else 0
     tin = None if img is None or pt is None else img + n*pt
     mot = getattr(captioner, 'gen', {}).get('max_output_tokens') or cfg.get('max_output_tokens')
@@ -532,13 +548,14 @@ def stage_caption(cfg:AttrDict, # run configuration
     t0, out, cap = time.time(), Path(out), captioner
     prompt = read_prompt(cfg)
     cache = CaptionCache(cache_dir(cfg, 'captions'))
-    est = estimate_captioning(cfg, table, cap, cache, prompt) if cap.rate_limited else None
+    limiter = RateLimiter(cfg.get('rpm') if cap.rate_limited else None)   # every request of the run, the token count included
+    est = estimate_captioning(cfg, table, cap, cache, prompt, limiter=limiter) if cap.rate_limited else None
     if est and est['n_todo']: print('\n'.join(estimate_lines(est)))     # before the first paid request
     if cap.batch:   # batch prediction (gemini_batch) fills the same cache; the live runner below then only reads it
         cap.caption_batch(table.image_path.tolist(), prompt, cache, out/'batch')
     caps = caption_table(cap, table, prompt, cache,
                          concurrency=int(cfg.get('concurrency') or 1),
-                         rpm=cfg.get('rpm') if cap.rate_limited else None,
+                         limiter=limiter,
                          max_retries=int(cfg.get('max_retries') if cfg.get('max_retries') is not None else 6),
                          progress=len(table) > 50)
     usage = caption_usage(caps, cap, time.time() - t0)

@@ -12,7 +12,8 @@ from fastcore.xtras import modified_env
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
 from .caption import estimate_lines
-from .pipeline import STAGES, estimate_caption_stage, preflight, run_stage, stage_dir
+from .pipeline import STAGES, estimate_caption_stage, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
+from .verify import estimate_verification_lines
 from .report import report_all, report_variant
 
 # %% auto #0
@@ -77,7 +78,7 @@ def _say(quiet, *lines):
 def _summary(name, res) -> list[str]:
     "The line about a finished stage: its declared `summary`."
     st = STAGES[name]
-    return [f"{name}: {st.summary(res)}"] if st.summary else []
+    return [st.summary(res)] if st.summary else []
 
 def _failures(name, res, folder:Path) -> list[str]:
     "Lines that must be seen even with -q: the stage's declared `warnings` (e.g. images whose caption failed)."
@@ -109,15 +110,17 @@ def run_command(args:argparse.Namespace, # parsed arguments
         return [f"{v}: {s}" for v, s in res.items()] + [f"index: {resolve(cfg, cfg.reports_dir)/'index.html'}"]
     cfg = load_settings(args.variant, args.overrides)     # every setting checked here, before any work
     preflight(cfg)
-    if getattr(args, 'estimate', False): return estimate_lines(estimate_caption_stage(cfg))
+    if getattr(args, 'estimate', False):
+        return estimate_lines(estimate_caption_stage(cfg)) + estimate_verification_lines(estimate_verify_stage(cfg), cfg)
     if args.command == 'report':
         rep = report_variant(cfg, progress=not args.quiet)
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
     stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, ([] if warn is None else warn)
-    for s in stages:
-        res = run_stage(cfg, s, force=args.force, progress=not args.quiet, done=done)
-        _say(args.quiet, *_summary(s, res))
-        warn += _failures(s, res, stage_dir(cfg, s))
+    with run_lock(cfg, lambda line: _say(args.quiet, line)):     # a second process on this variant waits here
+        for s in stages:
+            res = run_stage(cfg, s, force=args.force, progress=not args.quiet, done=done)
+            _say(args.quiet, *_summary(s, res))
+            warn += _failures(s, res, stage_dir(cfg, s))
     lines = [*warn, f"artifacts: {', '.join(str(stage_dir(cfg, s)) for s in stages)}"]
     if args.command == 'run' and args.report:
         rep = report_variant(cfg, progress=not args.quiet)

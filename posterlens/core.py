@@ -94,6 +94,10 @@ class Settings(BaseModel):
     max_factors: int = _f(12, "most factors each fold model's explanations suggest", ge=1, le=100)
     factor_min_gain: float = _f(0.01, "least share of the Shapley values' sum of squares a selected factor must explain", ge=0, lt=1)
     fdr: float = _f(0.05, 'Benjamini-Hochberg false discovery rate of the flagged factors', gt=0, lt=1)
+    # -- verification on the images
+    verifier: Optional[str] = _f(None, "VLM answering each concept as a yes/no question about the images: gemini, openai, none (empty: the captioner when it is one)")
+    verifier_model: Optional[str] = _f(None, "the verifier's model (empty: caption_model)")
+    verify_gold: Optional[str] = _f(None, 'CSV of human answers (id, predicate, answer) for a random subset: DSL-corrected estimates')
     @model_validator(mode='after')
     def _folds_exist(self):
         if isinstance(self.fold_subset, list) and (not self.fold_subset or not all(0 <= k < self.folds for k in self.fold_subset)):

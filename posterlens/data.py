@@ -26,7 +26,7 @@ __all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W
            'fake_title', 'synth_table', 'draw_poster', 'synth_truth', 'make_synth', 'show_posters', 'check_image',
            'url_name', 'unsupported_url', 'download_settings', 'downloads_pending', 'download_images', 'separator_hint',
            'encoding_hint', 'read_table', 'parse_covariate', 'load_dataset', 'is_synth', 'dataset_csv', 'data_columns',
-           'data_summary', 'data_fingerprint', 'stage_data', 'data_warnings', 'read_truth']
+           'data_summary', 'data_fingerprint', 'stage_data', 'data_warnings', 'read_truth', 'image_paths']
 
 # %% ../nbs/01_data.ipynb #cdb06a07
 INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 2
@@ -620,3 +620,9 @@ def read_truth(folder:str|Path # the data stage's folder
     "The planted answer of a synthetic data set (`truth.json` the data stage copied), None for any other data set."
     p = Path(folder)/'truth.json'
     return read_json(p) if p.exists() else None
+
+# %% ../nbs/01_data.ipynb #d100e8da
+def image_paths(table:pd.DataFrame # the data stage's table (id, image_path)
+               ) -> pd.Series:
+    "The image file of every row, by id (as text): how the later stages find a row's image."
+    return table.assign(id=lambda d: d.id.astype(str)).set_index('id').image_path

@@ -9,6 +9,7 @@ from collections import Counter
 from contextlib import contextmanager
 from functools import lru_cache
 from itertools import permutations
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -811,7 +812,7 @@ def stage_explain(cfg:AttrDict, # run configuration
     for k, g in df[df.id.isin(ex_ids)].groupby('fold'):
         exp = explain_tokens(load_fold_model(model_dir, int(k)), g.caption.tolist(), max_evals=int(cfg.token_max_evals))
         tparts.append(tokens_frame(exp, g.id.tolist()))
-    tokens = pd.concat(tparts, ignore_index=True) if tparts else tokens_frame(AttrDict(data=[], values=[], base_values=[]), [])
+    tokens = pd.concat(tparts, ignore_index=True) if tparts else tokens_frame(SimpleNamespace(data=[], values=[], base_values=[]), [])
     if len(tokens): tokens = tokens.set_index('id').loc[[i for i in ex_ids if i in set(tokens.id)]].reset_index()
     write_parquet(tokens, out/'tokens.parquet')
     secs['tokens'] = time.time() - t

@@ -16,7 +16,7 @@ from fastcore.xtras import modified_env
 
 from .core import (PosterlensError, cache_dir, is_fresh, mark_done, read_json, read_parquet, run_dir, stage_key,
                              write_json)
-from .data import DATA_KEYS, data_fingerprint, data_warnings, downloads_pending, read_truth, stage_data
+from .data import DATA_KEYS, data_fingerprint, data_warnings, downloads_pending, image_paths, read_truth, stage_data
 from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_failures, caption_fingerprint, caption_stale,
                                 caption_summary, estimate_captioning, read_prompt, stage_caption)
 from .describe import DescribeCaptioner
@@ -24,12 +24,16 @@ from .vlm import GeminiCaptioner, OpenAICaptioner, TransformersCaptioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
 from .pixels import pixel_baselines, use_pixels
 from .explain import EXPLAIN_KEYS, FACTORS_VERSION, _value, stage_explain
+from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_verify, verifier_name, verify_fingerprint,
+                               verify_heldout, verify_stale, verify_summary_line)
+from .model import folds_to_run
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'TRAINING_TABLE', 'STAGES', 'captioner_class', 'make_captioner', 'uses_vlm', 'FolderOf', 'Derived',
            'source_stages', 'Stage', 'captioner_notebooks', 'scores', 'mean_statement', 'top_factors', 'factor_label',
-           'factors_summary', 'get_stage', 'stage_dir', 'artifact', 'bind', 'source_values', 'stage_fingerprint_key',
-           'load_fresh', 'compute_stage', 'run_stage', 'run_stages', 'estimate_caption_stage', 'preflight']
+           'factors_summary', 'run_folds', 'get_stage', 'stage_dir', 'artifact', 'run_lock', 'bind', 'source_values',
+           'stage_fingerprint_key', 'load_fresh', 'compute_stage', 'run_stage', 'run_stages', 'estimate_caption_stage',
+           'estimate_verify_stage', 'preflight']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, type[Captioner]] = {c.name: c for c in [
@@ -179,27 +183,39 @@ def factors_summary(factors:pd.DataFrame # factors.parquet of the explain stage
 # %% ../nbs/04b_pipeline.ipynb #14400718
 TRAINING_TABLE = Derived(training_table, dict(table='data', caps='caption'))
 
+def run_folds(metrics:dict # the train stage's metrics.json
+             ) -> list[int]:
+    "The folds whose models the train stage ran."
+    return metrics['folds_run']
+
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(name='data', func=stage_data, outputs=('table.parquet', 'skipped.parquet'), keys=tuple(DATA_KEYS),
           load=lambda d: read_parquet(d/'table.parquet'), fingerprint=data_fingerprint, stale=downloads_pending,
-          help='load and validate the data set (downloads image URLs)', summary=lambda t: f"{len(t)} usable rows",
+          help='load and validate the data set (downloads image URLs)', summary=lambda t: f"data: {len(t)} usable rows",
           warnings=data_warnings, notebooks=('01_data',), layer=2),
     Stage(name='caption', func=stage_caption, inputs=dict(table='data'), outputs=('captions.parquet', 'usage.json'),
           keys=tuple(CAPTION_KEYS), load=lambda d: read_parquet(d/'captions.parquet'), fingerprint=caption_fingerprint,
-          stale=caption_stale, help='describe every image in words (content-addressed cache)', summary=caption_summary,
+          stale=caption_stale, help='describe every image in words (content-addressed cache)', summary=lambda c: f"caption: {caption_summary(c)}",
           warnings=caption_failures, notebooks=('02_caption', captioner_notebooks), layer=1),
     Stage(name='train', func=stage_train, folder='model',
           inputs=dict(df=TRAINING_TABLE, baselines=Derived(pixel_baselines, dict(df=TRAINING_TABLE, table='data'))),
           outputs=('metrics.json', 'oof.parquet'), keys=(*MODEL_KEYS, 'pixel_baseline'), load=lambda d: read_json(d/'metrics.json'),
           fingerprint=lambda cfg, df: {**train_fingerprint(cfg, df), 'pixels': use_pixels(cfg)},
-          help='cross-validate the text regressor and the baselines', summary=mean_statement,
+          help='cross-validate the text regressor and the baselines', summary=lambda m: f"train: {mean_statement(m)}",
           notebooks=('03_model', '03b_pixels'), layer=2),
     Stage(name='explain', func=stage_explain,
           inputs=dict(df=TRAINING_TABLE, model_dir=FolderOf('train'), truth=Derived(read_truth, dict(folder=FolderOf('data')))),
           outputs=('factors.parquet', 'summary.json', 'segments.parquet'), keys=tuple(EXPLAIN_KEYS),
           load=lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda: {'factors': FACTORS_VERSION},
-          help='Shapley values of every description, factors tested out of sample', summary=factors_summary,
+          help='Shapley values of every description, factors tested out of sample', summary=lambda f: f"explain: {factors_summary(f)}",
           notebooks=('04_explain',), layer=3),
+    Stage(name='verify', func=stage_verify,
+          inputs=dict(df=TRAINING_TABLE, images=Derived(image_paths, dict(table='data')), factors='explain',
+                      folds_run=Derived(run_folds, dict(metrics='train'))),
+          outputs=('findings.parquet', 'summary.json'), keys=tuple(VERIFY_KEYS), load=lambda d: read_parquet(d/'findings.parquet'),
+          fingerprint=verify_fingerprint, stale=verify_stale,
+          help='every tested concept asked of the VLM as a yes/no question about the held-out images, tested again',
+          summary=verify_summary_line, notebooks=('04c_verify',), layer=4),
 ]}
 
 # %% ../nbs/04b_pipeline.ipynb #1ee1a6af
@@ -227,6 +243,29 @@ def artifact(cfg:AttrDict, # run configuration
             ) -> Path:
     "The path of `file` written by stage `name` for `cfg` (it may not exist yet)."
     return stage_dir(cfg, name)/file
+
+# %% ../nbs/04b_pipeline.ipynb #dfa509d3
+_LOCKS = {}   # lock file -> [FileLock, depth]: held by this process
+
+@contextlib.contextmanager
+def run_lock(cfg:AttrDict, # run configuration (its variant's run folder holds the lock file)
+             say:Callable[[str], Any]=print # where the one line about waiting goes
+            ):
+    "Hold the run folder's lock file while stages run; when another process holds it, say so in one line and wait."
+    from filelock import FileLock, Timeout
+    path = run_dir(cfg)/'.lock'
+    held = _LOCKS.setdefault(str(path), [FileLock(path), 0])
+    if not held[1]:
+        try: held[0].acquire(timeout=0)
+        except Timeout:
+            say(f"waiting: another posterlens process is running variant {cfg.variant!r} (lock {path})")
+            held[0].acquire()
+    held[1] += 1
+    try: yield path
+    finally:
+        held[1] -= 1
+        if not held[1]: held[0].release()
+
 
 # %% ../nbs/04b_pipeline.ipynb #8f9b8f2c
 def bind(func:Callable, # a stage's function, a `Derived` input's or a fingerprint
@@ -332,9 +371,10 @@ def run_stages(cfg:AttrDict, # run configuration
                force:bool=False, # recompute the named stages even when fresh
                progress:bool=True # show progress bars
               ) -> dict:
-    "Run stages `names` (with what they need) for `cfg`; their results by name."
+    "Run stages `names` (with what they need) for `cfg`, holding its `run_lock`; their results by name."
     done = {}
-    return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
+    with run_lock(cfg, print if progress else lambda s: None):
+        return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
 
 # %% ../nbs/04b_pipeline.ipynb #092bf74f
 def estimate_caption_stage(cfg:AttrDict # run configuration
@@ -343,6 +383,18 @@ def estimate_caption_stage(cfg:AttrDict # run configuration
     table = run_stage(cfg, 'data', progress=False)
     with make_captioner(cfg) as cap:
         return estimate_captioning(cfg, table, cap, CaptionCache(cache_dir(cfg, 'captions')), read_prompt(cfg))
+
+# %% ../nbs/04b_pipeline.ipynb #81113829
+def estimate_verify_stage(cfg:AttrDict # run configuration
+                         ) -> dict|None:
+    "What the verify stage of `cfg` would send and cost (`estimate_verification`); None when no verifier is configured. No request is made."
+    if verifier_name(cfg) is None: return None
+    table = run_stage(cfg, 'data', progress=False)
+    run = folds_to_run(cfg)
+    held = verify_heldout(len(table), cfg, run)
+    f = artifact(cfg, 'explain', 'factors.parquet')
+    n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
+    return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
 
 # %% ../nbs/04b_pipeline.ipynb #3e97cf89
 def preflight(cfg:AttrDict # run configuration

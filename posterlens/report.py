@@ -17,6 +17,7 @@ from fastcore.xtras import modified_env
 from .core import (PosterlensError, load_settings, list_variants, resolve, run_dir, read_json,
                              write_json, read_parquet, hash_frame, hash_obj)
 from .explain import _value
+from .verify import findings_sentences
 from .pipeline import (STAGES, _ci, artifact, factor_label, mean_statement, run_stages, scores, top_factors,
                                  uses_vlm)
 
@@ -24,8 +25,8 @@ from .pipeline import (STAGES, _ci, artifact, factor_label, mean_statement, run_
 __all__ = ['REPORT_NOTEBOOK', 'PREDICTORS', 'secret_values', 'scrub', 'scrub_notebook', 'versions', 'input_hash', 'run_record',
            'record_markdown', 'notebook_html', 'render_math', 'external_refs', 'kernel_name', 'report_pages',
            'stage_notebooks', 'overrides_of', 'report_dir', 'report_notebook', 'test_cells', 'publish', 'run_notebooks',
-           'rmse_table', 'factor_chart', 'thumbnail_uri', 'poster_grid', 'planted_text', 'digest', 'index_html',
-           'write_index', 'report_variant', 'not_runnable', 'report_all']
+           'rmse_table', 'factor_chart', 'thumbnail_uri', 'poster_grid', 'planted_text', 'verify_digest', 'digest',
+           'index_html', 'write_index', 'report_variant', 'not_runnable', 'report_all']
 
 # %% ../nbs/05_report.ipynb #4c3edadb
 _SECRET_PATTERNS = [
@@ -469,6 +470,17 @@ def planted_text(summary:dict|None # summary.json of the explain stage
     if p.get('statement'): parts.append(p['statement'])
     return ' '.join(parts)
 
+# %% ../nbs/05_report.ipynb #5d5fed20
+def verify_digest(summary:dict|None, # summary.json of the verify stage
+                  findings:pd.DataFrame|None # its findings.parquet
+                 ) -> dict|None:
+    "What the index says about the verification on the images: the verified findings as sentences, or why there are none."
+    if summary is None: return None
+    if summary.get('skipped'): return {'skipped': summary['skipped'], 'sentences': [], 'statement': summary['skipped']}
+    ver = findings[findings.verified] if findings is not None and len(findings) else None
+    return {'skipped': None, 'statement': summary.get('statement'), 'gold': summary.get('gold'),
+            'sentences': findings_sentences(ver) if ver is not None and len(ver) else []}
+
 # %% ../nbs/05_report.ipynb #7062be21
 def digest(cfg:AttrDict, # run configuration
            status:str='ok', # 'ok', 'failed' or 'skipped'
@@ -481,6 +493,8 @@ def digest(cfg:AttrDict, # run configuration
     caps = _maybe(artifact(cfg, 'caption', 'captions.parquet'), read_parquet)
     usage = _maybe(artifact(cfg, 'caption', 'usage.json'), read_json)
     summary = _maybe(artifact(cfg, 'explain', 'summary.json'), read_json)
+    vsum = _maybe(artifact(cfg, 'verify', 'summary.json'), read_json)
+    findings = _maybe(artifact(cfg, 'verify', 'findings.parquet'), read_parquet)
     times = _maybe(R/'report.json', read_json) or {}
     prompt = resolve(cfg, cfg.prompt) if cfg.get('prompt') else None
     up, down = top_factors(factors)
@@ -503,6 +517,7 @@ def digest(cfg:AttrDict, # run configuration
          'up': [factor_label(r) for _, r in up.iterrows()], 'down': [factor_label(r) for _, r in down.iterrows()],
          'n_factors': len(factors) if factors is not None else None,
          'planted': planted_text(summary),
+         'verify': verify_digest(vsum, findings),
          'captions': {'counts': caps.status.value_counts().to_dict() if caps is not None else {},
                       'mean_words': float(good.caption.str.split().str.len().mean()) if good is not None and len(good) else None},
          'cost': _first(usage, 'cost_usd', 'estimated_cost_usd', 'estimated_cost', 'cost'),
@@ -561,6 +576,10 @@ def _rows(d:dict) -> dict:
     r['Beats the mean predictor?'] = ('<span class="muted">n/a</span>' if beats is None else
                                       f'<span class="{"yes" if beats else "no"}">{"Yes" if beats else "No"}</span>: {_e(re.sub(r"^(Yes|No): ", "", d.get("beats_mean_text") or ""))}')
     li = lambda xs: '<ul>' + ''.join(f'<li>{_e(x)}</li>' for x in xs) + '</ul>' if xs else '<span class="muted">none</span>'
+    v = d.get('verify')
+    if v: r['Verified on the images'] = (f'<span class="muted">{_e(v["skipped"])}</span>' if v.get('skipped') else
+                                         (li(v['sentences']) if v.get('sentences') else '<span class="muted">none</span>')
+                                         + f'<br><span class="muted">{_e(v.get("statement"))} {_e(v.get("gold"))}</span>')
     r['Top factors pushing up'] = li(d.get('up'))
     r['Top factors pushing down'] = li(d.get('down'))
     if d.get('planted'): r['Planted effects recovered'] = _e(d['planted'])

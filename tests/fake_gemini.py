@@ -25,6 +25,15 @@ aiplatform.endpoints.predict); `service_disabled` answers 403 PERMISSION_DENIED 
 `rpm_limit` enforces a quota of that many accepted requests in any sliding `rpm_window` seconds (60): a request
 over it is refused with 429 RESOURCE_EXHAUSTED (QuotaFailure, and a RetryInfo until the window has room).
 
+Structured answers (the verify stage): a request with `generationConfig.responseSchema` (and `responseMimeType`
+application/json, else 400 INVALID_ARGUMENT as the real API answers) gets a JSON object with one value per schema
+property. Boolean properties are yes/no questions (their `description`) about a synthetic poster: `attributes`
+({image sha256: {'dark': 1, 'cool': 0, ...}}) gives the planted answer of the first attribute word in the question
+(`ATTRIBUTE_WORDS`, several wordings each), other questions get a stable coin; `flip` flips that share of the answers
+(per image and question). Per image, `rate_not_json` answers prose instead of JSON, `rate_missing` leaves out the last
+property, `rate_refusal` declines in prose (OpenAI: `message.refusal`). String properties (a text-only request) get a
+question written from the item's text.
+
 Server-side bookkeeping (`requests`, `ok_by_image`, `duplicates()`) lets tests and the benchmark check what
 was really sent and answered. Run standalone: `python tests/fake_gemini.py --port 8765 --rate429 0.2`
 (GET /_stats returns the bookkeeping as JSON).
@@ -50,6 +59,66 @@ def caption_for(image_sha:str) -> str:
     tone = 'The image is dark and low-key.' if int(image_sha[0], 16) < 8 else 'The image is bright and high-key.'
     colour = 'Cool blue tones dominate.' if int(image_sha[1], 16) < 8 else 'Warm red tones dominate.'
     return f"A fake caption for image {image_sha[:12]}. {tone} {colour}"
+
+
+# -- structured answers to yes/no questions about synthetic posters (the verify stage)
+ATTRIBUTE_WORDS = {   # planted attribute: (words that ask whether it is present, words that ask whether it is absent)
+    'bw': (('black and white', 'black-and-white', 'monochrome', 'monochromatic', 'grayscale', 'greyscale', 'desaturated'),
+           ('colour', 'color', 'colourful', 'colorful', 'vivid colours', 'vivid colors')),
+    'dark': (('dark', 'dim', 'dimly', 'low-key', 'low key', 'shadowy', 'gloomy', 'night'),
+             ('bright', 'high-key', 'high key', 'well lit', 'well-lit', 'light background', 'pale')),
+    'cool': (('cool', 'blue', 'bluish', 'cold', 'teal', 'cyan'), ('warm', 'red', 'reddish', 'orange', 'amber')),
+    'cluttered': (('cluttered', 'busy', 'crowded', 'clutter', 'many small', 'many shapes', 'many objects'),
+                  ('clean', 'minimal', 'minimalist', 'sparse', 'uncluttered', 'simple', 'single subject')),
+    'big_title': (('large title', 'big title', 'large bold', 'bold title', 'large text', 'big text', 'large lettering', 'huge',
+                   'dominant title', 'dominates the poster', 'large, bold', 'large bold text'),
+                  ('small text', 'small title', 'tiny', 'small lettering', 'subtle title', 'small')),
+}
+
+def _word_at(text:str, word:str) -> int:
+    "Position of `word` as a whole word (or phrase) in `text`; -1 when absent."
+    m = re.search(r'(?<![a-z])' + re.escape(word) + r'(?![a-z])', text)
+    return m.start() if m else -1
+
+def planted_answer(question:str, # a yes/no question about an image
+                   attributes:dict # the image's planted attributes, e.g. {'dark': 1, 'cool': 0, ...}
+                  ) -> bool|None:
+    "The true answer for a synthetic poster: the attribute (and side) with the most words in the question, the earliest on a tie (None: no attribute is asked about)."
+    q, best = question.lower(), None
+    for attr, (yes, no) in ATTRIBUTE_WORDS.items():
+        if attr not in attributes: continue
+        for words, present in ((yes, True), (no, False)):
+            at = [_word_at(q, w) for w in words]
+            hits = [x for x in at if x >= 0]
+            if hits and (best is None or (len(hits), -min(hits)) > best[0]): best = ((len(hits), -min(hits)), attr, present)
+    if best is None: return None
+    _, attr, present = best
+    return bool(attributes[attr]) == present
+
+def request_kind(body:dict) -> str:
+    "'structured' for a request with an answer schema (Gemini responseSchema, OpenAI json_schema), else 'caption'."
+    if (body.get('generationConfig') or body.get('generation_config') or {}).get('responseSchema'): return 'structured'
+    return 'structured' if (body.get('response_format') or {}).get('type') == 'json_schema' else 'caption'
+
+def synth_attributes(folder) -> dict:
+    "{image sha256: planted attributes} of the synthetic posters in `folder` (posters.csv and images/, see `make_synth`)."
+    import csv
+    from pathlib import Path
+    folder, out = Path(folder), {}
+    with open(folder/'posters.csv', newline='') as f:
+        for r in csv.DictReader(f):
+            sha = hashlib.sha256((folder/r['image']).read_bytes()).hexdigest()
+            out[sha] = {a: int(r[a]) for a in ATTRIBUTE_WORDS if a in r}
+    return out
+
+def _unit(*parts) -> float:
+    return int(hashlib.sha256('|'.join(map(str, parts)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+def written_question(item:str) -> str:
+    "The question the fake's 'language model' writes for a concept item 'name (e.g. sentence; sentence)'."
+    name = item.split(' (e.g.')[0].strip()
+    ex = item.split(' (e.g.', 1)[1].split(';')[0].strip(' )') if ' (e.g.' in item else ''
+    return f'Is the image {name}?' + (f' (as in: {ex})' if ex else '')
 
 
 def _error(code, status, message, details=None):
@@ -95,7 +164,8 @@ class FakeServer:
     def __init__(self, rate429=0., rate500=0., rate503=0., rate_hang=0., rate_block=0., rate_prompt_block=0.,
                  rate_maxtokens=0., hang_s=3., latency=0., retry_after:float|None=0.05, seed=0,
                  script:dict|None=None, queue:list|None=None, api_keys=None, tokens=None, denied_projects=(),
-                 service_disabled=False, rpm_limit:int|None=None, rpm_window:float=60.0, host='127.0.0.1', port=0):
+                 service_disabled=False, rpm_limit:int|None=None, rpm_window:float=60.0, host='127.0.0.1', port=0,
+                 attributes:dict|None=None, flip:float=0., rate_not_json:float=0., rate_missing:float=0., rate_refusal:float=0.):
         self.rate429, self.rate500, self.rate503, self.rate_hang = rate429, rate500, rate503, rate_hang
         self.rate_block, self.rate_prompt_block, self.rate_maxtokens = rate_block, rate_prompt_block, rate_maxtokens
         self.hang_s, self.latency, self.retry_after, self.seed = hang_s, latency, retry_after, seed
@@ -105,6 +175,10 @@ class FakeServer:
         self.tokens = None if tokens is None else set(tokens)           # None: any bearer token is valid
         self.denied_projects, self.service_disabled = set(denied_projects), service_disabled
         self.rpm_limit, self.rpm_window, self._accepted = rpm_limit, rpm_window, []
+        # structured yes/no answers: planted attributes per image sha256, share of flipped answers (per image and question),
+        # and per-image shares of answers that are not JSON, lack their last property, or (OpenAI) are refusals
+        self.attributes, self.flip = dict(attributes or {}), flip
+        self.rate_not_json, self.rate_missing, self.rate_refusal = rate_not_json, rate_missing, rate_refusal
         self._rng, self._lock = random.Random(seed), threading.Lock()
         self.requests: list[dict] = []          # one row per caption request: t, route, model, image, outcome
         self.ok_by_image: Counter = Counter()   # image sha256 -> number of successful (ok/maxtokens) answers
@@ -129,7 +203,8 @@ class FakeServer:
 
     # -- bookkeeping
     def record(self, route, model, sha, outcome, body=None, **extra):
-        "Log one caption request (and count a successful answer per image)."
+        "Log one caption request (and count a successful answer per image); `kind` says caption or structured."
+        if body is not None: extra.setdefault('kind', request_kind(body))
         with self._lock:
             self.requests.append({'t': time.time(), 'route': route, 'model': model, 'image': sha, 'outcome': outcome, **extra})
             if body is not None: self.bodies = (self.bodies + [body])[-50:]
@@ -159,6 +234,26 @@ class FakeServer:
         return {'requests': len(self.requests), 'outcomes': dict(c), 'images_ok': len(self.ok_by_image),
                 'duplicates': self.duplicates()}
 
+    # -- structured answers
+    def malformed(self, sha) -> str|None:
+        "This image's stable malformed-answer fate: 'refusal', 'not_json', 'missing' or None."
+        for name, rate in (('refusal', self.rate_refusal), ('not_json', self.rate_not_json), ('missing', self.rate_missing)):
+            if rate and self._per_image(sha, name) < rate: return name
+        return None
+    def structured(self, sha:str, props:dict, kind:str='BOOLEAN') -> str:
+        "The JSON text answering `props` ({id: description}): booleans from the image's planted attributes, or written questions."
+        if kind.upper() == 'STRING': return json.dumps({k: written_question(str(d)) for k, d in props.items()})
+        attrs, out = self.attributes.get(sha, {}), {}
+        for k, q in props.items():
+            a = planted_answer(str(q), attrs)
+            if a is None: a = _unit(self.seed, 'coin', sha, q) < 0.1 + 0.6*_unit('prevalence', q)   # not a planted attribute
+            if self.flip and _unit(self.seed, 'flip', sha, q) < self.flip: a = not a
+            out[k] = bool(a)
+        fate = self.malformed(sha)
+        if fate == 'not_json': return 'Here are my answers: ' + ', '.join(f"{k} {'yes' if v else 'no'}" for k, v in out.items())
+        if fate == 'missing' and out: out.pop(list(out)[-1])
+        return json.dumps(out)
+
     # -- behaviour
     def _per_image(self, sha, salt) -> float:
         return int(hashlib.sha256(f'{self.seed}|{salt}|{sha}'.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -183,6 +278,10 @@ class JSONHandler(BaseHTTPRequestHandler):
     "Keep-alive JSON request handler."
     protocol_version = 'HTTP/1.1'
     def log_message(self, *a): pass
+    def setup(self):
+        super().setup()   # headers and body go out as two writes: without TCP_NODELAY each answer waits for a delayed ACK (~40 ms)
+        import socket
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     def send(self, code, body, headers=None, raw:bytes|None=None):
         data = raw if raw is not None else json.dumps(body).encode()
         try:
@@ -219,12 +318,22 @@ class FakeGemini(FakeServer):
         "(http status, JSON body, extra headers, outcome, image sha) for one GenerateContentRequest body."
         try:
             parts = req['contents'][0]['parts']
-            img = next(p['inlineData'] for p in parts if 'inlineData' in p)
-            data = base64.b64decode(img['data'].replace('-', '+').replace('_', '/'), validate=True)  # the SDK sends url-safe base64
-            assert (img.get('mimeType') or img['mime_type']).startswith('image/')  # protobuf JSON accepts both spellings
+            gc = req.get('generationConfig') or {}
+            schema = gc.get('responseSchema')
             prompt = ' '.join(p.get('text', '') for p in parts)
+            img = next((p['inlineData'] for p in parts if 'inlineData' in p), None)
+            if img is None and schema is None: raise StopIteration('no inlineData part')
+            data = prompt.encode() if img is None else base64.b64decode(img['data'].replace('-', '+').replace('_', '/'), validate=True)  # the SDK sends url-safe base64
+            assert img is None or (img.get('mimeType') or img['mime_type']).startswith('image/')  # protobuf JSON accepts both spellings
         except (KeyError, IndexError, StopIteration, ValueError, AssertionError, TypeError) as e:
             return 400, _error(400, 'INVALID_ARGUMENT', f'Invalid request: {type(e).__name__} {e}'), {}, '400', ''
+        if schema is not None:   # the real API's checks of a response schema
+            if gc.get('responseMimeType') != 'application/json':
+                return 400, _error(400, 'INVALID_ARGUMENT', 'Only JSON MIME type (application/json) is supported for response schema, '
+                                   f"but got {gc.get('responseMimeType')!r}."), {}, '400', ''
+            if str(schema.get('type', '')).upper() != 'OBJECT' or not schema.get('properties') or \
+               any(str(v.get('type', '')).upper() not in ('BOOLEAN', 'STRING') for v in schema['properties'].values()):
+                return 400, _error(400, 'INVALID_ARGUMENT', '* GenerateContentRequest.generation_config.response_schema: unsupported schema'), {}, '400', ''
         sha = hashlib.sha256(data).hexdigest()
         out = self.outcome(sha, transient)
         usage_in = 258 + len(prompt.split())
@@ -246,7 +355,12 @@ class FakeGemini(FakeServer):
                          {'category': 'HARM_CATEGORY_DANGEROUS_CONTENT', 'probability': 'HIGH', 'blocked': True},
                          {'category': 'HARM_CATEGORY_HARASSMENT', 'probability': 'NEGLIGIBLE'}]}],
                          'usageMetadata': {'promptTokenCount': usage_in, 'totalTokenCount': usage_in}, 'modelVersion': version}, {}, out, sha
-        text = caption_for(sha)
+        if schema is not None:
+            kinds = {str(v.get('type', '')).upper() for v in schema['properties'].values()}
+            text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop())
+            if self.malformed(sha) == 'refusal':   # Gemini has no refusal field: a model that declines writes prose
+                text = "I'm sorry, but I can't help with answering questions about this image."
+        else: text = caption_for(sha)
         if out == 'maxtokens': text = text[:30]
         n_out = len(text.split())
         cand = {'content': {'parts': [{'text': text}], 'role': 'model'}, 'index': 0,
@@ -265,7 +379,7 @@ class FakeGemini(FakeServer):
         outs = []
         for meta, req in reqs:
             code, body, _, out, sha = self.answer(req, b['model'], transient=False)
-            self.record('batch', b['model'], sha, out)
+            self.record('batch', b['model'], sha, out, kind=request_kind(req))
             outs.append((meta, {'response': body} if code == 200 else {'error': body['error']}))
         if b['source'] == 'inline':
             b['output'] = {'inlinedResponses': {'inlinedResponses': [{**o, 'metadata': m} for m, o in outs]}}

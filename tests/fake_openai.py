@@ -26,14 +26,32 @@ class FakeOpenAI(FakeServer):
         "(http status, JSON body, extra headers, outcome, image sha) for one chat completions request."
         try:
             parts = req['messages'][-1]['content']
-            url = next(p['image_url']['url'] for p in parts if p.get('type') == 'image_url')
-            head, b64 = url.split(',', 1)
-            assert head.startswith('data:image/') and head.endswith(';base64')
-            data = base64.b64decode(b64, validate=True)
+            rf = req.get('response_format') or {}
             prompt = ' '.join(p.get('text', '') for p in parts if p.get('type') == 'text')
+            url = next((p['image_url']['url'] for p in parts if p.get('type') == 'image_url'), None)
+            if url is None and rf.get('type') != 'json_schema': raise StopIteration('no image_url part')
+            if url is not None:
+                head, b64 = url.split(',', 1)
+                assert head.startswith('data:image/') and head.endswith(';base64')
+                data = base64.b64decode(b64, validate=True)
+            else: data = prompt.encode()
             model = req['model']
         except (KeyError, IndexError, StopIteration, ValueError, AssertionError, TypeError) as e:
             return 400, _err(f'invalid request: {type(e).__name__} {e}', 'invalid_request_error'), {}, '400', ''
+        schema = None
+        if rf.get('type') == 'json_schema':   # the checks of strict structured outputs
+            js = rf.get('json_schema') or {}
+            schema = js.get('schema') or {}
+            props = schema.get('properties') or {}
+            if not js.get('name'):
+                return 400, _err("Missing required parameter: 'response_format.json_schema.name'.", 'invalid_request_error', 'missing_required_parameter'), {}, '400', ''
+            if js.get('strict') and (schema.get('additionalProperties') is not False or sorted(schema.get('required') or []) != sorted(props)):
+                return 400, _err(f"Invalid schema for response_format '{js['name']}': In context=(), 'additionalProperties' is required to be "
+                                 "supplied and to be false, and 'required' must list every key in 'properties'.", 'invalid_request_error',
+                                 'invalid_json_schema'), {}, '400', ''
+        elif rf and rf.get('type') not in ('text', 'json_object'):
+            return 400, _err(f"Invalid value: '{rf.get('type')}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
+                             'invalid_request_error', 'invalid_value'), {}, '400', ''
         sha = hashlib.sha256(data).hexdigest()
         out = self.outcome(sha)
         n_in = 300 + len(prompt.split())
@@ -45,12 +63,16 @@ class FakeOpenAI(FakeServer):
         if out == 'prompt_block':
             return 400, _err("The response was filtered due to the prompt triggering content management policy.",
                              'invalid_request_error', 'content_filter'), {}, out, sha
-        text, finish = caption_for(sha), 'stop'
-        if out == 'block': text, finish = None, 'content_filter'
-        if out == 'maxtokens': text, finish = text[:30], 'length'
+        text, finish, refusal = caption_for(sha), 'stop', None
+        if schema is not None:
+            kinds = {str(v.get('type', '')).upper() for v in schema['properties'].values()}
+            text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop())
+            if self.malformed(sha) == 'refusal': text, refusal = None, "I'm sorry, I can't help with that request."
+        if out == 'block': text, finish, refusal = None, 'content_filter', None
+        if out == 'maxtokens': text, finish = (text or '')[:30], 'length'
         n_out = len((text or '').split())
         return 200, {'id': f'chatcmpl-{next(self._ids)}', 'object': 'chat.completion', 'created': int(time.time()), 'model': model,
-                     'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': text}, 'finish_reason': finish}],
+                     'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': text, 'refusal': refusal}, 'finish_reason': finish}],
                      'usage': {'prompt_tokens': n_in, 'completion_tokens': n_out, 'total_tokens': n_in + n_out}}, {}, out, sha
 
     def _handler(self):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json, os, random, re, threading, time
 from urllib.parse import parse_qs, urlparse
 
-from fake_gemini import FakeGemini, _error, serve
+from fake_gemini import FakeGemini, _error, request_kind, serve
 
 _JOBS = re.compile(r'^/(?P<ver>v1[a-z0-9]*)/projects/(?P<proj>[^/]+)/locations/(?P<loc>[^/]+)/batchPredictionJobs(?:/(?P<id>[^/:]+))?$')
 _COUNT = re.compile(r'^/(?P<ver>v1[a-z0-9]*)/(?:projects/(?P<proj>[^/]+)/locations/(?P<loc>[^/]+)/)?(?P<pub>publishers/google/)?'
@@ -135,7 +135,7 @@ class FakeVertex(FakeGemini):
             if not line.strip(): continue
             req = json.loads(line)['request']
             code, body, _, out, sha = self.answer(req, model, transient=False)
-            self.record('vertex-batch', model, sha, out)
+            self.record('vertex-batch', model, sha, out, kind=request_kind(req))
             row = {'status': '', 'processed_time': _now().replace('000000Z', '000+00:00'), 'request': req}
             if code == 200: row['response'] = body; ok += 1
             else: row['status'] = f"{_HTTP_REASON.get(code, 'Error')}: {json.dumps(body)}"; failed += 1

@@ -114,8 +114,15 @@ def test_other_errors_are_failed_rows_not_crashes(tmp_path):
 
 
 def test_setup_errors_stop_the_run(tmp_path):
+    "A setup error (bad key, wrong project) stops the run at the first answer: no other image is sent, nothing is cached."
+    f = Fake(error=PosterlensError('bad key'))
     with pytest.raises(PosterlensError, match='bad key'):
-        caption_images(Fake(error=PosterlensError('bad key')), images(tmp_path/'im', 3), 'p', CaptionCache(tmp_path/'c'), progress=False)
+        caption_images(f, images(tmp_path/'im', 5), 'p', CaptionCache(tmp_path/'c'), progress=False)
+    assert f.n_calls == 1 and not list((tmp_path/'c').glob('*/*.json'))
+    f4 = Fake(error=PosterlensError('bad key'))                         # four workers: at most the four first requests
+    with pytest.raises(PosterlensError, match='bad key'):
+        caption_images(f4, images(tmp_path/'im4', 40), 'p', CaptionCache(tmp_path/'c4'), concurrency=4, progress=False)
+    assert 1 <= f4.n_calls <= 4 and not list((tmp_path/'c4').glob('*/*.json'))
 
 
 def test_retry_failed_semantics(tmp_path):
@@ -147,12 +154,31 @@ def test_rate_limiter_window_contract():
     assert max(starts) - min(starts) >= 2.0                             # so 60 starts need more than two windows
 
 
+class LateWaker(threading.Event):
+    "An event a thread waits on that wakes it `late` seconds after its timeout (as an overloaded machine would), and says when the wait began."
+    def __init__(self, late):
+        super().__init__(); self.late, self.waiting = late, threading.Event()
+    def wait(self, timeout=None):
+        self.waiting.set()
+        return super().wait(None if timeout is None else timeout + self.late)
+
+
 def test_rate_limiter_holds_back_a_late_thread():
-    "A thread that wakes late cannot squeeze an extra start into a window (the window log uses the actual times)."
-    rl = RateLimiter(3, period=1.0)
-    starts = [rl.acquire() for _ in range(3)]
-    starts.append(rl.acquire())
-    assert starts[3] - starts[0] >= 1.0 and busiest_window(starts, 1.0) == 3
+    "A thread that wakes late cannot squeeze an extra start into a window: the window log uses the actual start times."
+    rl, late = RateLimiter(3, period=1.0), LateWaker(0.6)            # pacing alone: slots at 0, 1/3, 2/3, 1, 4/3 s
+    starts, lock = [rl.acquire()], threading.Lock()
+    def sleeper():
+        t = rl.acquire(late)                                           # takes the 1/3 s slot, wakes at about 0.93 s
+        with lock: starts.append(t)
+    th = threading.Thread(target=sleeper); th.start()
+    assert late.waiting.wait(30)                                       # its slot is taken before the others ask
+    for _ in range(3):
+        t = rl.acquire()
+        with lock: starts.append(t)
+    th.join()
+    assert len(starts) == 5 and None not in starts
+    # without the window log the starts would be 0, 2/3, ~0.93, 1, 4/3: four in [2/3, 5/3)
+    assert busiest_window(starts, 1.0) == 3
 
 
 def test_rate_limiter_is_cancelled_by_a_stopped_run():
@@ -263,15 +289,18 @@ def test_caption_module_does_not_load_the_backends():
 
 
 def test_unreachable_stops_after_a_few_attempts(tmp_path, fast_backoff):
+    "A server that is down stops the run after 3 refused connections in a row (one worker); with 4 workers, at most 3 more were in flight."
     class Down(Fake):
         def caption(self, image, mime, prompt):
             with self.lock: self.calls[image] = self.calls.get(image, 0) + 1
             raise Unreachable('ConnectError: [Errno 111] Connection refused', url='http://127.0.0.1:9', source='OPENAI_BASE_URL')
-    down, cache = Down(), CaptionCache(tmp_path/'c')
-    with pytest.raises(PosterlensError, match=r'cannot reach http://127.0.0.1:9 \(from OPENAI_BASE_URL\)'):
-        caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=4, progress=False, wait=fast_backoff,
-                       unreachable_after=3)
-    assert down.n_calls <= 3 + 3 and not list((tmp_path/'c').glob('*/*.json'))
+    for workers, most in [(1, 3), (4, 3 + 3)]:
+        down, cache = Down(), CaptionCache(tmp_path/f'c{workers}')
+        with pytest.raises(PosterlensError, match=r'cannot reach http://127.0.0.1:9 \(from OPENAI_BASE_URL\)'):
+            caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=workers, progress=False, wait=fast_backoff,
+                           unreachable_after=3)
+        assert 3 <= down.n_calls <= most, (workers, down.n_calls)
+        assert not list((tmp_path/f'c{workers}').glob('*/*.json'))
 
 
 def test_every_image_failed_is_an_error():

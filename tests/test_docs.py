@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip('sphinx', reason='docs extras not installed: pip install -e ".[docs]"')
-pytest.importorskip('myst_nb', reason='docs extras not installed: pip install -e ".[docs]"')
+_NO_DOCS = 'the docs extras are not installed: run `make docs` first (installs them and builds the site), then `make pytest`'
+pytest.importorskip('sphinx', reason=_NO_DOCS)
+pytest.importorskip('myst_nb', reason=_NO_DOCS)
 nbformat = pytest.importorskip('nbformat')
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 try: import selenium  # noqa: F401
 except ImportError: selenium = None
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER and selenium),
-    reason='headless Chromium tests need `apt-get install chromium chromium-driver` and selenium (.[docs])')
+    reason='the browser tests need headless Chromium: `apt-get install chromium chromium-driver`, then `make docs` and `make pytest`')
 
 # ------------------------------------------------------------------------------------------ processing units
 def test_page_names_follow_nbdev():
@@ -76,13 +77,52 @@ def test_only_checks():
     assert B.check_cell('test_eq(1, 1)', has_output=True)
 
 def test_scrubber():
-    s = B.Scrubber({'/work/p/_proc': '<build>', '/work/p': '<project>'})
+    s = B.Scrubber({'/work/p/_proc': '_proc/', '/work/p': ''})
     t = ('wrote /tmp/tmpab12cd/s/posters.csv and /tmp/x; served at http://127.0.0.1:41183/a.png, 127.0.0.1:8080;'
          ' run /work/p/runs/default/model and /work/p/_proc/exec; not /work/pp nor http://localhost:11434/v1')
     out = s(t)
-    assert out == ('wrote <tmp>/s/posters.csv and <tmp>; served at <local server>/a.png, <local server>;'
-                   ' run <project>/runs/default/model and <build>/exec; not /work/pp nor http://localhost:11434/v1')
-    assert s('<td>/tmp/tmpq/x</td>', markup=True) == '<td>&lt;tmp&gt;/x</td>'     # visible in HTML, not a tag
+    assert out == ('wrote s/posters.csv and tmp/; served at https://example.com/a.png, https://example.com;'
+                   ' run runs/default/model and _proc/exec; not /work/pp nor http://localhost:11434/v1')
+    assert s('<td>/tmp/tmpq/x</td>', markup=True) == '<td>x</td>'       # no placeholder: the file's own path
+    assert s('cwd /work/p') == 'cwd .'
+
+def test_tidy_tables_put_findings_first_without_nan():
+    import numpy as np, pandas as pd
+    df = pd.DataFrame({'n': [3, 4], 'versus': ['bright', np.nan], 'phrases': ['dark; low-key; ' * 4, 'x'],
+                       'effect': [0.5, -0.2], 'q': [0.01, np.nan], 'factor': ['dark', 'busy']})
+    out = B.tidy_tables(df.to_html())
+    from bs4 import BeautifulSoup
+    t = BeautifulSoup(out, 'html.parser')
+    rows = [[c.get_text() for c in r.find_all(['th', 'td'])] for r in t.find_all('tr')]
+    back = pd.DataFrame([r[1:] for r in rows[1:]], columns=rows[0][1:])
+    assert list(back.columns) == ['factor', 'effect', 'q', 'n', 'versus', 'phrases']
+    assert 'NaN' not in out and 'nan' not in out.lower().replace('dataframe', '')
+    assert back.loc[0, 'effect'] == '0.5' and back.loc[1, 'factor'] == 'busy' and back.loc[1, 'q'] == ''   # rows stay whole
+    assert 'class="wrap"' in out                                                # a long text wraps
+    assert B.tidy_tables('<p>no table</p>') == '<p>no table</p>'
+
+def test_parameters_cell_shows_the_values_used():
+    src = 'variant = "smoke"   # a variant\noverrides = {}      # single settings'
+    out = B.show_params(src, {'variant': 'default', 'overrides': {'epochs': 1}})
+    assert out.splitlines()[0].startswith('variant = "default"') and out.splitlines()[0].endswith('# a variant')
+    assert out.splitlines()[1].startswith("overrides = {'epochs': 1}")
+
+def test_settings_reference_lists_every_key_with_its_help():
+    sys.path.insert(0, str(ROOT/'docs'))
+    import schema
+    from posterlens.core import Settings
+    from posterlens.pipeline import STAGES
+    md = schema.settings_page()
+    for k, f in Settings.model_fields.items():
+        assert f'id="{schema.setting_anchor(k)}"><td><code>{k}</code>' in md, k
+        assert html.escape(f.description.split('`')[0], quote=False).replace('&#x27;', "'") in md, k
+    for name in STAGES: assert f'## Stage `{name}`' in md, name
+    assert 'typing' not in md and 'Annotated' not in md
+    from typing import Literal, Optional, Union
+    assert schema.readable_type(Optional[str]) == 'text or empty'
+    assert schema.readable_type(Union[Literal['all'], list[int]]) == '`all` or list of integers'
+    assert schema.readable_range(Settings.model_fields['epochs']) == '1 to 1000'
+    assert schema.readable_range(Settings.model_fields['lr']) == '> 0, < 1'
 
 def test_clean_output_repairs_shap_colours_and_scrubs():
     o = {'output_type': 'display_data', 'data': {'text/html': 'background: rgba(np.float64(255.0), np.float64(13.0), '
@@ -196,8 +236,9 @@ def test_narrative_shows_api_docs_and_hides_directives(mini_site):
     assert 'The validated run configuration of' in core_html   # docstring
     assert 'single keys to override on top' in core_html  # docments comment
     assert 'test_eq' in core_html                          # the tests stay as examples
-    assert 'href="_modules/posterlens/core.html#load_settings"' in core_html   # source link
-    assert (mini_site/'_modules'/'posterlens'/'core.html').exists()
+    assert re.search(r'href="https://github\.com/[^"]+/blob/main/posterlens/core\.py#L\d+-L\d+"', core_html)   # source lines
+    settings = core_html[core_html.index('id="posterlens.core.Settings"'):core_html.index('id="posterlens.core.settings_table"')]
+    assert 'Annotated' not in settings and 'typing' not in settings and 'training epochs per fold' in settings
     for s in ['#| export', '#| hide', 'default_exp', 'def load_settings']: assert s not in core_html, s
     plots = page(mini_site, 'plots.html')
     assert 'HIDDEN_MARKER' not in plots                    # `#| hide` cell dropped
@@ -213,7 +254,10 @@ def test_checks_are_collapsed_examples_are_not(mini_site):
     i = plots.index('CHECKS')
     assert plots.rfind('<details', 0, i) > plots.rfind('</details>', 0, i)      # inside a <details>
     j = plots.index('mkdtemp')
-    assert plots.rfind('<details', 0, j) <= plots.rfind('</details>', 0, j)     # the usage example is not
+    assert plots.rfind('<details', 0, j) > plots.rfind('</details>', 0, j)      # test scaffolding: a local server
+    assert 'Show the test set-up' in plots
+    k = plots.index('ECHOLESS')
+    assert plots.rfind('<details', 0, k) <= plots.rfind('</details>', 0, k)     # other cells are not
 
 def test_links_to_api_and_pages(mini_site):
     plots = page(mini_site, 'plots.html')
@@ -228,11 +272,15 @@ def test_home_page_gets_a_newcomer_started(mini_site):
                 'captioners-and-credentials', 'where-the-results-go', 'reading-the-results']:
         assert f'id="{sec}"' in index, sec
     text = html.unescape(re.sub(r'<[^>]+>', '', index))
-    for s in ['git clone', 'make install', 'make demo', 'make test', 'posterlens run --variant', '--set',
-              'image_col', 'target_col', 'id_col', '[variant:ads]', 'prompts/', 'GEMINI_API_KEY',
-              'GOOGLE_GENAI_USE_VERTEXAI', 'openai_base_url', 'transformers', 'runs/<variant>/', 'reports/',
-              'BEATS the mean predictor', 'significant']:
+    for s in ['git clone', 'pip install "posterlens[pixels] @ git+https://', 'make install', 'make demo', 'make test',
+              'posterlens run --variant', '--set', 'image_col', 'target_col', 'id_col', '[variant:ads]', 'prompts/',
+              'GEMINI_API_KEY', 'GOOGLE_GENAI_USE_VERTEXAI', 'openai_base_url', 'transformers', 'runs/<variant>/',
+              'reports/', 'The verdict comes first', 'significant', 'walking up', 'Settings reference']:
         assert s in text, s
+    assert re.search(r'regressor (BEATS|does NOT beat) the mean predictor|posterlens train --variant default', text)
+    for p in ['settings.html', 'howto-gemini.html', 'howto-local-vlm.html', 'howto-prompts.html']:
+        assert f'href="{p}"' in index, p                    # the sidebar's groups
+    for cap in ['How-to guides', 'Reference', 'Notebooks']: assert f'<span class="caption-text">{cap}</span>' in index, cap
 
 def test_site_needs_no_network(mini_site):
     assert external_assets(mini_site) == []
@@ -263,7 +311,9 @@ def machine_paths(site:Path, proc:Path) -> list[str]:
 
 def test_no_machine_paths(mini):
     assert machine_paths(mini['site'], mini['proc']) == []
-    assert '&lt;project&gt;' in page(mini['site'], 'plots.html')     # PROJECT <project>/... shown instead
+    plots = page(mini['site'], 'plots.html')
+    assert 'PROJECT nbs' in plots                                      # the project's folders, relative
+    for ph in ['&lt;project&gt;', '&lt;tmp&gt;', '&lt;local server&gt;', '&lt;build&gt;']: assert ph not in plots, ph
 
 # ------------------------------------------------------------------------------------------ in the browser
 @pytest.fixture(scope='module')
@@ -315,7 +365,8 @@ return {
 };'''
 
 RAW_TEX = re.compile(r'\$[^\s$][^$\n]*?[^\s\\$]\$|\$\$|\\(?:phi|frac|sum|text|mathrm|sqrt|alpha|beta|sigma)\b')
-MACHINE = re.compile(r'/tmp/|127\.0\.0\.1')
+MACHINE = re.compile(r'/tmp/|127\.0\.0\.1|<(?:project|tmp|build|site|local server)>')
+LOCAL_OUTPUT = re.compile(r'\blocalhost\b|\bNaN\b|\bnan\b')      # nor in any output (the prose may name localhost)
 
 def check_site(site:Path, driver) -> dict:
     """Crawl the site from index.html in the browser: every page loads without console errors, every
@@ -349,6 +400,8 @@ def check_site(site:Path, driver) -> dict:
             if '/_modules/' not in url:
                 problems += [f'{url}: machine detail {m.group(0)!r} in {ctx[max(0, m.start()-60):m.end()+40]!r}'
                              for ctx in (r['prose'], r['outputs']) for m in MACHINE.finditer(ctx)]
+                problems += [f'{url}: {m.group(0)!r} in an output: {r["outputs"][max(0, m.start()-60):m.end()+40]!r}'
+                             for m in LOCAL_OUTPUT.finditer(r['outputs'])]
                 problems += [f'{url}: raw TeX {m.group(0)!r}' for m in RAW_TEX.finditer(r['prose'])]
                 problems += [f'{url}: a formula renders empty' for w, h in r['maths'] if not (w > 0 and h > 0)]
             for link in r['links']:
@@ -432,7 +485,7 @@ def test_small_site_in_browser(mini_site, browser, tmp_path):
     plots = next(u for u in info if u.endswith('/plots.html'))
     assert info[plots]['nImgs'] >= 2                        # the markdown image and the matplotlib figure
     assert len(info[plots]['maths']) == 4                   # $i$, the Shapley formula, $2^k$, the display formula
-    assert '<tmp>/posters.csv' in info[plots]['outputs'] and '<local server>/x.png' in info[plots]['outputs']
+    assert ' posters.csv' in info[plots]['outputs'] and 'https://example.com/x.png' in info[plots]['outputs']
     assert check_parameter_tables(info, [core]) == []
     srv, base = serve(mini_site)
     try:
@@ -514,3 +567,26 @@ def test_full_site_shows_the_default_variant_working(full_site):
     assert 'computed with the <strong><code class="docutils literal notranslate"><span class="pre">default</span>' in model
     m = re.search(r'The \S+ regressor (BEATS|does NOT beat) the mean predictor', model)
     assert m and m.group(1) == 'BEATS', m and m.group(0)
+
+# ------------------------------------------------------------------------------------------ publishing
+def test_workflows_build_test_and_publish():
+    yaml = pytest.importorskip('yaml')
+    wf = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT/'.github'/'workflows').glob('*.y*ml')}
+    assert {'test', 'deploy'} <= set(wf)
+    steps = lambda w: [s for j in w['jobs'].values() for s in j.get('steps', [])]
+    assert any(s.get('run', '').strip().endswith('.ci/run') for s in steps(wf['test']))
+    dep = steps(wf['deploy'])
+    assert any('make docs' in s.get('run', '') for s in dep)
+    up = next(s for s in dep if s.get('uses', '').startswith('actions/upload-pages-artifact'))
+    assert up['with']['path'] == '_docs'                    # where make docs writes the site
+    assert any(s.get('uses', '').startswith('actions/deploy-pages') for s in dep)
+    assert wf['deploy']['permissions'] == {'contents': 'read', 'pages': 'write', 'id-token': 'write'}
+
+def test_repository_url_is_written_once():
+    "The site's repository links (sidebar, footer icon, source lines, install commands) all come from pyproject.toml."
+    url = B.repository()
+    assert url.startswith('https://') and url == C.REPOSITORY
+    for f in [*(ROOT/'docs').rglob('*.*'), ROOT/'nbs'/'index.ipynb']:
+        if f.suffix in ('.py', '.md', '.html', '.ipynb', '.css'): assert url not in f.read_text(), f
+    assert C.linkcode_resolve('py', {'module': 'posterlens.core', 'fullname': 'load_settings'}).startswith(
+        f'{url}/blob/{C.BRANCH}/posterlens/core.py#L')

@@ -181,6 +181,25 @@ def test_heldout_effects_test_parts_beyond_their_parent():
     assert alone.effect['image top'] < -3*alone.se['image top']
 
 
+def test_heldout_effects_standard_errors_are_hc3():
+    "The effect is the OLS coefficient and its standard error HC3's, computed here from the formula (they differ from the classical one on these data)."
+    g = np.random.default_rng(5)
+    n = 120
+    x = (g.random(n) < 0.25).astype(float)
+    y = 1 + 0.5*x + g.normal(0, 1, n)*np.where(x > 0, 2.0, 0.3)          # noisier where the factor is mentioned
+    X = pd.DataFrame({'a': x})
+    e = heldout_effects(y, X, relations(X)).set_index('factor')
+    A = np.column_stack([x, np.ones(n)])
+    B = np.linalg.inv(A.T @ A)
+    beta = B @ A.T @ y
+    r, h = y - A @ beta, np.einsum('ij,jk,ik->i', A, B, A)
+    hc3 = np.sqrt((B @ (A.T*(r/(1 - h))**2) @ A @ B)[0, 0])
+    classical = np.sqrt(r @ r/(n - 2)*B[0, 0])
+    assert abs(hc3 - classical) > 0.2*hc3
+    assert abs(e.effect['a'] - beta[0]) < 1e-10 and abs(e.se['a'] - hc3) < 1e-10
+    assert (e.n['a'], e.rows['a'], e.controls['a']) == (int(x.sum()), n, 0)
+
+
 def test_combine_folds_is_inverse_variance_weighted():
     per = pd.DataFrame({'factor': ['a']*3 + ['b'], 'effect': [1.0, 0.5, 2.0, -1.0], 'se': [0.5, 1.0, 2.0, 0.1], 'rows': 10})
     c = combine_folds(per).set_index('factor')
@@ -226,13 +245,71 @@ def test_crossfit_factors_finds_planted_and_flags_nothing_without_a_model(tok):
     rec = planted_recovery(fac, TRUTH).set_index('attribute')
     assert rec.recovered[['dark', 'cluttered', 'big_title']].all() and rec.flagged_wrong.sum() == 0
     assert unplanted_flagged(fac, TRUTH) == [] and len(fac) <= 12
-    # every flagged factor has q <= the level, and the q-values are BH of the p-values
+    # flagged exactly when q <= the level, and the q-values are BH of the p-values
     np.testing.assert_allclose(fac.q, bh_adjust(fac.p))
-    assert (fac.q[fac.significant] <= 0.05).all()
+    assert fac.significant.tolist() == (fac.q <= 0.05).tolist()
     # a model that does not beat the mean: same tests, nothing flagged, and the summary says why
     f0, _, s0 = _crossfit_words(tok, toy, toy.target.to_numpy(), beats_mean=False)
     assert f0.significant.sum() == 0 and s0['q_below_level'] == s['q_below_level'] > 0
     assert 'does not predict the outcome better than the mean' in s0['statement']
+
+
+def test_flagging_is_exactly_q_at_most_the_level(tok):
+    "Flagged exactly when q <= fdr and the model beats the mean, on data where a factor has p < fdr < q."
+    toy = toy_captions(200, seed=3)
+    y = toy.target.to_numpy() + np.random.default_rng(3).normal(0, 0.5, len(toy))
+    fac, _, s = _crossfit_words(tok, toy, y)
+    assert ((fac.p < 0.05) & (fac.q > 0.05)).any() and (fac.q <= 0.05).any()    # the data tell q from p
+    assert fac.significant.tolist() == (fac.q <= 0.05).tolist()
+    assert s['significant'] == s['q_below_level'] == int((fac.q <= 0.05).sum())
+    f10, _, _ = _crossfit_words(tok, toy, y, fdr=0.1)                              # the level is the setting's
+    assert f10.significant.tolist() == (f10.q <= 0.1).tolist() and f10.significant.sum() > fac.significant.sum()
+    for bm in (False, None):                                                       # not better than the mean, or unknown
+        f0, _, s0 = _crossfit_words(tok, toy, y, beats_mean=bm)
+        assert not f0.significant.any() and s0['significant'] == 0 and s0['q_below_level'] == s['q_below_level'] > 0
+        assert 'No factor is flagged' in s0['statement']
+
+
+def test_each_fold_is_tested_on_exactly_its_heldout_rows(tok):
+    "Fold k's factors are tested on fold k's held-out rows: as many rows, and only their outcomes matter."
+    from posterlens.model import make_folds
+    toy = toy_captions(150, seed=4)
+    y, folds = toy.target.to_numpy(), make_folds(len(toy), 3, 0)
+    parts, held = [], np.full(len(toy), -1)
+    for j, (tr, va) in enumerate(folds):
+        m = WordWeights.fit(tok, toy.caption.iloc[tr], y[tr])
+        parts.append(explain_segments(m, toy.caption.iloc[va].tolist(), ids=toy.id.iloc[va].tolist(), progress=False).assign(fold=j))
+        held[va] = j
+    seg, rows = pd.concat(parts, ignore_index=True), toy[['id', 'caption']].assign(target=y, heldout=held)
+    _, tests, s = crossfit_factors(seg, rows)
+    assert {k: set(g.rows) for k, g in tests.groupby('fold')} == {j: {len(va)} for j, (tr, va) in enumerate(folds)}
+    assert s['heldout_rows'] == len(toy)
+    # other outcomes for fold 1's held-out rows (shuffled among them): fold 1's tests change, the others' do not
+    y2, v1 = y.copy(), folds[1][1]
+    y2[v1] = np.random.default_rng(0).permutation(y[v1])
+    _, tests2, _ = crossfit_factors(seg, rows.assign(target=y2))
+    per = lambda t, k: t[t.fold == k].set_index('factor')[['effect', 'se']]
+    for k in (0, 2): pd.testing.assert_frame_equal(per(tests, k), per(tests2, k))
+    assert not np.allclose(per(tests, 1).effect, per(tests2, 1).reindex(per(tests, 1).index).effect)
+
+
+def test_recovery_needs_the_planted_sign_and_a_flag():
+    "Recovered = flagged with the planted sign and never with the other: a wrong sign, an unflagged or an unmatched effect is not."
+    fac = pd.DataFrame({'factor': ['dark', 'cool', 'black white', 'cluttered', 'face'],
+                        'versus': ['bright', 'warm', None, 'clean', None],
+                        'phrases': [['dark'], ['cool'], ['black white'], ['cluttered'], ['face']],
+                        'versus_phrases': [['bright'], ['warm'], [], ['clean'], []],
+                        'n': [50, 40, 30, 45, 20],
+                        'effect': [0.5, -0.3, 0.4, -0.6, 0.2],          # cool: the wrong sign (planted +0.4)
+                        'significant': [True, True, False, True, True]})  # black and white: right sign, not flagged
+    rec = planted_recovery(fac, TRUTH).set_index('attribute')
+    assert rec.recovered.to_dict() == {'dark': True, 'cool': False, 'bw': False, 'cluttered': True, 'big_title': False}
+    assert rec.sign_ok.to_dict() == {'dark': True, 'cool': False, 'bw': True, 'cluttered': True, 'big_title': None}
+    assert rec.flagged_wrong.to_dict() == {'dark': 0, 'cool': 2, 'bw': 0, 'cluttered': 0, 'big_title': 0}   # cool and warm: one row
+    np.testing.assert_allclose(rec.difference[['dark', 'cool', 'bw', 'cluttered']], [0.5, -0.3, 0.4, -0.6])
+    s = recovery_summary(rec.reset_index())
+    assert (s['found'], s['recovered'], s['sign_agreement']) == (4, 2, 0.75)
+    assert unplanted_flagged(fac, TRUTH) == ['face']
 
 
 def test_word_models_are_ridge_fits(tok):

@@ -9,21 +9,22 @@ from pathlib import Path
 from posterlens.pipeline import CAPTIONERS, STAGES
 
 PKG = Path(__file__).resolve().parent.parent/'posterlens'
-FRAME = {'core': 0, 'caption': 1, 'pipeline': 4, 'report': 5, 'cli': 6}   # the contract below, the runner and its users above
-HELPER = 3.5     # a module neither a stage's nor a backend's (pixels): above every stage module, below the pipeline
 
 
 def _module(obj) -> str: return obj.__module__.rsplit('.', 1)[-1]
 
 
 def declared_layers() -> dict:
-    "Each module's layer, read from the declarations: a stage's `layer` for its function's module, 2 for a backend's."
+    """Each module's layer, read from the declarations: a stage's `layer` for its function's module, 2 for a backend's;
+    below them the contract (core 0, caption 1), above them the runner and its users (pipeline, report, cli)."""
     out = {_module(c): 2 for c in CAPTIONERS.values()}
     for st in STAGES.values(): out[_module(st.func)] = st.layer
-    return {**out, **FRAME}
+    top = max(2, *out.values()) + 1
+    return {**out, 'core': 0, 'caption': 1, 'pipeline': top, 'report': top + 1, 'cli': top + 2}
 
 
 LAYERS = declared_layers()
+HELPER = LAYERS['pipeline'] - 0.5   # a module neither a stage's nor a backend's (pixels): above the stages, below the pipeline
 
 
 def _target(node, mods):

@@ -95,6 +95,14 @@ def test_paired_difference_detects_a_better_predictor():
     assert lo > 0
 
 
+def test_paired_difference_does_not_separate_identical_predictors():
+    "Two predictors 0.001 apart: the interval of their RMSE difference holds 0 on both sides, and is not a point."
+    y = np.random.default_rng(0).normal(size=400)
+    d, lo, hi = rmse_diff_ci(y, np.zeros(400), np.full(400, 1e-3), n_boot=500)
+    assert lo < d < hi and lo < 0 < hi
+    assert abs(d) < 1e-3 and hi - lo > 1e-4
+
+
 def test_training_beats_mean_on_a_learnable_task(tiny):
     df = toy_captions(200, seed=2)
     tr, va = df.iloc[:160], df.iloc[160:]
@@ -130,7 +138,6 @@ def test_load_fold_model_without_training(tmp_path):
 
 def test_stage_train_on_smoke(tiny, tmp_path):
     "The stage end to end on the smoke data (synthetic posters, offline describer), with the tiny model."
-    pytest.importorskip("posterlens.caption")
     from posterlens.pipeline import run_stage, stage_dir
     from posterlens.core import read_json, read_parquet
     cfg = load_settings("smoke", {"runs_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),

@@ -9,7 +9,7 @@ from posterlens.model import make_folds, rmse
 from posterlens.pixels import (pixels_available, use_pixels, image_tensor, embed_images, pixel_cv, add_pixel_baseline,
                                ridge_predict, _cache_file)
 
-needs_pixels = pytest.mark.skipif(not pixels_available(), reason="the pixels extra is not installed")
+needs_pixels = pytest.mark.skipif(not pixels_available(), reason="the pixels extra is not installed: `make install` (or pip install -e '.[pixels]') installs it")
 
 
 def test_setting():

@@ -14,13 +14,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_vertex import FakeVertex as FakeGemini  # noqa: E402  (FakeGemini + countTokens, as the real API serves)
 from fake_openai import FakeOpenAI  # noqa: E402
+from fake_gemini import synth_attributes  # noqa: E402
 from test_vlm import GEMINI_ENV, tiny_git  # noqa: E402,F401  (the tiny GIT model fixture)
 
 from posterlens.data import make_synth
 from posterlens.model import tiny_text_model
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORTS = ('01_data', '02_caption', '02b_vlm', '03_model', '04_explain', '05_report')
+REPORTS = ('01_data', '02_caption', '02b_vlm', '03_model', '04_explain', '04c_verify', '05_report')
 FAST = {'epochs': 1, 'folds': 2, 'fold_subset': [0], 'freeze_layers': 0, 'n_bootstrap': 100, 'explain_examples': 1,
         'token_max_evals': 60, 'max_segments': 5, 'max_length': 64, 'rpm': 6000, 'concurrency': 4, 'max_retries': 2}
 
@@ -81,6 +82,35 @@ def service_account(tmp_path):
     srv.shutdown()
 
 
+@pytest.fixture(scope='module')
+def planted(imdb_csv):
+    "{image sha256: planted attributes} of the IMDB-shaped CSV's posters: the fakes answer yes/no questions from them."
+    return synth_attributes(imdb_csv.parent/'synth')
+
+
+def caption_requests(fake) -> list:
+    return [r for r in fake.requests if r.get('kind', 'caption') == 'caption']
+
+
+def check_verify(tmp, variant, fake, env, **overrides):
+    "The verify stage asked every held-out image once (plus the request that writes the questions); a second run sends nothing."
+    f = pd.read_parquet(Path(tmp)/'runs'/variant/'verify'/'findings.parquet')
+    s = json.loads((Path(tmp)/'runs'/variant/'verify'/'summary.json').read_text())
+    asked = [r for r in fake.requests if r.get('kind') == 'structured']
+    assert len(f) and s['predicates'] == len(f) and len(asked) == s['rows'] + 1, (len(asked), s)
+    assert (f.answered + f.failed == s['rows']).all() and f.answered.sum() > 0
+    page = (Path(tmp)/'reports'/variant/'04c_verify.html').read_text()
+    assert 'verified on the images' in page
+    n = len(fake.requests)
+    sets = {**FAST, 'runs_dir': f'{tmp}/runs', 'cache_dir': f'{tmp}/cache', 'reports_dir': f'{tmp}/reports', **overrides}
+    cmd = [sys.executable, '-m', 'posterlens.cli', 'run', '--variant', variant, '-q']
+    for k, v in sets.items(): cmd += ['--set', f'{k}={v!r}' if isinstance(v, str) else f'{k}={v}']
+    base = {k: v for k, v in os.environ.items() if k not in GEMINI_ENV}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**base, **env}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(fake.requests) == n, fake.requests[n:]
+
+
 def run_report(variant, tmp, env, **overrides):
     "`posterlens run --variant V --report` in a subprocess; (exit code, stdout, stderr)."
     sets = {**FAST, 'runs_dir': f'{tmp}/runs', 'cache_dir': f'{tmp}/cache', 'reports_dir': f'{tmp}/reports', **overrides}
@@ -109,33 +139,37 @@ def check_reports(tmp, variant, captioner, secret=None):
 
 
 @pytest.mark.slow
-def test_gemini_api_key_variant(tmp_path, imdb_csv, tiny_bert):
-    with FakeGemini() as g:
+def test_gemini_api_key_variant(tmp_path, imdb_csv, tiny_bert, planted):
+    with FakeGemini(attributes=planted, flip=0.1) as g:
         env = {'GEMINI_API_KEY': 'AIzaSyTEST-not-a-real-key-0123456789abcdef', 'GOOGLE_GEMINI_BASE_URL': g.url}
         rc, out, err = run_report('imdb-gemini', tmp_path, env, dataset=str(imdb_csv), text_model=tiny_bert)
         assert rc == 0, err[-3000:]
         assert {r['route'] for r in g.requests} == {'apikey'} and g.duplicates() == 0
+        check_verify(tmp_path, 'imdb-gemini', g, env, dataset=str(imdb_csv), text_model=tiny_bert)
     check_reports(tmp_path, 'imdb-gemini', 'gemini', secret=env['GEMINI_API_KEY'])
 
 
 @pytest.mark.slow
-def test_gemini_vertex_variant(tmp_path, imdb_csv, tiny_bert, service_account):
-    with FakeGemini() as g:
+def test_gemini_vertex_variant(tmp_path, imdb_csv, tiny_bert, service_account, planted):
+    with FakeGemini(attributes=planted) as g:
         env = {'GOOGLE_GENAI_USE_VERTEXAI': 'true', 'GOOGLE_CLOUD_PROJECT': 'proj-1', 'GOOGLE_CLOUD_LOCATION': 'us-central1',
                'GOOGLE_VERTEX_BASE_URL': g.url, 'GOOGLE_APPLICATION_CREDENTIALS': str(service_account)}
         rc, out, err = run_report('imdb-gemini', tmp_path, env, dataset=str(imdb_csv), text_model=tiny_bert)
         assert rc == 0, err[-3000:]
         assert {(r['route'], r['project'], r['location']) for r in g.requests} == {('vertex', 'proj-1', 'us-central1')}
+        check_verify(tmp_path, 'imdb-gemini', g, env, dataset=str(imdb_csv), text_model=tiny_bert)
     check_reports(tmp_path, 'imdb-gemini', 'gemini', secret='ya29.test-access')
 
 
 @pytest.mark.slow
 def test_openai_variant(tmp_path, tiny_bert):
-    with FakeOpenAI() as f:
-        rc, out, err = run_report('local-openai', tmp_path, {'OPENAI_API_KEY': 'sk-test-0123456789abcdefghij'},
-                                  openai_base_url=f.url + '/v1', synth_n=40, text_model=tiny_bert)
+    synth = make_synth(tmp_path/'cache'/'synth'/'n40-s0', 40, 0).parent       # the run finds these posters in its cache
+    with FakeOpenAI(attributes=synth_attributes(synth), rate_refusal=0.05, rate_not_json=0.05) as f:
+        env = {'OPENAI_API_KEY': 'sk-test-0123456789abcdefghij'}
+        rc, out, err = run_report('local-openai', tmp_path, env, openai_base_url=f.url + '/v1', synth_n=40, text_model=tiny_bert)
         assert rc == 0, err[-3000:]
-        assert len(f.requests) == 40
+        assert len(caption_requests(f)) == 40
+        check_verify(tmp_path, 'local-openai', f, env, openai_base_url=f.url + '/v1', synth_n=40, text_model=tiny_bert)
     check_reports(tmp_path, 'local-openai', 'openai', secret='sk-test-0123456789abcdefghij')
 
 
