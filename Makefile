@@ -34,7 +34,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-$(DEPS)
 DOCS_EXTRAS := dev,docs,pixels
 LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
-.PHONY: install install-dev demo test nbtest pytest export clean check docs docs-serve bench bench-validity bench-demo lab report-all mutants
+.PHONY: install install-dev demo test nbtest pytest export clean check readme docs docs-serve bench bench-validity bench-demo lab report-all mutants
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -81,6 +81,11 @@ export: install-dev
 check: export
 	@git diff --exit-code -- posterlens nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
 	$(PY) bench/_readme_tables.py --check
+	$(PY) docs/readme_tables.py --check
+
+# The README's stage and captioner tables, from the declarations in nbs/04b_pipeline.ipynb.
+readme: install-dev
+	$(PY) docs/readme_tables.py
 
 # Documentation site from the notebooks -> _docs/. The `## Analysis` sections run the `default` variant (its
 # artifacts in runs/default/ and the executed notebooks in _proc/ are reused while their inputs are unchanged);

@@ -24,7 +24,7 @@ from fake_gemini import FakeGemini  # noqa: E402
 from _results import write_result  # noqa: E402
 
 from PIL import Image  # noqa: E402
-from posterlens.caption import RETRY_WAIT, CaptionCache, caption_images  # noqa: E402
+from posterlens.caption import Backoff, CaptionCache, backoff, caption_images  # noqa: E402
 from posterlens.vlm import GeminiCaptioner  # noqa: E402
 
 FINAL = {'ok', 'blocked', 'truncated', 'failed'}
@@ -53,13 +53,13 @@ def main(argv=None) -> int:
     ap.add_argument('--latency', type=float, default=0.05, help='seconds the fake takes per answer')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--backoff-initial', type=float, default=None,
-                    help="first backoff of the runner, seconds (default: posterlens.caption.RETRY_WAIT['initial'])")
-    ap.add_argument('--backoff-jitter', type=float, default=None, help="backoff jitter, seconds (default: RETRY_WAIT['jitter'])")
+                    help="first backoff of the runner, seconds (default: posterlens.caption.Backoff's)")
+    ap.add_argument('--backoff-jitter', type=float, default=None, help="backoff jitter, seconds (default: Backoff's)")
     ap.add_argument('--smoke', action='store_true', help='tiny sizes (20 images at rpm 2400): seconds; the targets are not checked')
     a = ap.parse_args(argv)
     if a.smoke: a.n, a.rpm, a.latency = 20, 2400, 0.01
-    if a.backoff_initial is not None: RETRY_WAIT['initial'] = a.backoff_initial
-    if a.backoff_jitter is not None: RETRY_WAIT['jitter'] = a.backoff_jitter
+    wait = Backoff(initial=backoff.initial if a.backoff_initial is None else a.backoff_initial,
+                   max=backoff.max, jitter=backoff.jitter if a.backoff_jitter is None else a.backoff_jitter)
 
     with tempfile.TemporaryDirectory() as d, FakeGemini(rate429=a.rate429, rate500=a.rate500, rate_block=a.rate_block,
                                                          retry_after=a.retry_after, latency=a.latency, seed=a.seed) as g:
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         cap = GeminiCaptioner(api_key='bench-fake-key', base_url=g.url, timeout_s=10)
         t0 = time.perf_counter()
         rows = caption_images(cap, imgs, 'Describe this poster.', CaptionCache(Path(d)/'cache'), concurrency=a.concurrency,
-                              rpm=a.rpm, max_retries=a.max_retries, progress=False)
+                              rpm=a.rpm, max_retries=a.max_retries, progress=False, wait=wait)
         wall = time.perf_counter() - t0
         ts = sorted(r['t'] for r in g.requests)
         first = {}                                                    # image -> time of its first request
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
 
     print(f'images: {a.n}   rpm limit: {a.rpm:g}   concurrency: {a.concurrency}   max_retries: {a.max_retries}')
     print(f'fake: {a.rate429:.0%} 429 (retry hint {a.retry_after:g}s), {a.rate500:.0%} 500, {a.rate_block:.0%} safety blocks, latency {a.latency:g}s')
-    print(f"runner backoff: exponential from {RETRY_WAIT['initial']:g}s + jitter up to {RETRY_WAIT['jitter']:g}s; the server's hint + jitter when it gives one")
+    print(f"runner backoff: exponential from {wait.initial:g}s + jitter up to {wait.jitter:g}s; the server's hint + jitter when it gives one")
     print(f'final statuses: {dict(sorted(status.items()))}   every image final: {all_final}')
     print(f'requests sent: {sent}   outcomes: {dict(sorted(outcomes.items()))}')
     print(f'images answered ok twice (server-side): {dup}')

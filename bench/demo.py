@@ -38,12 +38,8 @@ def timed(cmd:list[str], cwd:Path, env:dict, log:Path) -> tuple[float, float, in
 
 
 def stage_ends(runs:Path) -> dict[str, float]:
-    "Modification time of each stage's `stage.json` (its end), for the stages that finished."
-    out = {}
-    for name, sub in [('data', 'data'), ('caption', 'caption'), ('train', 'model'), ('explain', 'explain')]:
-        f = runs/sub/'stage.json'
-        if f.exists(): out[name] = f.stat().st_mtime
-    return out
+    "Modification time of each stage's `stage.json` (its end), for the stages that finished, named by their folder."
+    return {f.parent.name: f.stat().st_mtime for f in runs.glob('*/stage.json')}
 
 
 def figures(runs:Path) -> list[str]:
@@ -115,8 +111,8 @@ def main():
     t1, l1 = time.time(), os.getloadavg()[0]
     if rc: print(f"make demo failed ({rc}); see {log}")
     ends, prev = stage_ends(clone/'runs'/a.variant), t0
-    for name in ('data', 'caption', 'train', 'explain'):
-        if name in ends: rows.append((name, ends[name] - prev, None, None, None)); prev = ends[name]
+    for name in sorted(ends, key=ends.get):     # every stage the run recorded, in the order they finished
+        rows.append((name, ends[name] - prev, None, None, None)); prev = ends[name]
     rows.append(('reports', t1 - prev, None, None, None))
     rows.append(('pipeline (make demo)', w, c, l0, l1))
     total_w = rows[0][1] + w

@@ -32,6 +32,7 @@ import argparse, ast, contextlib, copy, hashlib, html, importlib, inspect, json,
 from pathlib import Path
 
 import nbformat
+from fastcore.xtras import modified_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT/'docs'
@@ -590,8 +591,6 @@ def execute_all(notebooks:list[Path], proc:Path, cwd:Path, force=False, key_extr
     _lib()
     from posterlens.pipeline import STAGES
     executed, failed = {}, []
-    old = {k: os.environ.get(k) for k in _EXEC_ENV}
-    os.environ.update(_EXEC_ENV)
     def run(p):                                    # run them all, so one build reports every failure
         extra = key_extra
         if p.stem == 'index':                      # the home page is fresh while every page it quotes is
@@ -599,11 +598,7 @@ def execute_all(notebooks:list[Path], proc:Path, cwd:Path, force=False, key_extr
                                                    for q in executed if q.stem != 'index')).encode()).hexdigest()
         try: executed[p] = execute(p, proc/'exec'/p.name, cwd, force=force, key_extra=extra, params=params)
         except SystemExit as e: failed.append(str(e))
-    try: schedule(notebooks, list(STAGES), jobs, run)
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+    with modified_env(**_EXEC_ENV): schedule(notebooks, list(STAGES), jobs, run)
     return {p: executed[p] for p in notebooks if p in executed}, failed
 
 def build(notebooks:list[Path], proc:Path, out:Path, cwd:Path, force=False, strict=False,

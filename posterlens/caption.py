@@ -22,10 +22,10 @@ from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_frame, 
                              read_json, read_parquet, resolve, run_dir, stage_key, write_json, write_parquet)
 
 # %% auto #0
-__all__ = ['STATUSES', 'RETRY_WAIT', 'UNREACHABLE_AFTER', 'CAPTION_KEYS', 'CaptionResult', 'Retryable', 'Unreachable',
-           'Captioner', 'CaptionCache', 'Clock', 'RateLimiter', 'busiest_window', 'backoff', 'caption_images',
-           'caption_fingerprint', 'caption_stale', 'read_prompt', 'caption_table', 'caption_usage', 'check_caption_run',
-           'estimate_captioning', 'estimate_lines', 'estimate_vs_actual', 'stage_caption']
+__all__ = ['STATUSES', 'backoff', 'CAPTION_KEYS', 'CaptionResult', 'Retryable', 'Unreachable', 'Captioner', 'CaptionCache',
+           'Clock', 'RateLimiter', 'busiest_window', 'Backoff', 'caption_images', 'caption_fingerprint',
+           'caption_stale', 'read_prompt', 'caption_table', 'caption_usage', 'check_caption_run', 'estimate_captioning',
+           'estimate_lines', 'estimate_vs_actual', 'stage_caption', 'caption_summary', 'caption_failures']
 
 # %% ../nbs/02_caption.ipynb #dbf6b531
 STATUSES = ('ok', 'blocked', 'truncated', 'failed')
@@ -58,9 +58,19 @@ class Unreachable(Retryable):
 # %% ../nbs/02_caption.ipynb #c2dc6222
 class Captioner:
     "Base class of the caption backends: one `caption` call is one attempt."
-    name = 'base'            # backend name (part of the cache key)
+    name = 'base'            # backend name: the value of `cfg.captioner` that picks it (part of the cache key)
     model = ''               # model name (part of the cache key)
-    rate_limited = True      # False for local backends: `stage_caption` then ignores `rpm`
+    notebook = None          # the notebook whose `## Analysis` narrates this backend in a report (e.g. '02b_vlm')
+    vlm = True               # a vision-language model that follows the prompt (False: the prompt is not used)
+    networked = True         # it sends the images to a service over the network
+    rate_limited = True      # its requests count against `rpm` (False for local backends: `stage_caption` then ignores `rpm`)
+    priced = True            # its requests are billed (`estimate_cost` prices them when it knows the price)
+
+    @classmethod
+    def from_cfg(cls, cfg:AttrDict # run configuration (a backend with settings reads them from it)
+                ) -> Captioner:
+        "The backend as the run configuration `cfg` sets it up (`posterlens.pipeline.make_captioner` calls this)."
+        return cls()
 
     def settings(self) -> dict:
         "Generation settings that change the output (part of the cache key)."
@@ -102,12 +112,17 @@ def image_tokens(self:Captioner, width:int, height:int # image size in pixels
     return None
 
 @patch
+def estimate_cost(self:Captioner, tokens_in:int, tokens_out:int # tokens to price
+                 ) -> float|None:
+    "Estimated USD for these tokens online (None when unknown)."
+    return None
+
+@patch
 def price(self:Captioner, tokens_in:int, tokens_out:int, # tokens to price
           batch:bool=False # priced as a batch job
          ) -> float|None:
-    "Estimated USD for these tokens (None when unknown; local backends cost nothing online)."
-    est = getattr(self, 'estimate_cost', None)
-    return None if est is None or batch else est(tokens_in, tokens_out)
+    "Estimated USD for these tokens (None when unknown; by default only online, through `estimate_cost`)."
+    return None if batch else self.estimate_cost(tokens_in, tokens_out)
 
 @patch
 def caption_batch(self:Captioner, images:list, # image file paths
@@ -204,15 +219,22 @@ def busiest_window(starts:list, # start times in seconds (any clock, any order)
     return best
 
 # %% ../nbs/02_caption.ipynb #e4414593
-RETRY_WAIT = dict(initial=0.5, max=60.0, jitter=0.5)   # tenacity exponential backoff (seconds): 0.5, 1, 2, 4 ... 60, plus up to 0.5 jitter
+@dataclass(frozen=True)
+class Backoff:
+    "How long to wait before the next attempt: tenacity's exponential backoff with jitter (0.5, 1, 2, 4 ... 60 s)."
+    initial: float = 0.5     # the first wait in seconds (doubles each attempt)
+    max: float = 60.0        # the longest wait in seconds
+    jitter: float = 0.5      # up to this many seconds added at random
 
-def backoff(attempt:int, # attempts made so far (1 after the first failure)
-            retry_after:float|None=None # seconds the server asked for, if any
-           ) -> float:
-    "Seconds to wait before the next attempt: the server's hint (plus jitter) when it gave one, else tenacity's exponential backoff with jitter."
-    if retry_after: return float(retry_after) + random.uniform(0, RETRY_WAIT['jitter'])
-    rs = RetryCallState(None, None, (), {}); rs.attempt_number = attempt
-    return wait_exponential_jitter(**RETRY_WAIT)(rs)
+    def __call__(self, attempt:int, # attempts made so far (1 after the first failure)
+                 retry_after:float|None=None # seconds the server asked for, if any
+                ) -> float:
+        "Seconds to wait: the server's hint (plus jitter) when it gave one, else the exponential backoff with jitter."
+        if retry_after: return float(retry_after) + random.uniform(0, self.jitter)
+        rs = RetryCallState(None, None, (), {}); rs.attempt_number = attempt
+        return wait_exponential_jitter(initial=self.initial, max=self.max, jitter=self.jitter)(rs)
+
+backoff = Backoff()   # the runner's default
 
 def _clean(r, model:str) -> CaptionResult:
     "`r` as a well-formed result: a known status, no text on failure, a reason on failure."
@@ -260,8 +282,6 @@ class _Jobs:
 def _mime(path:Path) -> str:
     return mimetypes.guess_type(path.name)[0] or 'image/jpeg'
 
-UNREACHABLE_AFTER = 3   # connection failures in a row, with no answer in between, that stop a run
-
 def _attempt(captioner, path, prompt, limiter, cancel=None) -> CaptionResult|None:
     "One rate-limited attempt (None: the run stopped first); raises `Retryable` or `PosterlensError`, turns anything else into a failed result."
     try: image = Path(path).read_bytes()
@@ -280,6 +300,8 @@ def caption_images(captioner:Captioner, # the backend
                    max_retries:int=6, # retries of a transient failure before giving up
                    retry_failed:bool=True, # ask again for images whose cached result is 'failed'
                    progress:bool=True, # show a tqdm progress bar
+                   wait:Backoff=backoff, # seconds before a retry, from the attempt number and the server's hint
+                   unreachable_after:int=3, # connection failures in a row, with no answer in between, that stop the run
                    limiter:RateLimiter|None=None # a limiter shared with the run's other requests (default: a new one at `rpm`)
                   ) -> list[dict]:
     "Caption `images` through the cache; one dict per image: path, key, cached and the `CaptionResult` fields."
@@ -315,11 +337,11 @@ def caption_images(captioner:Captioner, # the backend
             except Retryable as e:
                 with down_lock:
                     down[0] = down[0] + 1 if isinstance(e, Unreachable) else 0
-                    if down[0] >= UNREACHABLE_AFTER:
+                    if down[0] >= unreachable_after:
                         return fail(PosterlensError(f"cannot reach {e.url or 'the service'}" + (f" (from {e.source})" if e.source else '') +
                                                     f": {e}; {down[0]} attempts in a row got no answer; is the server running and the address right?"))
                 if n <= max_retries:
-                    job[2] += 1; jobs.retry(job, time.monotonic() + backoff(n, e.retry_after)); continue
+                    job[2] += 1; jobs.retry(job, time.monotonic() + wait(n, e.retry_after)); continue
                 r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}')
             except PosterlensError as e: return fail(e)
             if r is None: return                        # stopped while waiting for a start: nothing was sent
@@ -387,12 +409,11 @@ def caption_table(captioner:Captioner, # the backend
                          'tokens_out': [int(r['tokens_out']) for r in res], 'cached': [bool(r['cached']) for r in res]})
 
 def caption_usage(caps:pd.DataFrame, # from `caption_table`
-                  captioner:Captioner, # the backend (its `estimate_cost`, if any, prices tokens)
+                  captioner:Captioner, # the backend (its `estimate_cost` prices tokens)
                   seconds:float=0.0 # wall time of the run
                  ) -> dict:
     "Counts per status, tokens, estimated cost, time, cache hits, and the blocked/failed rows."
-    est = getattr(captioner, 'estimate_cost', None)
-    cost = lambda d: float(est(int(d.tokens_in.sum()), int(d.tokens_out.sum())) or 0.0) if est else 0.0
+    cost = lambda d: float(captioner.estimate_cost(int(d.tokens_in.sum()), int(d.tokens_out.sum())) or 0.0)
     new = caps[~caps.cached]
     return {'n': len(caps), 'counts': {s: int((caps.status == s).sum()) for s in STATUSES},
             'backend': captioner.name, 'model': captioner.model,
@@ -551,3 +572,17 @@ def stage_caption(cfg:AttrDict, # run configuration
         if len(usage[kind]) > 20: print(f"  ... {len(usage[kind]) - 20} more {kind} rows in {out/'usage.json'}")
     check_caption_run(usage, out/'usage.json')
     return caps
+
+# %% ../nbs/02_caption.ipynb #428e29fe
+def caption_summary(caps:pd.DataFrame # the caption stage's captions
+                   ) -> str:
+    "The counts of captions per status, most frequent first."
+    return ', '.join(f'{n} {s}' for s, n in caps.status.value_counts().items())
+
+# %% ../nbs/02_caption.ipynb #80288faf
+def caption_failures(caps:pd.DataFrame, # the caption stage's captions
+                     folder:Path # the stage's folder (usage.json holds the reasons)
+                    ) -> list[str]:
+    "Lines that must be seen even with -q: images whose caption failed."
+    if not (n := int((caps.status == 'failed').sum())): return []
+    return [f"caption: {n} of {len(caps)} images failed (reasons in {Path(folder)/'usage.json'}); a rerun asks for them again"]

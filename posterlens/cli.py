@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse, contextlib, io, os, sys, time, warnings
 from pathlib import Path
 
+from fastcore.xtras import modified_env
+
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
 from .caption import estimate_lines
 from .pipeline import STAGES, estimate_caption_stage, estimate_run, estimate_run_lines, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
-from .verify import estimate_verification_lines, verify_summary_line
-from .report import factor_label, mean_statement, report_all, report_variant, top_factors
+from .verify import estimate_verification_lines
+from .report import report_all, report_variant
 
 # %% auto #0
 __all__ = ['settings_help', 'make_parser', 'settings_lines', 'run_command', 'main']
@@ -76,22 +78,14 @@ def _say(quiet, *lines):
         for l in lines: print(l, flush=True)
 
 def _summary(name, res) -> list[str]:
-    "A line or two about a finished stage."
-    if name == 'data': return [f"data: {len(res)} usable rows"]
-    if name == 'caption':
-        return [f"caption: {', '.join(f'{n} {s}' for s, n in res.status.value_counts().items())}"]
-    if name == 'train': return [f"train: {mean_statement(res)}"]
-    if name == 'explain':
-        up, down = top_factors(res)
-        return [f"explain: {len(res)} factors; up: {'; '.join(factor_label(r) for _, r in up.iterrows()) or 'none'}; "
-                f"down: {'; '.join(factor_label(r) for _, r in down.iterrows()) or 'none'}"]
-    if name == 'verify': return [verify_summary_line(res)]
-    return []
+    "The line about a finished stage: its declared `summary`."
+    st = STAGES[name]
+    return [st.summary(res)] if st.summary else []
 
 def _failures(name, res, folder:Path) -> list[str]:
-    "Lines that must be seen even with -q: images whose caption failed."
-    if name != 'caption' or not (n := int((res.status == 'failed').sum())): return []
-    return [f"caption: {n} of {len(res)} images failed (reasons in {folder/'usage.json'}); a rerun asks for them again"]
+    "Lines that must be seen even with -q: the stage's declared `warnings` (e.g. images whose caption failed)."
+    st = STAGES[name]
+    return list(st.warnings(res, folder)) if st.warnings else []
 
 def settings_lines(variant:str|None=None, overrides=None, markdown:bool=False) -> list[str]:
     "The settings table (with a variant's values) as lines of text or markdown."
@@ -104,9 +98,10 @@ def settings_lines(variant:str|None=None, overrides=None, markdown:bool=False) -
             for r in t.to_dict('records')]
     return t.astype(str).to_string(index=False).splitlines()
 
-def run_command(args:argparse.Namespace # parsed arguments
+def run_command(args:argparse.Namespace, # parsed arguments
+                warn:list|None=None # collects the stages' warnings as they come (`main` prints them before an error)
                ) -> list[str]:
-    "Run the command in `args`; the lines that say where its results went."
+    "Run the command in `args`; the lines that say where its results went (the stages' warnings first)."
     if args.command == 'synth':
         try: return [f"synthetic data: {make_synth(args.out, args.n, args.seed)}"]
         except OSError as e: raise PosterlensError(f"cannot write synthetic data to {args.out}: {e.strerror or e}") from e
@@ -124,13 +119,13 @@ def run_command(args:argparse.Namespace # parsed arguments
     if args.command == 'report':
         rep = report_variant(cfg, progress=not args.quiet)
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
-    stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, []
+    stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, ([] if warn is None else warn)
     with run_lock(cfg, lambda line: _say(args.quiet, line)):     # a second process on this variant waits here
         for s in stages:
             res = run_stage(cfg, s, force=args.force, progress=not args.quiet, done=done)
             _say(args.quiet, *_summary(s, res))
             warn += _failures(s, res, stage_dir(cfg, s))
-    lines = warn + [f"artifacts: {', '.join(str(stage_dir(cfg, s)) for s in stages)}"]
+    lines = [*warn, f"artifacts: {', '.join(str(stage_dir(cfg, s)) for s in stages)}"]
     if args.command == 'run' and args.report:
         rep = report_variant(cfg, progress=not args.quiet)
         lines += [f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
@@ -145,25 +140,21 @@ def _quiet(on:bool):
     "Silence progress bars, printed summaries and warnings when `on` (errors are printed after it)."
     if not on:
         yield; return
-    old = os.environ.get('TQDM_DISABLE')
-    os.environ['TQDM_DISABLE'] = '1'
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter('ignore')
-            yield
-    finally:
-        if old is None: os.environ.pop('TQDM_DISABLE', None)
-        else: os.environ['TQDM_DISABLE'] = old
+    with (modified_env(TQDM_DISABLE='1'), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
+          contextlib.redirect_stderr(io.StringIO())):
+        warnings.simplefilter('ignore')
+        yield
 
 def main(argv:list[str]|None=None # arguments (default: sys.argv[1:])
         ) -> int:
     "The `posterlens` command line; returns the exit status."
     args = make_parser().parse_args(argv)
-    t0 = time.perf_counter()
+    t0, warn = time.perf_counter(), []
     try:
-        with _quiet(getattr(args, 'quiet', False)): lines = run_command(args)
+        with _quiet(getattr(args, 'quiet', False)): lines = run_command(args, warn)
     except PosterlensError as e:
         if os.environ.get('POSTERLENS_DEBUG'): raise
+        for l in warn: print(l, file=sys.stderr)          # e.g. the data stage's warning, before the error it explains
         print(f"posterlens: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -52,7 +52,7 @@ class Settings(BaseModel):
     download_attempts: int = _f(5, 'attempts per URL on transient errors (still failing: asked again by the next run)', ge=1, le=50)
     download_concurrency: int = _f(8, 'parallel image downloads', ge=1, le=256)
     # -- captioning
-    captioner: str = _f('describe', 'the captioning backend: describe, gemini, openai or transformers')
+    captioner: str = _f('describe', 'the captioning backend: a name declared in posterlens.pipeline.CAPTIONERS (see the README)')
     prompt: str = _f('prompts/concise.txt', 'the prompt file sent with each image')
     caption_model: Optional[str] = _f(None, "the captioner's model (Gemini or OpenAI model name, folder or hub id)")
     temperature: float = _f(1.0, 'sampling temperature of VLM captioners', ge=0, le=2)
@@ -212,8 +212,9 @@ def load_settings(variant:str='default', # a `[variant:NAME]` section of setting
         if sec not in cp:
             known = list_variants(path)
             m = difflib.get_close_matches(v, known, n=1)
-            raise PosterlensError(f"unknown variant {v!r}; {f'did you mean {m[0]!r}? ' if m else ''}settings.ini declares: {', '.join(known)}")
-        if v in chain: raise PosterlensError(f"variant {v!r} extends itself")
+            held = f" (extends = {v} in [variant:{chain[-1]}] of {path.name})" if chain else ''
+            raise PosterlensError(f"unknown variant {v!r}{held}; {f'did you mean {m[0]!r}? ' if m else ''}settings.ini declares: {', '.join(known)}")
+        if v in chain: raise PosterlensError(f"variants extend each other in a cycle: {' -> '.join(chain[chain.index(v):] + [v])} (extends in {path.name})")
         chain.append(v)
         v = cp[sec].get('extends')
     cfg, where = _section_values(cp, 'analysis'), {}

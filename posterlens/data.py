@@ -25,8 +25,8 @@ from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_file, r
 __all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W', 'H', 'PERMANENT', 'DATA_KEYS', 'synth_formula',
            'fake_title', 'synth_table', 'draw_poster', 'synth_truth', 'make_synth', 'show_posters', 'check_image',
            'url_name', 'unsupported_url', 'download_settings', 'downloads_pending', 'download_images', 'separator_hint',
-           'read_table', 'parse_covariate', 'load_dataset', 'is_synth', 'dataset_csv', 'data_columns', 'data_summary',
-           'data_fingerprint', 'stage_data']
+           'encoding_hint', 'read_table', 'parse_covariate', 'load_dataset', 'is_synth', 'dataset_csv', 'data_columns',
+           'data_summary', 'data_fingerprint', 'stage_data', 'data_warnings', 'read_truth', 'image_paths']
 
 # %% ../nbs/01_data.ipynb #cdb06a07
 INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 2
@@ -293,6 +293,7 @@ def _fetch_one(client, url, dest, retries, backoff, max_wait, index=None):
         os.replace(part, final)
         return str(final), 'ok', ''
     except _RetryableStatus as e: return None, 'transient', f'{e} after {retries + 1} attempts'
+    except httpx.TooManyRedirects as e: return None, 'http_error', f'redirect loop ({e})'     # every run would loop again
     except httpx.TimeoutException as e: return None, 'transient', f'timeout after {retries + 1} attempts ({type(e).__name__})'
     except Exception as e: return None, 'transient', f'{type(e).__name__}: {e}'.replace(str(part), url)
     finally: part.unlink(missing_ok=True)
@@ -386,6 +387,15 @@ def separator_hint(csv:Path # a CSV file
     return (f"{csv.name} is separated by {names[sep]}, not commas (header: {head.strip()[:80]!r}); save it as a comma-separated "
             f"CSV, e.g. pandas.read_csv(path, sep={py}).to_csv(path, index=False)")
 
+def encoding_hint(csv:Path, # a CSV file that is not UTF-8
+                  e:UnicodeDecodeError # the error reading it
+                 ) -> str:
+    "A one-line error naming the encoding `csv` looks like and how to re-save it as UTF-8."
+    raw = Path(csv).read_bytes()[:4]
+    enc = 'utf-16' if raw[:2] in (b'\xff\xfe', b'\xfe\xff') else 'latin-1'
+    return (f"{Path(csv).name} is not UTF-8 (byte {e.object[e.start:e.start+1].hex()} at position {e.start}); it looks like {enc}: "
+            f"re-save it as UTF-8, e.g. pandas.read_csv(path, encoding={enc!r}).to_csv(path, index=False)")
+
 def read_table(csv:str|Path, # the data set
                columns:Iterable[str|None] # column names that must exist (None/'' entries are ignored)
               ) -> pd.DataFrame:
@@ -394,7 +404,8 @@ def read_table(csv:str|Path, # the data set
     if not csv.is_file(): raise PosterlensError(f"dataset CSV not found: {csv}")
     try: df = pd.read_csv(csv, dtype=str, skipinitialspace=True, keep_default_na=False, na_values=[''])
     except pd.errors.EmptyDataError: raise PosterlensError(f"dataset CSV is empty: {csv}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e: raise PosterlensError(encoding_hint(csv, e)) from None
+    except pd.errors.ParserError as e:
         if (sep := separator_hint(csv)): raise PosterlensError(sep) from None
         raise PosterlensError(f"cannot parse {csv} as CSV: {str(e).splitlines()[0]}") from None
     missing = [c for c in dict.fromkeys(c for c in columns if c) if c not in df.columns]
@@ -580,6 +591,9 @@ def stage_data(cfg:AttrDict, # run configuration
     root = resolve(cfg, str(cfg.image_root)) if cfg.get('image_root') else None
     dest = resolve(cfg, str(cfg.get('download_dir') or 'data/images'))
     table, skipped = load_dataset(csv, **cols, image_root=root, download_dir=dest, **download_settings(cfg), force=force)
+    if int(cfg.folds) > len(table):
+        raise PosterlensError(f"folds = {cfg.folds} but {csv.name} has only {len(table)} usable rows: lower folds "
+                              f"(e.g. --set folds={max(2, min(5, len(table)))}) or add rows")
     write_parquet(table, out/'table.parquet')
     write_parquet(skipped, out/'skipped.parquet')
     truth = csv.parent/'truth.json'
@@ -590,3 +604,25 @@ def stage_data(cfg:AttrDict, # run configuration
     write_json({'n': len(table), 'skipped': skipped.reason.value_counts().to_dict(), 'csv': str(csv), 'summary': summary,
                 'seconds': round(time.time() - t0, 2)}, out/'info.json')
     return table
+
+# %% ../nbs/01_data.ipynb #0fae7db5
+def data_warnings(table:pd.DataFrame, # the data stage's table
+                  folder:Path # the stage's folder (info.json holds the summary)
+                 ) -> list[str]:
+    "The warnings of the data stage's summary (e.g. a constant target), as lines the CLI prints even with -q."
+    try: summary = read_json(Path(folder)/'info.json').get('summary', '')
+    except (OSError, ValueError): return []
+    return [f"data: {l}" for l in summary.splitlines() if l.startswith('Warning:')]
+
+# %% ../nbs/01_data.ipynb #aa351513
+def read_truth(folder:str|Path # the data stage's folder
+              ) -> dict|None:
+    "The planted answer of a synthetic data set (`truth.json` the data stage copied), None for any other data set."
+    p = Path(folder)/'truth.json'
+    return read_json(p) if p.exists() else None
+
+# %% ../nbs/01_data.ipynb #d100e8da
+def image_paths(table:pd.DataFrame # the data stage's table (id, image_path)
+               ) -> pd.Series:
+    "The image file of every row, by id (as text): how the later stages find a row's image."
+    return table.assign(id=lambda d: d.id.astype(str)).set_index('id').image_path

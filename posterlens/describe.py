@@ -301,7 +301,8 @@ def describe_image(image:bytes|str|Path|np.ndarray # encoded bytes, a file path 
 # %% ../nbs/02a_describe.ipynb #9e78e8e4
 class DescribeCaptioner(Captioner):
     "The offline pixel describer as a caption backend (ignores the prompt)."
-    name, model, rate_limited = 'describe', f'opencv-describer-v{DESCRIBER_VERSION}', False
+    name, model, notebook = 'describe', f'opencv-describer-v{DESCRIBER_VERSION}', '02a_describe'
+    vlm = networked = rate_limited = priced = False     # pixels measured on this machine; the prompt is not used
     def settings(self) -> dict: return {'version': DESCRIBER_VERSION, 'side': SIDE}
     def caption(self, image:bytes, mime:str, prompt:str) -> CaptionResult:
         try: text = describe_image(image)

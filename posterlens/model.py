@@ -674,6 +674,8 @@ def training_table(cfg:AttrDict, # run configuration
     df = df[df.target.notna()][['id', 'caption', 'target', *covs]].reset_index(drop=True)
     if len(df) < 2*int(cfg.folds):
         raise PosterlensError(f"only {len(df)} images have a usable description and a target; need at least {2*int(cfg.folds)} for {cfg.folds} folds")
+    if df.target.nunique() == 1:
+        raise PosterlensError(f"the target is {df.target.iloc[0]:g} in every usable row: there is nothing to fit (is target_col the right column?)")
     return df
 
 def train_fingerprint(cfg:AttrDict, # run configuration

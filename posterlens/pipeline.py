@@ -4,126 +4,223 @@
 
 # %% ../nbs/04b_pipeline.ipynb #004d600c
 from __future__ import annotations
-import contextlib, difflib, os, time
-from dataclasses import dataclass
+import contextlib, difflib, inspect, time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
 from fastcore.basics import AttrDict
+from fastcore.xtras import modified_env
 
 from .core import (PosterlensError, cache_dir, is_fresh, mark_done, read_json, read_parquet, run_dir, stage_key,
                              write_json)
-from .data import DATA_KEYS, data_fingerprint, downloads_pending, stage_data
-from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_fingerprint, caption_stale,
-                                estimate_captioning, read_prompt, stage_caption)
-from .describe import describe_captioner
-from .vlm import gemini_captioner, openai_captioner, transformers_captioner
+from .data import DATA_KEYS, data_fingerprint, data_warnings, downloads_pending, image_paths, read_truth, stage_data
+from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_failures, caption_fingerprint, caption_stale,
+                                caption_summary, estimate_captioning, read_prompt, stage_caption)
+from .describe import DescribeCaptioner
+from .vlm import GeminiCaptioner, OpenAICaptioner, TransformersCaptioner
 from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
-from .pixels import add_pixel_baseline, use_pixels
-from .explain import EXPLAIN_KEYS, FACTORS_VERSION, stage_explain
+from .pixels import pixel_baselines, use_pixels
+from .explain import EXPLAIN_KEYS, FACTORS_VERSION, _value, stage_explain
 from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_verify, verifier_name, verify_fingerprint,
-                               verify_heldout, verify_stale)
+                               verify_heldout, verify_stale, verify_summary_line)
 from .model import folds_to_run
 
 # %% auto #0
-__all__ = ['CAPTIONERS', 'OFFLINE_CAPTIONERS', 'STAGES', 'STAGE_RATES', 'make_captioner', 'uses_vlm', 'Stage', 'StageRun',
-           'get_stage', 'stage_dir', 'artifact', 'run_lock', 'estimate_caption_stage', 'preflight', 'run_stage',
-           'run_stages', 'estimate_verify_stage', 'stage_seconds', 'estimate_run', 'estimate_run_lines']
+__all__ = ['CAPTIONERS', 'TRAINING_TABLE', 'STAGES', 'STAGE_RATES', 'captioner_class', 'make_captioner', 'uses_vlm', 'FolderOf',
+           'Derived', 'source_stages', 'Stage', 'captioner_notebooks', 'scores', 'mean_statement', 'top_factors',
+           'factor_label', 'factors_summary', 'run_folds', 'get_stage', 'stage_dir', 'artifact', 'run_lock', 'bind',
+           'source_values', 'stage_fingerprint_key', 'load_fresh', 'compute_stage', 'run_stage', 'run_stages',
+           'stage_seconds', 'estimate_run', 'estimate_run_lines', 'estimate_caption_stage', 'estimate_verify_stage',
+           'preflight']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
-CAPTIONERS: dict[str, Callable[[AttrDict], Captioner]] = {
-    'describe': describe_captioner,           # offline OpenCV describer (posterlens.describe)
-    'gemini': gemini_captioner,               # Gemini API or Vertex AI (posterlens.vlm)
-    'openai': openai_captioner,               # any OpenAI-compatible server (posterlens.vlm)
-    'transformers': transformers_captioner,   # a local Hugging Face model (posterlens.vlm)
-}
-OFFLINE_CAPTIONERS = ('describe',)
+CAPTIONERS: dict[str, type[Captioner]] = {c.name: c for c in [
+    DescribeCaptioner,       # offline OpenCV describer (posterlens.describe)
+    GeminiCaptioner,         # Gemini API or Vertex AI (posterlens.vlm)
+    OpenAICaptioner,         # any OpenAI-compatible server (posterlens.vlm)
+    TransformersCaptioner,   # a local Hugging Face model (posterlens.vlm)
+]}
 
-def make_captioner(cfg:AttrDict # run configuration (`cfg.captioner` names the backend)
-                  ) -> Captioner:
-    "The captioner that `cfg.captioner` names, built from `cfg`."
+def captioner_class(cfg:AttrDict # run configuration (`cfg.captioner` names the backend)
+                   ) -> type[Captioner]:
+    "The declared backend that `cfg.captioner` names (a one-line error with a suggestion when it is unknown)."
     name = str(cfg.get('captioner') or '').strip()
     if name not in CAPTIONERS:
         m = difflib.get_close_matches(name, list(CAPTIONERS), n=1)
         raise PosterlensError(f"unknown captioner {name!r}{f'; did you mean {m[0]!r}?' if m else ''} "
                               f"(setting captioner; known: {', '.join(CAPTIONERS)})")
-    return CAPTIONERS[name](cfg)
+    return CAPTIONERS[name]
 
+# %% ../nbs/04b_pipeline.ipynb #c892d0dd
+def make_captioner(cfg:AttrDict # run configuration (`cfg.captioner` names the backend)
+                  ) -> Captioner:
+    "The captioner that `cfg.captioner` names, built from `cfg`."
+    return captioner_class(cfg).from_cfg(cfg)
+
+# %% ../nbs/04b_pipeline.ipynb #ddab9934
 def uses_vlm(cfg:AttrDict # run configuration
             ) -> bool:
-    "True when the captioner of `cfg` is a vision-language model backend."
-    return str(cfg.captioner).lower() not in OFFLINE_CAPTIONERS
+    "True when the captioner of `cfg` is a vision-language model that follows the prompt (its `vlm` declaration)."
+    return bool(getattr(CAPTIONERS.get(str(cfg.get('captioner') or '').strip()), 'vlm', True))
+
+# %% ../nbs/04b_pipeline.ipynb #b0d2b03b
+@dataclass(frozen=True)
+class FolderOf:
+    "An input that is the folder of an earlier stage (its artifacts), not its result."
+    stage: str    # the stage's name
+
+@dataclass(frozen=True)
+class Derived:
+    "An input computed from other inputs: `func` called with its parameters bound like a stage's."
+    func: Callable                               # what computes the value
+    inputs: dict = field(default_factory=dict)   # its parameters -> sources (a stage name, `FolderOf`, `Derived`)
+
+def source_stages(src # a source: a stage name, `FolderOf` or `Derived`
+                 ) -> list[str]:
+    "The stages a source needs, in the order it names them."
+    if isinstance(src, str): return [src]
+    if isinstance(src, FolderOf): return [src.stage]
+    return list(dict.fromkeys(s for v in src.inputs.values() for s in source_stages(v)))
 
 # %% ../nbs/04b_pipeline.ipynb #11cf1709
 @dataclass(frozen=True)
 class Stage:
-    "One step of the pipeline: what it computes from which stages, into which files, depending on which settings."
-    name: str                             # the stage's name and CLI command
-    folder: str                           # its sub-folder of runs/<variant>/
-    inputs: tuple[str, ...]               # the stages whose results it takes, in order
-    outputs: tuple[str, ...]              # the artifact files it writes into its folder
-    keys: tuple[str, ...]                 # the settings its result depends on
-    help: str                             # one line for the CLI and the docs
-    compute: Callable                     # StageRun -> result (writes `outputs`)
-    load: Callable                        # folder -> the stored result of a fresh run
-    fingerprint: Callable|None = None     # (cfg, inputs) -> dict: what else the result depends on
-    stale: Callable|None = None           # folder -> True when a fresh run must still run again
-    needs_captioner: bool = False         # its inputs include the configured captioner
+    "One step of the pipeline: its function, where each input comes from, what it writes, and how the rest of posterlens shows it."
+    name: str                                    # the stage's name and CLI command
+    func: Callable                               # computes the result and writes `outputs` into its folder
+    inputs: dict = field(default_factory=dict)   # parameter of `func` -> source (a stage name, `FolderOf`, `Derived`)
+    outputs: tuple[str, ...] = ()                # the artifact files it writes into its folder
+    keys: tuple[str, ...] = ()                   # the settings its result depends on
+    load: Callable|None = None                   # folder -> the stored result of a fresh run
+    fingerprint: Callable|None = None            # bound like `func`: a dict of what else the result depends on
+    stale: Callable|None = None                  # folder -> True when a fresh run must still run again
+    help: str = ''                               # one line for the CLI and the docs
+    summary: Callable|None = None                # result -> one line the CLI prints after the stage
+    warnings: Callable|None = None               # (result, folder) -> lines that must be seen even with -q
+    notebooks: tuple = ()                        # its report pages: notebook names, or callables cfg -> names
+    layer: int = 2                               # import layer of its module (core 0, caption 1, stages 1-3, pipeline 4)
+    folder: str = ''                             # its sub-folder of runs/<variant>/ (default: its name)
 
-class StageRun(AttrDict):
-    "What a stage's `compute` gets: cfg, inputs (results of its input stages), out (its folder), key, force, progress." 
+    def __post_init__(self): object.__setattr__(self, 'folder', self.folder or self.name)
+
+    @property
+    def after(self) -> list[str]:
+        "The stages whose results or folders it takes, in the order its inputs name them."
+        return list(dict.fromkeys(s for v in self.inputs.values() for s in source_stages(v)))
+
+    @property
+    def needs_captioner(self) -> bool:
+        "True when its function or fingerprint takes the configured `captioner`."
+        return any(f and 'captioner' in inspect.signature(f).parameters for f in (self.func, self.fingerprint))
+
+    def pages(self, cfg:AttrDict|None=None # run configuration (None: every page any configuration may show)
+             ) -> list[str]:
+        "The notebooks of its report for `cfg`."
+        return list(dict.fromkeys(n for p in self.notebooks for n in ([p] if isinstance(p, str) else p(cfg))))
+
+# %% ../nbs/04b_pipeline.ipynb #6ccca0aa
+def captioner_notebooks(cfg:AttrDict|None=None # run configuration (None: every backend's)
+                       ) -> list[str]:
+    "The notebook that narrates the configured backend (of every backend when `cfg` is None)."
+    classes = CAPTIONERS.values() if cfg is None else [captioner_class(cfg)]
+    return list(dict.fromkeys(c.notebook for c in classes if c.notebook))
+
+# %% ../nbs/04b_pipeline.ipynb #1720082e
+def scores(metrics:dict|None # metrics.json of the model stage
+          ) -> dict:
+    "The predictors of `metrics` that have a CV RMSE: model, mean, tfidf and any others (e.g. with covariates)."
+    return {k: v for k, v in (metrics or {}).items() if isinstance(v, dict) and 'rmse' in v}
+
+# %% ../nbs/04b_pipeline.ipynb #74e198f8
+def _ci(v): return f"{v['rmse']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v.get('ci') else f"{v['rmse']:.3f}"
+
+def mean_statement(metrics:dict|None # metrics.json of the model stage
+                  ) -> str:
+    "Whether the model beats predicting the mean, in plain words."
+    s = scores(metrics)
+    if 'model' not in s or 'mean' not in s: return 'Not known yet: the model has not been cross-validated.'
+    m, b = s['model'], s['mean']
+    beats = metrics.get('beats_mean', m['rmse'] < b['rmse'])
+    if beats:
+        return (f"Yes: the model's cross-validated RMSE, {_ci(m)}, is lower than that of always predicting the "
+                f"mean, {_ci(b)}: the descriptions carry information about the outcome.")
+    return (f"No: the model's cross-validated RMSE, {_ci(m)}, is not reliably lower than that of always "
+            f"predicting the mean, {_ci(b)}: on this data the descriptions do not predict the outcome better "
+            f"than the average does, and its factors should not be read as effects.")
+
+# %% ../nbs/04b_pipeline.ipynb #04d515fa
+def top_factors(factors:pd.DataFrame|None, # factors.parquet of the explain stage
+                k:int=3 # how many in each direction
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "The `k` factors that push the outcome up most and the `k` that push it down most (flagged ones first)."
+    if factors is None or not len(factors): return (pd.DataFrame(),)*2
+    v = _value(factors)
+    f = factors.assign(_sig=factors.get('significant', pd.Series(False, index=factors.index)).fillna(False).astype(bool),
+                       _abs=v.abs())
+    pick = lambda d: d.sort_values(['_sig', '_abs'], ascending=False).head(k).drop(columns=['_sig', '_abs'])
+    return pick(f[v > 0]), pick(f[v < 0])
+
+# %% ../nbs/04b_pipeline.ipynb #51543b69
+def factor_label(r) -> str:
+    "One factor as text: `dark vs bright (+0.62 [+0.50, +0.73], q=0.000)*` (* flagged), or its mean SHAP when untested."
+    name = r.factor + (f" vs {r.versus}" if isinstance(r.get('versus'), str) and r.get('versus') else '')
+    if 'effect' in r and pd.notna(r.effect):
+        q = f", q={r.q:.3f}" if 'q' in r and pd.notna(r.q) else ''
+        return f"{name} ({r.effect:+.2f} [{r.effect_lo:+.2f}, {r.effect_hi:+.2f}]{q}){'*' if r.get('significant', False) else ''}"
+    ci = f" [{r.ci_lo:+.2f}, {r.ci_hi:+.2f}]" if 'ci_lo' in r and pd.notna(r.ci_lo) else ''
+    return f"{name} ({r.mean_shap:+.2f}{ci}){'*' if r.get('significant', False) else ''}"
+
+# %% ../nbs/04b_pipeline.ipynb #a9f3f79e
+def factors_summary(factors:pd.DataFrame # factors.parquet of the explain stage
+                   ) -> str:
+    "The explain stage in one line: how many factors, and the strongest up and down."
+    up, down = top_factors(factors)
+    return (f"{len(factors)} factors; up: {'; '.join(factor_label(r) for _, r in up.iterrows()) or 'none'}; "
+            f"down: {'; '.join(factor_label(r) for _, r in down.iterrows()) or 'none'}")
 
 # %% ../nbs/04b_pipeline.ipynb #14400718
-def _data(r:StageRun): return stage_data(r.cfg, r.out, force=r.force)
-def _caption(r:StageRun): return stage_caption(r.cfg, r.inputs['data'], r.inputs['captioner'], r.out)
-def _table(cfg, ins): return training_table(cfg, ins['data'], ins['caption'])
-def _train(r:StageRun):
-    df, extra = _table(r.cfg, r.inputs), []
-    if use_pixels(r.cfg):   # the pixel baseline on the same folds, when the pixels extra is installed (or asked for)
-        images = r.inputs['data'].assign(id=lambda d: d.id.astype(str)).set_index('id').image_path
-        extra.append(lambda m, o: add_pixel_baseline(m, o, df, r.cfg, images, progress=r.progress))
-    return stage_train(r.cfg, df, r.out, r.key, baselines=extra)
+TRAINING_TABLE = Derived(training_table, dict(table='data', caps='caption'))
 
-def _truth(cfg) -> dict|None:
-    p = stage_dir(cfg, 'data')/'truth.json'
-    return read_json(p) if p.exists() else None
-
-def _explain(r:StageRun):
-    return stage_explain(r.cfg, _table(r.cfg, r.inputs), stage_dir(r.cfg, 'train'), r.out, r.key,
-                         truth=_truth(r.cfg), progress=r.progress)
+def run_folds(metrics:dict # the train stage's metrics.json
+             ) -> list[int]:
+    "The folds whose models the train stage ran."
+    return metrics['folds_run']
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage('data', 'data', (), ('table.parquet', 'skipped.parquet'), tuple(DATA_KEYS),
-          'load and validate the data set (downloads image URLs)', _data,
-          lambda d: read_parquet(d/'table.parquet'), fingerprint=lambda cfg, ins: data_fingerprint(cfg),
-          stale=downloads_pending),
-    Stage('caption', 'caption', ('data',), ('captions.parquet', 'usage.json'), tuple(CAPTION_KEYS),
-          'describe every image in words (content-addressed cache)', _caption,
-          lambda d: read_parquet(d/'captions.parquet'),
-          fingerprint=lambda cfg, ins: caption_fingerprint(cfg, ins['data'], ins['captioner']),
-          stale=caption_stale, needs_captioner=True),
-    Stage('train', 'model', ('data', 'caption'), ('metrics.json', 'oof.parquet'), (*MODEL_KEYS, 'pixel_baseline'),
-          'cross-validate the text regressor and the baselines', _train, lambda d: read_json(d/'metrics.json'),
-          fingerprint=lambda cfg, ins: {**train_fingerprint(cfg, _table(cfg, ins)), 'pixels': use_pixels(cfg)}),
-    Stage('explain', 'explain', ('data', 'caption', 'train'), ('factors.parquet', 'summary.json', 'segments.parquet'),
-          tuple(EXPLAIN_KEYS), 'Shapley values of every description, factors tested out of sample', _explain,
-          lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda cfg, ins: {'factors': FACTORS_VERSION}),
+    Stage(name='data', func=stage_data, outputs=('table.parquet', 'skipped.parquet'), keys=tuple(DATA_KEYS),
+          load=lambda d: read_parquet(d/'table.parquet'), fingerprint=data_fingerprint, stale=downloads_pending,
+          help='load and validate the data set (downloads image URLs)', summary=lambda t: f"data: {len(t)} usable rows",
+          warnings=data_warnings, notebooks=('01_data',), layer=2),
+    Stage(name='caption', func=stage_caption, inputs=dict(table='data'), outputs=('captions.parquet', 'usage.json'),
+          keys=tuple(CAPTION_KEYS), load=lambda d: read_parquet(d/'captions.parquet'), fingerprint=caption_fingerprint,
+          stale=caption_stale, help='describe every image in words (content-addressed cache)', summary=lambda c: f"caption: {caption_summary(c)}",
+          warnings=caption_failures, notebooks=('02_caption', captioner_notebooks), layer=1),
+    Stage(name='train', func=stage_train, folder='model',
+          inputs=dict(df=TRAINING_TABLE, baselines=Derived(pixel_baselines, dict(df=TRAINING_TABLE, table='data'))),
+          outputs=('metrics.json', 'oof.parquet'), keys=(*MODEL_KEYS, 'pixel_baseline'), load=lambda d: read_json(d/'metrics.json'),
+          fingerprint=lambda cfg, df: {**train_fingerprint(cfg, df), 'pixels': use_pixels(cfg)},
+          help='cross-validate the text regressor and the baselines', summary=lambda m: f"train: {mean_statement(m)}",
+          notebooks=('03_model', '03b_pixels'), layer=2),
+    Stage(name='explain', func=stage_explain,
+          inputs=dict(df=TRAINING_TABLE, model_dir=FolderOf('train'), truth=Derived(read_truth, dict(folder=FolderOf('data')))),
+          outputs=('factors.parquet', 'summary.json', 'segments.parquet'), keys=tuple(EXPLAIN_KEYS),
+          load=lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda: {'factors': FACTORS_VERSION},
+          help='Shapley values of every description, factors tested out of sample', summary=lambda f: f"explain: {factors_summary(f)}",
+          notebooks=('04_explain',), layer=3),
+    Stage(name='verify', func=stage_verify,
+          inputs=dict(df=TRAINING_TABLE, images=Derived(image_paths, dict(table='data')), factors='explain',
+                      folds_run=Derived(run_folds, dict(metrics='train'))),
+          outputs=('findings.parquet', 'summary.json'), keys=tuple(VERIFY_KEYS), load=lambda d: read_parquet(d/'findings.parquet'),
+          fingerprint=verify_fingerprint, stale=verify_stale,
+          help='every tested concept asked of the VLM as a yes/no question about the held-out images, tested again',
+          summary=verify_summary_line, notebooks=('04c_verify',), layer=4),
 ]}
 
-# %% ../nbs/04b_pipeline.ipynb #b6e56771
-def _verify(r:StageRun):
-    data = r.inputs['data'].assign(id=lambda d: d.id.astype(str)).set_index('id')
-    return stage_verify(r.cfg, _table(r.cfg, r.inputs), data.image_path, r.inputs['explain'], r.inputs['train']['folds_run'],
-                        r.out, progress=r.progress)
-
-STAGES['verify'] = Stage('verify', 'verify', ('data', 'caption', 'train', 'explain'), ('findings.parquet', 'summary.json'),
-                         tuple(VERIFY_KEYS), "every tested concept asked of the VLM as a yes/no question about the held-out images, tested again",
-                         _verify, lambda d: read_parquet(d/'findings.parquet'), fingerprint=lambda cfg, ins: verify_fingerprint(cfg),
-                         stale=verify_stale)
-
 # %% ../nbs/04b_pipeline.ipynb #1ee1a6af
-def get_stage(name:str # a stage name: data, caption, train or explain
+def get_stage(name:str # a declared stage name (a key of `STAGES`)
              ) -> Stage:
     "The declared stage `name`."
     if name not in STAGES:
@@ -131,6 +228,7 @@ def get_stage(name:str # a stage name: data, caption, train or explain
         raise PosterlensError(f"unknown stage {name!r}{f'; did you mean {m[0]!r}?' if m else ''} (stages: {', '.join(STAGES)})")
     return STAGES[name]
 
+# %% ../nbs/04b_pipeline.ipynb #731a5567
 def stage_dir(cfg:AttrDict, # run configuration
               name:str # a stage name
              ) -> Path:
@@ -139,6 +237,7 @@ def stage_dir(cfg:AttrDict, # run configuration
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/04b_pipeline.ipynb #983c79aa
 def artifact(cfg:AttrDict, # run configuration
              name:str, # a stage name
              file:str # a file in that stage's folder
@@ -169,6 +268,30 @@ def run_lock(cfg:AttrDict, # run configuration (its variant's run folder holds t
         if not held[1]: held[0].release()
 
 
+# %% ../nbs/04b_pipeline.ipynb #8f9b8f2c
+def bind(func:Callable, # a stage's function, a `Derived` input's or a fingerprint
+         inputs:dict, # its parameters -> sources
+         run:dict, # the run's values by name: cfg, out, key, force, progress, captioner
+         value:Callable # source -> its value
+        ) -> dict:
+    "The keyword arguments `func` is called with: its declared inputs' values, and the run's values it names."
+    ps = inspect.signature(func).parameters
+    return {**{p: run[p] for p in ps if p in run and p not in inputs}, **{p: value(s) for p, s in inputs.items() if p in ps}}
+
+# %% ../nbs/04b_pipeline.ipynb #9c006772
+def source_values(cfg:AttrDict, # run configuration
+                  run:dict, # the run's values by name (for `Derived` functions)
+                  done:dict # results of finished stages: name -> (result, key)
+                 ) -> Callable:
+    "A function source -> value for one stage: a stage's result, a stage's folder, or a `Derived` value (computed once)."
+    memo = {}
+    def value(src):
+        if isinstance(src, str): return done[src][0]
+        if isinstance(src, FolderOf): return stage_dir(cfg, src.stage)
+        if id(src) not in memo: memo[id(src)] = src.func(**bind(src.func, src.inputs, run, value))
+        return memo[id(src)]
+    return value
+
 # %% ../nbs/04b_pipeline.ipynb #7851c56b
 def _record_time(cfg, name, entry):
     p = run_dir(cfg)/'report.json'
@@ -177,29 +300,47 @@ def _record_time(cfg, name, entry):
     rec['updated'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
     write_json(rec, p)
 
-@contextlib.contextmanager
 def _bars(on:bool):
     "Progress bars off (TQDM_DISABLE) unless `on`."
-    old = os.environ.get('TQDM_DISABLE')
-    if not on: os.environ['TQDM_DISABLE'] = '1'
-    try: yield
-    finally:
-        if old is None: os.environ.pop('TQDM_DISABLE', None)
-        else: os.environ['TQDM_DISABLE'] = old
+    return contextlib.nullcontext() if on else modified_env(TQDM_DISABLE='1')
 
-def estimate_caption_stage(cfg:AttrDict # run configuration
-                          ) -> dict:
-    "What the caption stage of `cfg` would send, cost and take (`estimate_captioning`); no caption request is made."
-    table = run_stage(cfg, 'data', progress=False)
-    with make_captioner(cfg) as cap:
-        return estimate_captioning(cfg, table, cap, CaptionCache(cache_dir(cfg, 'captions')), read_prompt(cfg))
+# %% ../nbs/04b_pipeline.ipynb #1ebad13f
+def stage_fingerprint_key(st:Stage, # the stage
+                          run:dict, # the run's values (cfg, out, force, progress, captioner)
+                          upstream:dict, # the keys of its input stages
+                          value:Callable # source -> value (`source_values`)
+                         ) -> str:
+    "The key the stage's result is stored under: its settings, its fingerprint and its input stages' keys."
+    fp = st.fingerprint(**bind(st.fingerprint, st.inputs, run, value)) if st.fingerprint else {}
+    return stage_key(run['cfg'], st.keys, upstream=upstream, **fp)
 
-def preflight(cfg:AttrDict # run configuration
-             ) -> None:
-    "The checks that need no data and no model (the captioner exists, the prompt file is readable): one-line errors."
-    if str(cfg.get('captioner')) not in CAPTIONERS: make_captioner(cfg)
-    read_prompt(cfg)
+# %% ../nbs/04b_pipeline.ipynb #711ea49e
+def load_fresh(st:Stage, # the stage
+               out:Path, # its folder
+               key:str, # its current key
+               force:bool=False # treat it as stale
+              ):
+    "The stored result when the folder holds a finished run under `key`, every output and nothing stale; else None."
+    if force or not is_fresh(out, key) or not all((out/f).exists() for f in st.outputs) or (st.stale and st.stale(out)):
+        return None
+    return st.load(out) if st.load else read_json(out/'stage.json')
 
+# %% ../nbs/04b_pipeline.ipynb #0ba18799
+def compute_stage(st:Stage, # the stage
+                  run:dict, # the run's values (cfg, out, key, force, progress, captioner)
+                  key_of:Callable, # () -> its key now
+                  value:Callable # source -> value (`source_values`)
+                 ) -> tuple[Any, str, float]:
+    "Run the stage's function; its result, its key once finished (written last to `stage.json`) and the seconds it took."
+    out, t0 = run['out'], time.perf_counter()
+    (out/'stage.json').unlink(missing_ok=True)
+    with _bars(run['progress']): res = st.func(**bind(st.func, st.inputs, run, value))
+    secs = round(time.perf_counter() - t0, 2)
+    key = key_of()     # what the stage itself fetched (downloaded images) belongs to its inputs from now on
+    mark_done(out, key, seconds=secs)
+    return res, key, secs
+
+# %% ../nbs/04b_pipeline.ipynb #24717bc9
 def run_stage(cfg:AttrDict, # run configuration
               name:str, # a stage name
               force:bool=False, # recompute this stage even when fresh (its inputs are reused when fresh)
@@ -209,29 +350,23 @@ def run_stage(cfg:AttrDict, # run configuration
     "The result of stage `name` for `cfg`: loaded when fresh, else computed after its input stages."
     st, done = get_stage(name), ({} if done is None else done)
     if name in done: return done[name][0]
-    ins = {i: run_stage(cfg, i, progress=progress, done=done) for i in st.inputs}
-    upstream = {i: done[i][1] for i in st.inputs}
-    out, t0 = stage_dir(cfg, name), time.perf_counter()
+    for i in st.after: run_stage(cfg, i, progress=progress, done=done)
+    upstream, out = {i: done[i][1] for i in st.after}, stage_dir(cfg, name)
     with (make_captioner(cfg) if st.needs_captioner else contextlib.nullcontext()) as cap:
-        if st.needs_captioner: ins['captioner'] = cap
-        key_of = lambda: stage_key(cfg, st.keys, upstream=upstream, **(st.fingerprint(cfg, ins) if st.fingerprint else {}))
+        run = dict(cfg=cfg, out=out, force=force, progress=progress, captioner=cap)
+        value = source_values(cfg, run, done)
+        key_of = lambda: stage_fingerprint_key(st, run, upstream, value)
         key = key_of()
-        fresh = (not force and is_fresh(out, key) and all((out/f).exists() for f in st.outputs)
-                 and not (st.stale and st.stale(out)))
-        if fresh:
-            res = st.load(out)
+        if (res := load_fresh(st, out, key, force)) is not None:
             if progress: print(f"{name}: up to date ({out})")
             _record_time(cfg, name, {'seconds': read_json(out/'stage.json').get('seconds'), 'computed': False})
         else:
-            (out/'stage.json').unlink(missing_ok=True)
-            with _bars(progress): res = st.compute(StageRun(cfg=cfg, inputs=ins, out=out, key=key, force=force, progress=progress))
-            secs = round(time.perf_counter() - t0, 2)
-            key = key_of()     # what the stage itself fetched (downloaded images) belongs to its inputs from now on
-            mark_done(out, key, seconds=secs)
+            res, key, secs = compute_stage(st, {**run, 'key': key}, key_of, value)
             _record_time(cfg, name, {'seconds': secs, 'computed': True})
     done[name] = (res, key)
     return res
 
+# %% ../nbs/04b_pipeline.ipynb #3b5a36fb
 def run_stages(cfg:AttrDict, # run configuration
                names:list[str]|None=None, # stages to run, in order (default: all)
                force:bool=False, # recompute the named stages even when fresh
@@ -241,18 +376,6 @@ def run_stages(cfg:AttrDict, # run configuration
     done = {}
     with run_lock(cfg, print if progress else lambda s: None):
         return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
-
-# %% ../nbs/04b_pipeline.ipynb #81113829
-def estimate_verify_stage(cfg:AttrDict # run configuration
-                         ) -> dict|None:
-    "What the verify stage of `cfg` would send and cost (`estimate_verification`); None when no verifier is configured. No request is made."
-    if verifier_name(cfg) is None: return None
-    table = run_stage(cfg, 'data', progress=False)
-    run = folds_to_run(cfg)
-    held = verify_heldout(len(table), cfg, run)
-    f = artifact(cfg, 'explain', 'factors.parquet')
-    n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
-    return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
 
 # %% ../nbs/04b_pipeline.ipynb #69545eae
 # (fixed seconds, seconds per row) of the default variant (MiniLM, 4 of 6 layers frozen, 3 epochs, 5 folds, exact Shapley):
@@ -306,3 +429,30 @@ def estimate_run_lines(est:dict # from `estimate_run`
             f"({est['cpus']} CPUs; rates of the default variant on a quiet 2-core machine, scaled to these settings)",
             *(estimate_lines(est['caption']) if est['paid'] else [estimate_lines(est['caption'])[0] + '; offline, free'])]
 
+
+# %% ../nbs/04b_pipeline.ipynb #092bf74f
+def estimate_caption_stage(cfg:AttrDict # run configuration
+                          ) -> dict:
+    "What the caption stage of `cfg` would send, cost and take (`estimate_captioning`); no caption request is made."
+    table = run_stage(cfg, 'data', progress=False)
+    with make_captioner(cfg) as cap:
+        return estimate_captioning(cfg, table, cap, CaptionCache(cache_dir(cfg, 'captions')), read_prompt(cfg))
+
+# %% ../nbs/04b_pipeline.ipynb #81113829
+def estimate_verify_stage(cfg:AttrDict # run configuration
+                         ) -> dict|None:
+    "What the verify stage of `cfg` would send and cost (`estimate_verification`); None when no verifier is configured. No request is made."
+    if verifier_name(cfg) is None: return None
+    table = run_stage(cfg, 'data', progress=False)
+    run = folds_to_run(cfg)
+    held = verify_heldout(len(table), cfg, run)
+    f = artifact(cfg, 'explain', 'factors.parquet')
+    n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
+    return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
+
+# %% ../nbs/04b_pipeline.ipynb #3e97cf89
+def preflight(cfg:AttrDict # run configuration
+             ) -> None:
+    "The checks that need no data and no model (the captioner exists, the prompt file is readable): one-line errors."
+    captioner_class(cfg)
+    read_prompt(cfg)

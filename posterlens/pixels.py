@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from .model import _diff, _score, make_folds
 
 # %% auto #0
 __all__ = ['PIXEL_MODEL', 'PIXEL_SIZE', 'PIXEL_VERSION', 'pixels_available', 'use_pixels', 'load_encoder', 'image_tensor',
-           'embed_images', 'ridge_predict', 'pixel_cv', 'add_pixel_baseline']
+           'embed_images', 'ridge_predict', 'pixel_cv', 'add_pixel_baseline', 'pixel_baselines']
 
 # %% ../nbs/03b_pixels.ipynb #ec418615
 PIXEL_MODEL, PIXEL_SIZE, PIXEL_VERSION = 'efficientnet-lite0', 224, 1
@@ -137,3 +137,14 @@ def add_pixel_baseline(metrics:dict, # metrics.json of the model stage (as `cros
                'vs_mean': {**metrics.get('vs_mean', {}), 'pixels': _diff(y, px, oof.pred_mean.to_numpy(), nb, sd)},
                'model_vs_pixels': _diff(y, oof.pred_model.to_numpy(), px, nb, sd)}
     return metrics, oof
+
+# %% ../nbs/03b_pixels.ipynb #785fa389
+def pixel_baselines(cfg:AttrDict, # run configuration (`pixel_baseline`)
+                    df:pd.DataFrame, # the training table, in the order the folds are made
+                    table:pd.DataFrame, # the data stage's table (id, image_path)
+                    progress:bool=True # show a progress bar while embedding
+                   ) -> list[Callable]:
+    "The pixel baseline as a baseline of `stage_train` (f(metrics, oof) -> (metrics, oof)) when the run uses it, else none."
+    if not use_pixels(cfg): return []
+    images = table.assign(id=lambda d: d.id.astype(str)).set_index('id').image_path
+    return [lambda m, o: add_pixel_baseline(m, o, df, cfg, images, progress=progress)]

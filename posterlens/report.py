@@ -12,18 +12,21 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
+from fastcore.xtras import modified_env
 
 from .core import (PosterlensError, load_settings, list_variants, resolve, run_dir, read_json,
                              write_json, read_parquet, hash_frame, hash_obj)
-from .pipeline import STAGES, artifact, run_stages, uses_vlm
+from .explain import _value
+from .verify import findings_sentences
+from .pipeline import (STAGES, _ci, artifact, factor_label, mean_statement, run_stages, scores, top_factors,
+                                 uses_vlm)
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'PREDICTORS', 'secret_values', 'scrub', 'scrub_notebook', 'versions', 'input_hash', 'run_record',
-           'record_markdown', 'notebook_html', 'render_math', 'external_refs', 'kernel_name', 'stage_notebooks',
-           'overrides_of', 'report_dir', 'report_notebook', 'test_cells', 'publish', 'run_notebooks', 'scores',
-           'rmse_table', 'mean_statement', 'top_factors', 'factor_label', 'factor_chart', 'thumbnail_uri',
-           'poster_grid', 'planted_text', 'verify_digest', 'digest', 'index_html', 'write_index', 'report_variant',
-           'not_runnable', 'report_all']
+__all__ = ['REPORT_NOTEBOOK', 'PREDICTORS', 'secret_values', 'scrub', 'scrub_notebook', 'versions', 'input_hash', 'run_record',
+           'record_markdown', 'notebook_html', 'render_math', 'external_refs', 'kernel_name', 'report_pages',
+           'stage_notebooks', 'overrides_of', 'report_dir', 'report_notebook', 'test_cells', 'publish', 'run_notebooks',
+           'rmse_table', 'factor_chart', 'thumbnail_uri', 'poster_grid', 'planted_text', 'verify_digest', 'digest',
+           'index_html', 'write_index', 'report_variant', 'not_runnable', 'report_all']
 
 # %% ../nbs/05_report.ipynb #4c3edadb
 _SECRET_PATTERNS = [
@@ -220,13 +223,19 @@ def _kernel_manager():
     return KernelManager
 
 # %% ../nbs/05_report.ipynb #c1ab8e38
-STAGE_NOTEBOOKS = ['01_data', '02_caption', '02a_describe', '02b_vlm', '03_model', '03b_pixels', '04_explain', '04c_verify', '05_report']
+REPORT_NOTEBOOK = '05_report'   # this notebook: the summary page after the stages' own
+
+def report_pages(cfg:AttrDict|None=None # run configuration (None: every page any configuration may show)
+                ) -> list[str]:
+    "The names of the notebooks that make the report of `cfg`: the declared stages' pages, in order, then this one."
+    return list(dict.fromkeys([n for st in STAGES.values() for n in st.pages(cfg)] + [REPORT_NOTEBOOK]))
+
 def stage_notebooks(cfg:AttrDict, # run configuration
                     check:bool=True # raise if one is missing
                    ) -> list[Path]:
-    "The stage notebooks in `nbs/` that make the report of `cfg`, in order (the captioner's own: `02a_describe` or `02b_vlm`)."
+    "The stage notebooks in `nbs/` that make the report of `cfg`, in order (`report_pages`)."
     nbs = Path(cfg.root)/'nbs'
-    names = [n for n in STAGE_NOTEBOOKS if (n != '02b_vlm' or uses_vlm(cfg)) and (n != '02a_describe' or not uses_vlm(cfg))]
+    names = report_pages(cfg)
     missing = [n for n in names if not (nbs/f'{n}.ipynb').exists()]
     if missing and check: raise PosterlensError(f"notebook(s) missing from {nbs}: {', '.join(missing)}")
     return [nbs/f'{n}.ipynb' for n in names]
@@ -281,16 +290,6 @@ def test_cells(nb) -> list[str]:
             and (_TEST_CALL.search(c.source) or re.search(r'^\s*#\|\s*(export|exporti|default_exp)\b', c.source, re.M))]
 
 # %% ../nbs/05_report.ipynb #9dd69853
-@contextlib.contextmanager
-def _environ(**kw):
-    old = {k: os.environ.get(k) for k in kw}
-    os.environ.update(kw)
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
 def _one_line(s) -> str:
     s = re.sub(r'\x1b\[[0-9;]*m', '', str(s)).strip()
     return s.splitlines()[0] if s else ''
@@ -344,7 +343,7 @@ def run_notebooks(cfg:AttrDict, # run configuration
     for src in bar:
         bar.set_postfix_str(src.stem)
         dst, err = out/src.name, None
-        with tempfile.TemporaryDirectory() as tmp, _environ(TQDM_DISABLE='1', PYTHONWARNINGS=_KERNEL_WARNINGS):
+        with tempfile.TemporaryDirectory() as tmp, modified_env(TQDM_DISABLE='1', PYTHONWARNINGS=_KERNEL_WARNINGS):
             nbformat.write(report_notebook(src), Path(tmp)/src.name)
             try: pm.execute_notebook(str(Path(tmp)/src.name), str(dst), parameters=params, kernel_name=kname, cwd=str(src.parent),
                                      progress_bar=False, log_output=False, language='python', kernel_manager_class=_kernel_manager(),
@@ -375,11 +374,6 @@ def _update_times(cfg, key, values):
 PREDICTORS = {'model': 'text model (fine-tuned)', 'mean': 'mean predictor', 'tfidf': 'TF-IDF + ridge',
               'tfidf_cov': 'TF-IDF + ridge (+ covariates)', 'pixels': 'image embeddings + ridge (EfficientNet-Lite0)'}
 
-def scores(metrics:dict|None # metrics.json of the model stage
-          ) -> dict:
-    "The predictors of `metrics` that have a CV RMSE: model, mean, tfidf and any others (e.g. with covariates)."
-    return {k: v for k, v in (metrics or {}).items() if isinstance(v, dict) and 'rmse' in v}
-
 def rmse_table(metrics:dict # metrics.json of the model stage
               ) -> pd.DataFrame:
     "Cross-validated RMSE with its 95% CI for each predictor."
@@ -387,47 +381,6 @@ def rmse_table(metrics:dict # metrics.json of the model stage
              'CI low': (v.get('ci') or [np.nan]*2)[0], 'CI high': (v.get('ci') or [np.nan]*2)[1],
              'folds': len(v.get('per_fold') or [])} for k, v in scores(metrics).items()]
     return pd.DataFrame(rows, columns=['predictor', 'CV RMSE', 'CI low', 'CI high', 'folds'])
-
-def _ci(v): return f"{v['rmse']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v.get('ci') else f"{v['rmse']:.3f}"
-
-def mean_statement(metrics:dict|None # metrics.json of the model stage
-                  ) -> str:
-    "Whether the model beats predicting the mean, in plain words."
-    s = scores(metrics)
-    if 'model' not in s or 'mean' not in s: return 'Not known yet: the model has not been cross-validated.'
-    m, b = s['model'], s['mean']
-    beats = metrics.get('beats_mean', m['rmse'] < b['rmse'])
-    if beats:
-        return (f"Yes: the model's cross-validated RMSE, {_ci(m)}, is lower than that of always predicting the "
-                f"mean, {_ci(b)}: the descriptions carry information about the outcome.")
-    return (f"No: the model's cross-validated RMSE, {_ci(m)}, is not reliably lower than that of always "
-            f"predicting the mean, {_ci(b)}: on this data the descriptions do not predict the outcome better "
-            f"than the average does, and its factors should not be read as effects.")
-
-# %% ../nbs/05_report.ipynb #69859d33
-def _value(f:pd.DataFrame) -> pd.Series:
-    "What a factor does to the outcome: its held-out effect when it was tested, else its mean SHAP contribution."
-    return f['effect'] if 'effect' in f else f['mean_shap']
-
-def top_factors(factors:pd.DataFrame|None, # factors.parquet of the explain stage
-                k:int=3 # how many in each direction
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "The `k` factors that push the outcome up most and the `k` that push it down most (flagged ones first)."
-    if factors is None or not len(factors): return (pd.DataFrame(),)*2
-    v = _value(factors)
-    f = factors.assign(_sig=factors.get('significant', pd.Series(False, index=factors.index)).fillna(False).astype(bool),
-                       _abs=v.abs())
-    pick = lambda d: d.sort_values(['_sig', '_abs'], ascending=False).head(k).drop(columns=['_sig', '_abs'])
-    return pick(f[v > 0]), pick(f[v < 0])
-
-def factor_label(r) -> str:
-    "One factor as text: `dark vs bright (+0.62 [+0.50, +0.73], q=0.000)*` (* flagged), or its mean SHAP when untested."
-    name = r.factor + (f" vs {r.versus}" if isinstance(r.get('versus'), str) and r.get('versus') else '')
-    if 'effect' in r and pd.notna(r.effect):
-        q = f", q={r.q:.3f}" if 'q' in r and pd.notna(r.q) else ''
-        return f"{name} ({r.effect:+.2f} [{r.effect_lo:+.2f}, {r.effect_hi:+.2f}]{q}){'*' if r.get('significant', False) else ''}"
-    ci = f" [{r.ci_lo:+.2f}, {r.ci_hi:+.2f}]" if 'ci_lo' in r and pd.notna(r.ci_lo) else ''
-    return f"{name} ({r.mean_shap:+.2f}{ci}){'*' if r.get('significant', False) else ''}"
 
 # %% ../nbs/05_report.ipynb #7ad7e4c1
 def factor_chart(factors:pd.DataFrame, # factors.parquet of the explain stage
@@ -524,7 +477,6 @@ def verify_digest(summary:dict|None, # summary.json of the verify stage
     "What the index says about the verification on the images: the verified findings as sentences, or why there are none."
     if summary is None: return None
     if summary.get('skipped'): return {'skipped': summary['skipped'], 'sentences': [], 'statement': summary['skipped']}
-    from posterlens.verify import findings_sentences
     ver = findings[findings.verified] if findings is not None and len(findings) else None
     return {'skipped': None, 'statement': summary.get('statement'), 'gold': summary.get('gold'),
             'sentences': findings_sentences(ver) if ver is not None and len(ver) else []}

@@ -15,7 +15,7 @@ from fastcore.basics import AttrDict
 
 from .core import (PosterlensError, cache_dir, hash_bytes, hash_file, hash_obj, read_json, read_parquet, resolve,
                              write_json, write_parquet)
-from .caption import (UNREACHABLE_AFTER, CaptionCache, CaptionResult, Captioner, Retryable, Unreachable, backoff,
+from .caption import (Backoff, CaptionCache, CaptionResult, Captioner, Retryable, Unreachable, backoff,
                                 caption_images)
 from .vlm import (GEMINI_DEFAULT_MODEL, GeminiCaptioner, OpenAICaptioner, gemini_error, gemini_request, gemini_result,
                             openai_error, openai_result)
@@ -293,7 +293,9 @@ def answer_matrix(answers:pd.DataFrame, # from `ask_images`
 def write_questions(verifier:Captioner, # from `make_verifier`
                     concepts:pd.DataFrame, # from `read_concepts`
                     cache:CaptionCache, # answers are cached here (a text-only key)
-                    max_retries:int=6
+                    max_retries:int=6,
+                    wait:Backoff=backoff, # seconds before a retry, as for `caption_images`
+                    unreachable_after:int=3 # connection failures in a row that stop, as for `caption_images`
                    ) -> tuple[dict, str]:
     "({concept: question} written by the verifier's model, a note on what happened)."
     items = {f'c{i+1:02d}': f"{r.concept}" + (f" (e.g. {'; '.join(s.rstrip('.') for s in r.sentences[:3])})" if r.sentences else '')
@@ -307,11 +309,11 @@ def write_questions(verifier:Captioner, # from `make_verifier`
         for n in range(1, max_retries + 2):
             try: r = verifier.caption(None, '', spec); break
             except Retryable as e:
-                if isinstance(e, Unreachable) and n >= UNREACHABLE_AFTER:     # the caption runner's fast stop
+                if isinstance(e, Unreachable) and n >= unreachable_after:     # the caption runner's fast stop
                     raise PosterlensError(f"cannot reach {e.url or 'the service'}" + (f" (from {e.source})" if e.source else '') +
                                           f": {e}; {n} attempts in a row got no answer; is the server running and the address right?") from e
                 if n > max_retries: r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}'); break
-                time.sleep(backoff(n, e.retry_after))
+                time.sleep(wait(n, e.retry_after))
         cache.put(key, r)
     obj = _json_object(r.text or '') if r.status in ('ok', 'truncated') else None
     if obj is None: return {}, f'the model wrote no questions ({r.status}: {r.reason or "not a JSON object"}); template questions used'
@@ -503,7 +505,8 @@ def stage_verify(cfg:AttrDict, # run configuration
                  factors:pd.DataFrame, # the explain stage's factors.parquet
                  folds_run:Sequence[int], # the folds whose models were run (metrics.json)
                  out:Path, # the stage's folder (runs/<variant>/verify)
-                 progress:bool=True
+                 progress:bool=True,
+                 wait:Backoff=backoff # seconds before a retry (`caption_images`)
                 ) -> pd.DataFrame:
     "Ask the verifier every tested concept as a yes/no question about every held-out image; test, write and return the findings."
     out, t0 = Path(out), time.time()
@@ -518,7 +521,7 @@ def stage_verify(cfg:AttrDict, # run configuration
         return empty
     cache = CaptionCache(cache_dir(cfg, 'verify'))
     with verifier:
-        written, note = ({}, 'template questions (no concept)') if not len(concepts) else write_questions(verifier, concepts, cache)
+        written, note = ({}, 'template questions (no concept)') if not len(concepts) else write_questions(verifier, concepts, cache, wait=wait)
         preds = predicates_frame(concepts, written)
         write_parquet(preds, out/'predicates.parquet')
         df = df.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
@@ -529,7 +532,7 @@ def stage_verify(cfg:AttrDict, # run configuration
                                        concurrency=int(cfg.get('concurrency') or 1),
                                        rpm=cfg.get('rpm') if verifier.rate_limited else None,
                                        max_retries=int(cfg.get('max_retries') if cfg.get('max_retries') is not None else 6),
-                                       progress=progress and len(rows) > 50) if len(preds) else \
+                                       progress=progress and len(rows) > 50, wait=wait) if len(preds) else \
                               (pd.DataFrame(columns=['id', 'pid', 'answer', 'status', 'reason']),
                                pd.DataFrame(columns=['id', 'status', 'reason', 'tokens_in', 'tokens_out', 'cached', 'model']))
         usage = _usage(requests.astype({'cached': bool, 'tokens_in': int, 'tokens_out': int}), verifier)

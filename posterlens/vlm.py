@@ -8,7 +8,7 @@ import base64, email.utils, importlib, io, json, mimetypes, os, re, threading, t
 from dataclasses import asdict
 from pathlib import Path
 
-from fastcore.basics import AttrDict
+from fastcore.basics import AttrDict, patch
 
 from .core import PosterlensError, read_json, write_json, hash_obj, retry_after
 from .caption import CaptionResult, Captioner, Retryable, Unreachable
@@ -20,7 +20,7 @@ __all__ = ['GEMINI_DEFAULT_MODEL', 'GEMINI_PRICES', 'GEMINI_BATCH_DISCOUNT', 'SA
            'gemini_generation_config', 'gemini_request', 'gemini_result', 'proxy_for', 'unreachable',
            'google_error_info', 'gemini_error', 'gemini_route', 'check_credentials_file', 'GeminiCaptioner',
            'gemini_captioner', 'batch_line', 'parse_batch_line', 'vertex_batch_line', 'request_image_sha',
-           'vertex_status_reason', 'parse_vertex_line', 'gcs_location', 'gcs_client', 'batch_route', 'caption_batch',
+           'vertex_status_reason', 'parse_vertex_line', 'gcs_location', 'gcs_client', 'batch_route',
            'gemini_image_tokens', 'data_url', 'openai_result', 'openai_error', 'OpenAICaptioner', 'openai_captioner',
            'TransformersCaptioner', 'transformers_captioner']
 
@@ -268,7 +268,7 @@ def check_credentials_file(path:str, # the value of GOOGLE_APPLICATION_CREDENTIA
 
 class GeminiCaptioner(Captioner):
     "Captions with a Gemini model through `google-genai`, on the Gemini API or Vertex AI route."
-    name = 'gemini'
+    name, notebook = 'gemini', '02b_vlm'     # a paid network service: networked, rate limited and priced (the defaults)
     def __init__(self, model:str=GEMINI_DEFAULT_MODEL, temperature:float|None=1.0, top_p:float|None=0.95,
                  max_output_tokens:int|None=1000, safety:str|dict|None='BLOCK_ONLY_HIGH', thinking_budget:int|None=None,
                  timeout_s:float=60, vertexai:bool|None=None, api_key:str|None=None, credentials=None,
@@ -385,6 +385,11 @@ def gemini_captioner(cfg:AttrDict) -> GeminiCaptioner:
                            safety=cfg.get('safety_settings', 'BLOCK_ONLY_HIGH'), thinking_budget=cfg.get('thinking_budget'),
                            timeout_s=cfg.get('request_timeout') or 60, batch=bool(cfg.get('gemini_batch')),
                            gcs_bucket=cfg.get('gcs_bucket') or None)
+
+@patch(cls_method=True)
+def from_cfg(cls:GeminiCaptioner, cfg:AttrDict) -> GeminiCaptioner:
+    "The Gemini captioner configured by `cfg` (`gemini_captioner`)."
+    return gemini_captioner(cfg)
 
 # %% ../nbs/02b_vlm.ipynb #6c7a245e
 BATCH_DONE = {'JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED'}
@@ -577,7 +582,8 @@ def _submit_error(e:Exception, route, state_p:Path) -> PosterlensError:
     return PosterlensError(f'submitting the batch job was interrupted ({type(e).__name__}: {e}); run again: '
                            f'{state_p} lets the next run find the job if it was created')
 
-def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API route, or Vertex AI with `gcs_bucket`)
+@patch
+def caption_batch(self:GeminiCaptioner, # a Gemini captioner (Gemini API route, or Vertex AI with `gcs_bucket`)
                   images:list, # image file paths, as for `caption_images`
                   prompt:str, # the instruction text
                   cache, # a `posterlens.caption.CaptionCache`
@@ -591,10 +597,10 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API ro
     paths = [Path(p) for p in images]
     keys, todo = [], {}
     for p in paths:                                   # one image in memory at a time
-        k = cache.key(p.read_bytes(), prompt, captioner); keys.append(k)
+        k = cache.key(p.read_bytes(), prompt, self); keys.append(k)
         r = cache.get(k)
         if k not in todo and (r is None or (retry_failed and r.status == 'failed')): todo[k] = p
-    route = batch_route(captioner)
+    route = batch_route(self)
     state_p = workdir/'batch.json'
     state = read_json(state_p) if state_p.exists() else None
     if state is not None and state.get('route', 'gemini-api') != route.route:
@@ -617,10 +623,10 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API ro
             for k, p in todo.items():
                 b = p.read_bytes()
                 images_by_sha[hashlib.sha256(b).hexdigest()] = k
-                f.write(route.line(k, captioner.request(b, mimetypes.guess_type(p.name)[0] or 'image/jpeg', prompt)) + '\n')
+                f.write(route.line(k, self.request(b, mimetypes.guess_type(p.name)[0] or 'image/jpeg', prompt)) + '\n')
         os.replace(tmp, req_p)
         state = {'route': route.route, 'display_name': f'posterlens-{stem[9:]}-{time.strftime("%Y%m%d-%H%M%S")}',
-                 'requests': req_p.name, 'keys': list(todo), 'images': images_by_sha, 'model': captioner.model, 'job': None}
+                 'requests': req_p.name, 'keys': list(todo), 'images': images_by_sha, 'model': self.model, 'job': None}
         write_json(state, state_p)                    # before paying: a kill from here on finds the job by its name
         try: job, extra = route.submit(req_p, state['display_name'])
         except PosterlensError: raise
@@ -629,7 +635,7 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API ro
         write_json(state, state_p)
         print(f'gemini batch: submitted {job.name} with {len(todo)} images ({state_p} records it: an interrupted run resumes it)')
     if state is not None:
-        job, st = _poll(captioner, state, state_p, poll_s, wait)
+        job, st = _poll(self, state, state_p, poll_s, wait)
         if st in BATCH_DONE:
             got = route.results(job, state, workdir)
             why = f'batch job {st}' + (f': {job.error.message}' if job.error is not None and job.error.message else '')
@@ -645,7 +651,6 @@ def caption_batch(captioner:GeminiCaptioner, # a Gemini captioner (Gemini API ro
 
 # %% ../nbs/02b_vlm.ipynb #7a1e0b07
 import math
-from fastcore.basics import patch
 
 GEMINI_TILE_TOKENS, GEMINI3_IMAGE_TOKENS = 258, 1120
 
@@ -675,11 +680,6 @@ def image_tokens(self:GeminiCaptioner, width:int, height:int) -> int:
 def price(self:GeminiCaptioner, tokens_in:int, tokens_out:int, batch:bool=False) -> float|None:
     "Estimated USD at list prices, online or in batch (`GEMINI_PRICES`)."
     return estimate_gemini_cost(self.model, tokens_in, tokens_out, batch=batch)
-
-@patch
-def caption_batch(self:GeminiCaptioner, images:list, prompt:str, cache, workdir, **kw) -> list[dict|None]:
-    "One Gemini batch job (Gemini API or Vertex AI route) for `images`; see the function `caption_batch`."
-    return caption_batch(self, images, prompt, cache, workdir, **kw)
 
 # %% ../nbs/02b_vlm.ipynb #625b0ef1
 OPENAI_DEFAULT_BASE_URL = 'http://localhost:11434/v1'
@@ -739,7 +739,7 @@ def openai_error(e:Exception, model:str='', cap=None # the `OpenAICaptioner` tha
 
 class OpenAICaptioner(Captioner):
     "Captions with a VLM served behind an OpenAI-compatible chat completions API."
-    name = 'openai'
+    name, notebook = 'openai', '02b_vlm'     # over HTTP, rate limited; priced, at prices it does not know
     def __init__(self, model:str, base_url:str|None=None, temperature:float|None=1.0, top_p:float|None=0.95,
                  max_output_tokens:int|None=1000, timeout_s:float=60, api_key:str|None=None):
         if not model: raise PosterlensError("captioner 'openai' needs caption_model (the model name the server knows, e.g. qwen2.5vl:7b)")
@@ -799,10 +799,16 @@ def openai_captioner(cfg:AttrDict) -> OpenAICaptioner:
     return OpenAICaptioner(cfg.get('caption_model'), base_url=cfg.get('openai_base_url'), temperature=cfg.get('temperature'),
                            top_p=cfg.get('top_p'), max_output_tokens=cfg.get('max_output_tokens'), timeout_s=cfg.get('request_timeout') or 60)
 
+@patch(cls_method=True)
+def from_cfg(cls:OpenAICaptioner, cfg:AttrDict) -> OpenAICaptioner:
+    "The OpenAI-compatible captioner configured by `cfg` (`openai_captioner`)."
+    return openai_captioner(cfg)
+
 # %% ../nbs/02b_vlm.ipynb #81d2e23c
 class TransformersCaptioner(Captioner):
     "Captions with a local `transformers` image-text-to-text model."
-    name, rate_limited = 'transformers', False
+    name, notebook = 'transformers', '02b_vlm'
+    networked = rate_limited = priced = False     # a model on this machine
     def __init__(self, model:str, max_output_tokens:int=200, temperature:float|None=None, top_p:float|None=None,
                  prefix:str|None=None, device:str|None=None):
         if not model: raise PosterlensError("captioner 'transformers' needs caption_model (a local folder or a hub id)")
@@ -860,3 +866,8 @@ def transformers_captioner(cfg:AttrDict) -> TransformersCaptioner:
     "The local transformers captioner configured by `cfg`."
     return TransformersCaptioner(cfg.get('caption_model'), max_output_tokens=cfg.get('max_output_tokens') or 200,
                                  prefix=cfg.get('transformers_prefix'))
+
+@patch(cls_method=True)
+def from_cfg(cls:TransformersCaptioner, cfg:AttrDict) -> TransformersCaptioner:
+    "The local transformers captioner configured by `cfg` (`transformers_captioner`)."
+    return transformers_captioner(cfg)

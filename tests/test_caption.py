@@ -34,10 +34,9 @@ class Fake(Captioner):
 
 
 @pytest.fixture
-def fast_backoff(monkeypatch):
-    monkeypatch.setitem(caption.RETRY_WAIT, 'initial', 0.01)
-    monkeypatch.setitem(caption.RETRY_WAIT, 'max', 0.02)
-    monkeypatch.setitem(caption.RETRY_WAIT, 'jitter', 0.01)
+def fast_backoff():
+    "Milliseconds instead of seconds between retries: the runner's `wait` argument."
+    return caption.Backoff(initial=0.01, max=0.02, jitter=0.01)
 
 
 def images(d, n):
@@ -86,7 +85,7 @@ def test_retryable_then_ok(tmp_path, fast_backoff):
     imgs = images(tmp_path/'im', 3)
     f = Fake(fails=3, retry_after=0.1)
     t0 = time.monotonic()
-    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), concurrency=3, progress=False)
+    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), concurrency=3, progress=False, wait=fast_backoff)
     took = time.monotonic() - t0
     assert [r['status'] for r in res] == ['ok']*3
     assert sorted(f.calls.values()) == [4, 4, 4]                        # three 429s, then the answer
@@ -97,7 +96,7 @@ def test_retryable_then_ok(tmp_path, fast_backoff):
 def test_failure_after_max_retries(tmp_path, fast_backoff):
     imgs = images(tmp_path/'im', 2)
     f = Fake(fails=100)
-    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), max_retries=2, progress=False)
+    res = caption_images(f, imgs, 'p', CaptionCache(tmp_path/'c'), max_retries=2, progress=False, wait=fast_backoff)
     assert [r['status'] for r in res] == ['failed', 'failed']
     assert all(r['text'] == '' for r in res)
     assert res[0]['reason'] == 'gave up after 3 attempts: HTTP 429 (attempt 3)'
@@ -191,7 +190,8 @@ def test_rate_limiter_is_cancelled_by_a_stopped_run():
 def test_rate_limit_applies_to_retries(tmp_path, fast_backoff):
     f = Fake(fails=1)
     t0 = time.monotonic()
-    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=4, rpm=600, progress=False)
+    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=4, rpm=600, progress=False,
+                   wait=fast_backoff)
     assert f.n_calls == 8
     assert time.monotonic() - t0 >= 0.65                                # 8 request starts, 0.1 s apart
 
@@ -297,7 +297,8 @@ def test_unreachable_stops_after_a_few_attempts(tmp_path, fast_backoff):
     for workers, most in [(1, 3), (4, 3 + 3)]:
         down, cache = Down(), CaptionCache(tmp_path/f'c{workers}')
         with pytest.raises(PosterlensError, match=r'cannot reach http://127.0.0.1:9 \(from OPENAI_BASE_URL\)'):
-            caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=workers, progress=False)
+            caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=workers, progress=False, wait=fast_backoff,
+                           unreachable_after=3)
         assert 3 <= down.n_calls <= most, (workers, down.n_calls)
         assert not list((tmp_path/f'c{workers}').glob('*/*.json'))
 

@@ -6,9 +6,25 @@ import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+from posterlens.pipeline import CAPTIONERS, STAGES
+
 PKG = Path(__file__).resolve().parent.parent/'posterlens'
-LAYERS = {'core': 0, 'caption': 1, 'describe': 2, 'vlm': 2, 'data': 2, 'model': 2, 'pixels': 3, 'explain': 3,
-          'pipeline': 4, 'report': 5, 'cli': 6}
+
+
+def _module(obj) -> str: return obj.__module__.rsplit('.', 1)[-1]
+
+
+def declared_layers() -> dict:
+    """Each module's layer, read from the declarations: a stage's `layer` for its function's module, 2 for a backend's;
+    below them the contract (core 0, caption 1), above them the runner and its users (pipeline, report, cli)."""
+    out = {_module(c): 2 for c in CAPTIONERS.values()}
+    for st in STAGES.values(): out[_module(st.func)] = st.layer
+    top = max(2, *out.values()) + 1
+    return {**out, 'core': 0, 'caption': 1, 'pipeline': top, 'report': top + 1, 'cli': top + 2}
+
+
+LAYERS = declared_layers()
+HELPER = LAYERS['pipeline'] - 0.5   # a module neither a stage's nor a backend's (pixels): above the stages, below the pipeline
 
 
 def _target(node, mods):
@@ -41,7 +57,7 @@ def test_no_cycle_and_one_way():
     except CycleError as e: raise AssertionError(f'import cycle: {e.args[1]}')
     assert order[0] == 'core'
     for m, (top, _) in g.items():
-        for d in top: assert LAYERS.get(d, 9) < LAYERS.get(m, 9), f'{m} imports {d}, against the layering'
+        for d in top: assert LAYERS.get(d, HELPER) < LAYERS.get(m, HELPER), f'{m} imports {d}, against the layering'
 
 
 def test_no_imports_inside_functions():
@@ -49,5 +65,5 @@ def test_no_imports_inside_functions():
 
 
 if __name__ == '__main__':
-    for m, (top, inner) in sorted(import_graph().items(), key=lambda kv: LAYERS.get(kv[0], 9)):
+    for m, (top, inner) in sorted(import_graph().items(), key=lambda kv: LAYERS.get(kv[0], HELPER)):
         print(f"{m:10} -> {', '.join(sorted(top)) or '(nothing)'}" + (f"   inside functions: {sorted(inner)}" if inner else ''))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from posterlens.report import STAGE_NOTEBOOKS, report_notebook
+from posterlens.report import report_notebook, report_pages
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
 NUMBERED = sorted(p for p in NBS.glob("0[0-9]*.ipynb"))
@@ -55,7 +55,7 @@ def _names(src):
     return loads, binds
 
 
-@pytest.mark.parametrize("name", STAGE_NOTEBOOKS)
+@pytest.mark.parametrize("name", report_pages())
 def test_report_names_resolve(name):
     "A report runs in a kernel that has only the stage module's names: every other name must be imported there."
     nb = report_notebook(NBS / f"{name}.ipynb")

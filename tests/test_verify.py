@@ -14,7 +14,7 @@ from fake_openai import FakeOpenAI  # noqa: E402
 from test_vlm import GEMINI_ENV  # noqa: E402
 
 from fastcore.basics import AttrDict
-from posterlens.caption import CaptionCache
+from posterlens.caption import Backoff, CaptionCache
 from posterlens.core import PosterlensError
 from posterlens.data import ATTRIBUTES, make_synth
 from posterlens.verify import (ANSWER_STATUSES, GeminiVerifier, OpenAIVerifier, answer_matrix, ask_images, make_verifier,
@@ -25,12 +25,12 @@ QUESTIONS = {'p01': 'Is the poster dark and dimly lit?', 'p02': 'Do cool blue to
              'p05': 'Is the title set in large bold text?', 'p06': 'Is there a dog in the picture?'}
 PLANTED = {'p01': 'dark', 'p02': 'cool', 'p03': 'bw', 'p04': 'cluttered', 'p05': 'big_title'}
 
+FAST = Backoff(initial=0.01, max=0.1, jitter=0.01)   # retries without the real waits
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for k in GEMINI_ENV: monkeypatch.delenv(k, raising=False)
-    import posterlens.caption as pc
-    for k, v in {'initial': 0.01, 'max': 0.1, 'jitter': 0.01}.items(): monkeypatch.setitem(pc.RETRY_WAIT, k, v)
 
 
 @pytest.fixture(scope='module')
@@ -48,7 +48,7 @@ def preds(qs=QUESTIONS) -> pd.DataFrame:
 
 
 def ask(v, syn, cache, **kw):
-    return ask_images(v, syn.path, syn.id, preds(), cache, **{'concurrency': 4, 'max_retries': 3, 'progress': False, **kw})
+    return ask_images(v, syn.path, syn.id, preds(), cache, **{'concurrency': 4, 'max_retries': 3, 'progress': False, 'wait': FAST, **kw})
 
 
 def test_fake_reads_several_wordings():
@@ -174,7 +174,7 @@ def test_bad_key_and_unreachable_stop_at_once(monkeypatch, posters, tmp_path):
         ask(v, syn, CaptionCache(tmp_path/'c2'))
     concepts = read_concepts(pd.DataFrame({'name': ['dark'], 'sentences': [['It is dark.']], 'effect': [0.5]}))
     with pytest.raises(PosterlensError, match='cannot reach http://127.0.0.1:9/v1'):     # also the request that writes the questions
-        write_questions(v, concepts, CaptionCache(tmp_path/'c3'))
+        write_questions(v, concepts, CaptionCache(tmp_path/'c3'), wait=FAST)
 
 
 def test_language_model_writes_the_questions(monkeypatch, tmp_path):
@@ -183,13 +183,13 @@ def test_language_model_writes_the_questions(monkeypatch, tmp_path):
     with FakeGemini() as g:
         monkeypatch.setenv('GEMINI_API_KEY', 'k'); monkeypatch.setenv('GOOGLE_GEMINI_BASE_URL', g.url)
         cache = CaptionCache(tmp_path/'cache')
-        got, note = write_questions(GeminiVerifier(temperature=0.0), concepts, cache)
+        got, note = write_questions(GeminiVerifier(temperature=0.0), concepts, cache, wait=FAST)
         assert got == {'dark low key': 'Is the image dark low key? (as in: The image is dark)',
                        'warm red tone': 'Is the image warm red tone? (as in: Warm red tones)'}, got
         sch = g.bodies[-1]['generationConfig']['responseSchema']
         assert {p['type'] for p in sch['properties'].values()} == {'STRING'}
         n = len(g.requests)
-        assert write_questions(GeminiVerifier(temperature=0.0), concepts, cache)[0] == got and len(g.requests) == n
+        assert write_questions(GeminiVerifier(temperature=0.0), concepts, cache, wait=FAST)[0] == got and len(g.requests) == n
 
 
 def test_gemini_batch_mode(monkeypatch, posters, tmp_path):
@@ -231,9 +231,9 @@ def test_stage_verify_end_to_end(monkeypatch, posters, tmp_path, shape):
         cfg = load_settings('smoke', {'runs_dir': str(tmp_path/'runs'), 'cache_dir': str(tmp_path/'cache'), 'captioner': 'gemini',
                                       'caption_model': 'gemini-2.5-flash', 'folds': 2, 'fold_subset': 'all', 'verify_gold': str(gold),
                                       'rpm': 6000})
-        f = stage_verify(cfg, df, syn.set_index('id').path, factors, [0, 1], tmp_path/'out', progress=False)
+        f = stage_verify(cfg, df, syn.set_index('id').path, factors, [0, 1], tmp_path/'out', progress=False, wait=FAST)
         n_req = len(g.requests)
-        f2 = stage_verify(cfg, df, syn.set_index('id').path, factors, [0, 1], tmp_path/'out2', progress=False)
+        f2 = stage_verify(cfg, df, syn.set_index('id').path, factors, [0, 1], tmp_path/'out2', progress=False, wait=FAST)
         assert len(g.requests) == n_req                                   # the second run is served by the cache
     pd.testing.assert_frame_equal(f, f2)
     assert list(f.columns) == FINDINGS_COLUMNS and len(f) == 3

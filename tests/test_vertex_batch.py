@@ -14,7 +14,7 @@ from fake_vertex import FakeVertex  # noqa: E402
 
 from posterlens.core import PosterlensError, read_json, write_json
 from posterlens.caption import CaptionCache, caption_images
-from posterlens.vlm import GeminiCaptioner, caption_batch
+from posterlens.vlm import GeminiCaptioner
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = 'Describe this poster.'
@@ -83,7 +83,7 @@ def test_partially_blocked_job_statuses_as_online(tmp_path, vertex):
     with FakeVertex(script=dict(script)) as f:
         vertex(f)
         cap, cache = captioner('t1'), CaptionCache(tmp_path/'cache')
-        rows = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
+        rows = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
         assert f.jobs_created == 1 and not (tmp_path/'batch'/'batch.json').exists()
         assert {r['route'] for r in f.requests} == {'vertex-batch'} and len(f.requests) == 7   # no online request was made
         job = next(iter(f.jobs.values()))
@@ -117,14 +117,14 @@ def test_failed_job_then_rerun(tmp_path, vertex):
     with FakeVertex(job_fates=['fail', 'succeed']) as f:
         vertex(f)
         cap, cache = captioner('t2'), CaptionCache(tmp_path/'cache')
-        rows = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
+        rows = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
         assert f.jobs_created == 1 and [r['status'] for r in rows] == ['failed'] * 4
         assert all('JOB_STATE_FAILED' in r['reason'] and 'Internal error' in r['reason'] for r in rows)
         assert not f.requests                                        # nothing was answered (nor billed)
-        rows = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)      # failed images go in a new job
+        rows = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)      # failed images go in a new job
         assert f.jobs_created == 2 and [r['status'] for r in rows] == ['ok'] * 4
         assert [r['text'] for r in rows] == [caption_for(sha(b)) for b in imgs]
-        caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
+        cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
         assert f.jobs_created == 2 and f.duplicates() == 0
 
 
@@ -133,7 +133,7 @@ def test_vertex_batch_needs_a_bucket(tmp_path, vertex):
     with FakeVertex() as f:
         vertex(f)
         with pytest.raises(PosterlensError, match='gcs_bucket'):
-            caption_batch(captioner(None), items, PROMPT, CaptionCache(tmp_path/'cache'), tmp_path/'batch', poll_s=0.01)
+            captioner(None).caption_batch(items, PROMPT, CaptionCache(tmp_path/'cache'), tmp_path/'batch', poll_s=0.01)
         assert f.jobs_created == 0
 
 
@@ -144,16 +144,16 @@ def test_interrupted_between_create_and_record(tmp_path, vertex):
     with FakeVertex() as f:
         vertex(f)
         cap, cache = captioner('t3'), CaptionCache(tmp_path/'cache')
-        first = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', wait=False)    # submits, polls once
+        first = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', wait=False)    # submits, polls once
         assert first == [None] * 3 and f.jobs_created == 1
         state = read_json(tmp_path/'batch'/'batch.json')
         write_json({**state, 'job': None}, tmp_path/'batch'/'batch.json')                # as if killed before recording the name
-        rows = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
+        rows = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
         assert f.jobs_created == 1 and [r['text'] for r in rows] == [caption_for(sha(b)) for b in imgs]
         # a marker whose job was never created: submitted now, once
         cache2 = CaptionCache(tmp_path/'cache2')
         write_json({**state, 'job': None, 'display_name': 'posterlens-never-created'}, tmp_path/'b2'/'batch.json')
-        rows = caption_batch(cap, items, PROMPT, cache2, tmp_path/'b2', poll_s=0.01)
+        rows = cap.caption_batch(items, PROMPT, cache2, tmp_path/'b2', poll_s=0.01)
         assert f.jobs_created == 2 and all(r['status'] == 'ok' for r in rows)
 
 
@@ -162,10 +162,10 @@ CHILD = textwrap.dedent('''
     from pathlib import Path
     from google.oauth2.credentials import Credentials
     from posterlens.caption import CaptionCache
-    from posterlens.vlm import GeminiCaptioner, caption_batch
+    from posterlens.vlm import GeminiCaptioner
     cache_dir, img_dir, workdir, bucket = sys.argv[1:5]
     cap = GeminiCaptioner(credentials=Credentials(token='test-token'), batch=True, gcs_bucket=bucket)
-    caption_batch(cap, sorted(Path(img_dir).glob('*.png')), 'Describe this poster.', CaptionCache(cache_dir), workdir, poll_s=0.05)
+    cap.caption_batch(sorted(Path(img_dir).glob('*.png')), 'Describe this poster.', CaptionCache(cache_dir), workdir, poll_s=0.05)
 ''')
 
 def test_kill_during_polling_then_resume(tmp_path, vertex):
@@ -184,7 +184,7 @@ def test_kill_during_polling_then_resume(tmp_path, vertex):
         assert not f.requests                                               # killed before any answer
         f.job_polls = 1                                                     # the job finishes at the next poll
         cap, cache = captioner('t4'), CaptionCache(tmp_path/'cache')
-        rows = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
+        rows = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
         assert f.jobs_created == 1                                          # zero new batch jobs: the rerun attached
         assert [r['status'] for r in rows] == ['ok'] * 12
         assert [r['text'] for r in rows] == [caption_for(sha(b)) for b in imgs]
@@ -196,6 +196,6 @@ def test_missing_bucket_is_a_clear_error(tmp_path, vertex):
     with FakeVertex() as f:
         vertex(f)
         with pytest.raises(PosterlensError, match='could not be submitted.*gcs_bucket'):
-            caption_batch(captioner(None, gcs_bucket='gs://no-such-bucket/x'), items, PROMPT, CaptionCache(tmp_path/'cache'),
+            captioner(None, gcs_bucket='gs://no-such-bucket/x').caption_batch(items, PROMPT, CaptionCache(tmp_path/'cache'),
                           tmp_path/'batch', poll_s=0.01)
         assert f.jobs_created == 0 and not (tmp_path/'batch'/'batch.json').exists()     # nothing to resume: no job exists

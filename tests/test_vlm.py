@@ -11,8 +11,8 @@ from fake_gemini import FakeGemini, caption_for  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 
 from posterlens.core import PosterlensError
-from posterlens.caption import CaptionCache, caption_images
-from posterlens.vlm import (GeminiCaptioner, OpenAICaptioner, TransformersCaptioner, caption_batch, gemini_request,
+from posterlens.caption import Backoff, CaptionCache, caption_images
+from posterlens.vlm import (GeminiCaptioner, OpenAICaptioner, TransformersCaptioner, gemini_request,
                             batch_line)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def files(imgs, d:Path) -> list[Path]:
 
 def run(cap, imgs, cache, **kw):
     "caption_images over the images (bytes), written next to the cache."
-    kw = {'concurrency': 4, 'max_retries': 4, 'progress': False, **kw}
+    kw = {'concurrency': 4, 'max_retries': 4, 'progress': False, 'wait': FAST, **kw}
     return caption_images(cap, files(imgs, Path(cache.root).parent/'imgs'), PROMPT, cache, **kw)
 
 def b64(s:str) -> bytes: return base64.urlsafe_b64decode(s.replace('+', '-').replace('/', '_'))
@@ -60,11 +60,7 @@ def clean_env(monkeypatch):
     "No real credentials or endpoints leak into a test."
     for k in GEMINI_ENV: monkeypatch.delenv(k, raising=False)
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    "Milliseconds instead of seconds between retries (the fakes' retry hints are 0.05 s)."
-    import posterlens.caption as pc
-    for k, v in {'initial': 0.01, 'max': 0.1, 'jitter': 0.01}.items(): monkeypatch.setitem(pc.RETRY_WAIT, k, v)
+FAST = Backoff(initial=0.01, max=0.1, jitter=0.01)   # milliseconds instead of seconds between retries (the fakes' hints are 0.05 s)
 
 @pytest.fixture
 def api_key(monkeypatch): monkeypatch.setenv('GEMINI_API_KEY', 'test-key')
@@ -210,13 +206,13 @@ def test_batch_roundtrip_and_resume(tmp_path, api_key, cache):
     with FakeGemini(script=script, batch_polls=3) as g:
         cap = GeminiCaptioner(base_url=g.url, batch=True)
         items = files(imgs, tmp_path/'imgs')
-        first = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01, wait=False)   # submit, then "die"
+        first = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01, wait=False)   # submit, then "die"
         assert first == [None] * 6 and len(g.batches) == 1
         assert (tmp_path/'batch'/'batch.json').exists()
         lines = [json.loads(l) for l in next((tmp_path/'batch').glob('requests-*.jsonl')).read_text().splitlines()]
         assert [l['key'] for l in lines] == [cache.key(b, PROMPT, cap) for b in imgs]
         assert lines[0]['request'] == gemini_request(imgs[0], 'image/png', PROMPT, safety=cap.safety, **cap.gen)
-        res = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)               # resumes the same job
+        res = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)               # resumes the same job
         assert len(g.batches) == 1 and not (tmp_path/'batch'/'batch.json').exists()
         assert [r['status'] for r in res] == ['blocked', 'truncated', 'ok', 'ok', 'ok', 'ok']
         assert res[2]['text'] == caption_for(sha(imgs[2])) and res[2]['tokens_out'] > 0 and not res[2]['cached']
@@ -224,7 +220,7 @@ def test_batch_roundtrip_and_resume(tmp_path, api_key, cache):
         n = len(g.requests)
         rows = run(cap, imgs, cache)
         assert [r['status'] for r in rows] == ['blocked', 'truncated', 'ok', 'ok', 'ok', 'ok'] and len(g.requests) == n
-        again = caption_batch(cap, items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
+        again = cap.caption_batch(items, PROMPT, cache, tmp_path/'batch', poll_s=0.01)
         assert len(g.batches) == 1 and [r['text'] for r in again] == [r['text'] for r in res] and all(r['cached'] for r in again)
         assert g.duplicates() == 0
         assert cap.estimate_cost(1_000_000, 0) == pytest.approx(0.15)      # batch is half price
