@@ -297,8 +297,7 @@ def test_unreachable_stops_after_a_few_attempts(tmp_path, fast_backoff):
     for workers, most in [(1, 3), (4, 3 + 3)]:
         down, cache = Down(), CaptionCache(tmp_path/f'c{workers}')
         with pytest.raises(PosterlensError, match=r'cannot reach http://127.0.0.1:9 \(from OPENAI_BASE_URL\)'):
-            caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=workers, progress=False, wait=fast_backoff,
-                           unreachable_after=3)
+            caption_images(down, images(tmp_path/'im', 50), 'p', cache, concurrency=workers, progress=False, wait=fast_backoff)   # the default stop
         assert 3 <= down.n_calls <= most, (workers, down.n_calls)
         assert not list((tmp_path/f'c{workers}').glob('*/*.json'))
 
