@@ -371,7 +371,9 @@ def test_stage_explain_smoke(tmp_path):
     fold_of = dict(zip(oof.id.astype(str), oof.fold))
     assert (seg.fold == seg.id.astype(str).map(fold_of)).all()
     tests = read_parquet(E/'tests.parquet')
-    assert {k: set(g.rows) for k, g in tests.groupby('fold')} == {k: {n} for k, n in oof.fold.value_counts().items()}
+    assert len(tests), 'no fold model proposed a factor'     # a fold whose model proposed none has no tests (40 captions explained)
+    assert {k: set(g.rows) for k, g in tests.groupby('fold')} == \
+           {k: {n} for k, n in oof.fold.value_counts().items() if k in set(tests.fold)}
     # the model learns these data, so the held-out tests decide: flagged exactly when q <= fdr
     assert s['beats_mean'] is True, read_json(M/'metrics.json')['vs_mean']
     assert factors.significant.tolist() == (factors.q <= cfg.fdr).tolist()
