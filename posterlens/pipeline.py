@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_pipeline.ipynb #004d600c
 from __future__ import annotations
-import contextlib, difflib, inspect, time
+import os, contextlib, difflib, inspect, time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +33,8 @@ __all__ = ['CAPTIONERS', 'TRAINING_TABLE', 'STAGES', 'STAGE_RATES', 'captioner_c
            'Derived', 'source_stages', 'Stage', 'captioner_notebooks', 'scores', 'mean_statement', 'top_factors',
            'factor_label', 'factors_summary', 'run_folds', 'get_stage', 'stage_dir', 'artifact', 'run_lock', 'bind',
            'source_values', 'stage_fingerprint_key', 'load_fresh', 'compute_stage', 'run_stage', 'run_stages',
-           'stage_seconds', 'estimate_run', 'estimate_run_lines', 'estimate_caption_stage', 'estimate_verify_stage',
-           'preflight']
+           'estimate_caption_stage', 'estimate_verify_stage', 'preflight', 'stage_seconds', 'estimate_run',
+           'estimate_run_lines']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, type[Captioner]] = {c.name: c for c in [
@@ -377,6 +377,33 @@ def run_stages(cfg:AttrDict, # run configuration
     with run_lock(cfg, print if progress else lambda s: None):
         return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
 
+# %% ../nbs/04b_pipeline.ipynb #092bf74f
+def estimate_caption_stage(cfg:AttrDict # run configuration
+                          ) -> dict:
+    "What the caption stage of `cfg` would send, cost and take (`estimate_captioning`); no caption request is made."
+    table = run_stage(cfg, 'data', progress=False)
+    with make_captioner(cfg) as cap:
+        return estimate_captioning(cfg, table, cap, CaptionCache(cache_dir(cfg, 'captions')), read_prompt(cfg))
+
+# %% ../nbs/04b_pipeline.ipynb #81113829
+def estimate_verify_stage(cfg:AttrDict # run configuration
+                         ) -> dict|None:
+    "What the verify stage of `cfg` would send and cost (`estimate_verification`); None when no verifier is configured. No request is made."
+    if verifier_name(cfg) is None: return None
+    table = run_stage(cfg, 'data', progress=False)
+    run = folds_to_run(cfg)
+    held = verify_heldout(len(table), cfg, run)
+    f = artifact(cfg, 'explain', 'factors.parquet')
+    n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
+    return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
+
+# %% ../nbs/04b_pipeline.ipynb #3e97cf89
+def preflight(cfg:AttrDict # run configuration
+             ) -> None:
+    "The checks that need no data and no model (the captioner exists, the prompt file is readable): one-line errors."
+    captioner_class(cfg)
+    read_prompt(cfg)
+
 # %% ../nbs/04b_pipeline.ipynb #69545eae
 # (fixed seconds, seconds per row) of the default variant (MiniLM, 4 of 6 layers frozen, 3 epochs, 5 folds, exact Shapley):
 # wall seconds of `make demo` at n = 400 on a quiet 2-core machine (bench/demo.py: data 3, caption 6, train 87, explain 58,
@@ -429,30 +456,3 @@ def estimate_run_lines(est:dict # from `estimate_run`
             f"({est['cpus']} CPUs; rates of the default variant on a quiet 2-core machine, scaled to these settings)",
             *(estimate_lines(est['caption']) if est['paid'] else [estimate_lines(est['caption'])[0] + '; offline, free'])]
 
-
-# %% ../nbs/04b_pipeline.ipynb #092bf74f
-def estimate_caption_stage(cfg:AttrDict # run configuration
-                          ) -> dict:
-    "What the caption stage of `cfg` would send, cost and take (`estimate_captioning`); no caption request is made."
-    table = run_stage(cfg, 'data', progress=False)
-    with make_captioner(cfg) as cap:
-        return estimate_captioning(cfg, table, cap, CaptionCache(cache_dir(cfg, 'captions')), read_prompt(cfg))
-
-# %% ../nbs/04b_pipeline.ipynb #81113829
-def estimate_verify_stage(cfg:AttrDict # run configuration
-                         ) -> dict|None:
-    "What the verify stage of `cfg` would send and cost (`estimate_verification`); None when no verifier is configured. No request is made."
-    if verifier_name(cfg) is None: return None
-    table = run_stage(cfg, 'data', progress=False)
-    run = folds_to_run(cfg)
-    held = verify_heldout(len(table), cfg, run)
-    f = artifact(cfg, 'explain', 'factors.parquet')
-    n, known = (len(read_concepts(read_parquet(f))), True) if f.exists() else (int(cfg.max_factors)*len(run), False)
-    return estimate_verification(cfg, table.image_path[held >= 0].tolist(), n, known)
-
-# %% ../nbs/04b_pipeline.ipynb #3e97cf89
-def preflight(cfg:AttrDict # run configuration
-             ) -> None:
-    "The checks that need no data and no model (the captioner exists, the prompt file is readable): one-line errors."
-    captioner_class(cfg)
-    read_prompt(cfg)
