@@ -3,6 +3,7 @@ execnb, nbdev) were: export cells, counting non-blank lines that are not `#|` di
 
     .venv/bin/python bench/cells.py                    # every notebook in nbs/
     .venv/bin/python bench/cells.py nbs/04b_pipeline.ipynb nbs/06_cli.ipynb
+    .venv/bin/python bench/cells.py --smoke            # one notebook (what the tests run)
 
 Columns: export cells; lines per export cell, median and 90th percentile; share of export cells over 40 lines;
 share with 2+ public definitions (top-level functions and classes whose name does not start with `_`); share of export cells
@@ -14,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
+
 DIRECTIVE = re.compile(r'^\s*#\|')
 
 
@@ -87,8 +91,10 @@ def row(name:str, sizes:list, multi:int, alone:int, used:int, hide:int) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('notebooks', nargs='*', help='notebooks to measure (default: every one in nbs/)')
+    ap.add_argument('--smoke', action='store_true', help='the first notebook only; the result goes under smoke/')
     a = ap.parse_args(argv)
     paths = [Path(p) for p in a.notebooks] or sorted((ROOT/'nbs').glob('*.ipynb'))
+    if a.smoke: paths = paths[:1]
     ms = [measure(p) for p in paths]
     print(f"{'notebook':<16}{'cells':>6}{'median':>8}{'p90':>7}{'>40':>9}{'2+ pub':>9}{'def+use':>10}{'hide':>7}")
     for m in ms: print(row(m['name'], m['sizes'], m['multi'], m['alone'], m['used'], m['hide']))
@@ -97,6 +103,17 @@ def main(argv=None) -> int:
     longf = [x for m in ms for x in m['long']]
     print(f'\nfunctions over 40 lines: {len(longf)}')
     for nb, name, k in sorted(longf, key=lambda x: -x[2]): print(f'  {nb}: {name} ({k} lines)')
+    sizes = tot('sizes'); n = max(1, len(sizes))
+    figs = {'notebooks': [m['name'] for m in ms], 'export_cells': len(sizes),
+            'median_lines': float(np.median(sizes)) if sizes else 0.0,
+            'p90_lines': float(np.percentile(sizes, 90)) if sizes else 0.0,
+            'share_over_40': sum(x > 40 for x in sizes) / n, 'share_2plus_public': tot('multi') / n,
+            'functions_over_40': [{'notebook': nb, 'function': f, 'lines': k} for nb, f, k in longf]}
+    table = [('export cells: lines, median / p90', f"{figs['median_lines']:.0f} / {figs['p90_lines']:.0f}"),
+             ('export cells over 40 lines', f"{100 * figs['share_over_40']:.1f}%"),
+             ('export cells with 2+ public definitions', f"{100 * figs['share_2plus_public']:.1f}%"),
+             ('functions over 40 lines', str(len(longf)))]
+    write_result('cells', figs, table, smoke=a.smoke)
     return 0
 
 

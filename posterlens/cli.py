@@ -12,7 +12,7 @@ from fastcore.xtras import modified_env
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
 from .data import make_synth
 from .caption import estimate_lines
-from .pipeline import STAGES, estimate_caption_stage, estimate_run, estimate_run_lines, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
+from .pipeline import STAGES, check_folds_fit, estimate_caption_stage, estimate_run, estimate_run_lines, estimate_verify_stage, preflight, run_lock, run_stage, stage_dir
 from .verify import estimate_verification_lines
 from .report import report_all, report_variant
 
@@ -121,6 +121,7 @@ def run_command(args:argparse.Namespace, # parsed arguments
         return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
     stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, ([] if warn is None else warn)
     with run_lock(cfg, lambda line: _say(args.quiet, line)):     # a second process on this variant waits here
+        check_folds_fit(cfg, stages, done, progress=not args.quiet)   # before anything is paid for
         for s in stages:
             res = run_stage(cfg, s, force=args.force, progress=not args.quiet, done=done)
             _say(args.quiet, *_summary(s, res))

@@ -591,9 +591,6 @@ def stage_data(cfg:AttrDict, # run configuration
     root = resolve(cfg, str(cfg.image_root)) if cfg.get('image_root') else None
     dest = resolve(cfg, str(cfg.get('download_dir') or 'data/images'))
     table, skipped = load_dataset(csv, **cols, image_root=root, download_dir=dest, **download_settings(cfg), force=force)
-    if int(cfg.folds) > len(table):
-        raise PosterlensError(f"folds = {cfg.folds} but {csv.name} has only {len(table)} usable rows: lower folds "
-                              f"(e.g. --set folds={max(2, min(5, len(table)))}) or add rows")
     write_parquet(table, out/'table.parquet')
     write_parquet(skipped, out/'skipped.parquet')
     truth = csv.parent/'truth.json'

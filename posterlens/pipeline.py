@@ -16,25 +16,24 @@ from fastcore.xtras import modified_env
 
 from .core import (PosterlensError, cache_dir, is_fresh, mark_done, read_json, read_parquet, run_dir, stage_key,
                              write_json)
-from .data import DATA_KEYS, data_fingerprint, data_warnings, downloads_pending, image_paths, read_truth, stage_data
+from .data import DATA_KEYS, data_fingerprint, dataset_csv, data_warnings, downloads_pending, image_paths, read_truth, stage_data
 from .caption import (CAPTION_KEYS, CaptionCache, Captioner, caption_failures, caption_fingerprint, caption_stale,
-                                caption_summary, estimate_captioning, read_prompt, stage_caption)
+                                caption_summary, estimate_captioning, estimate_lines, _dur, read_prompt, stage_caption)
 from .describe import DescribeCaptioner
 from .vlm import GeminiCaptioner, OpenAICaptioner, TransformersCaptioner
-from .model import MODEL_KEYS, stage_train, train_fingerprint, training_table
+from .model import MODEL_KEYS, folds_to_run, stage_train, train_fingerprint, training_table
 from .pixels import pixel_baselines, use_pixels
 from .explain import EXPLAIN_KEYS, FACTORS_VERSION, _value, stage_explain
 from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_verify, verifier_name, verify_fingerprint,
                                verify_heldout, verify_stale, verify_summary_line)
-from .model import folds_to_run
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'TRAINING_TABLE', 'STAGES', 'STAGE_RATES', 'captioner_class', 'make_captioner', 'uses_vlm', 'FolderOf',
            'Derived', 'source_stages', 'Stage', 'captioner_notebooks', 'scores', 'mean_statement', 'top_factors',
            'factor_label', 'factors_summary', 'run_folds', 'get_stage', 'stage_dir', 'artifact', 'run_lock', 'bind',
-           'source_values', 'stage_fingerprint_key', 'load_fresh', 'compute_stage', 'run_stage', 'run_stages',
-           'estimate_caption_stage', 'estimate_verify_stage', 'preflight', 'stage_seconds', 'estimate_run',
-           'estimate_run_lines']
+           'source_values', 'stage_fingerprint_key', 'load_fresh', 'compute_stage', 'run_stage', 'needed_stages',
+           'check_folds_fit', 'run_stages', 'estimate_caption_stage', 'estimate_verify_stage', 'preflight',
+           'stage_seconds', 'estimate_run', 'estimate_run_lines']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, type[Captioner]] = {c.name: c for c in [
@@ -366,6 +365,29 @@ def run_stage(cfg:AttrDict, # run configuration
     done[name] = (res, key)
     return res
 
+# %% ../nbs/04b_pipeline.ipynb #e78c78e8
+def needed_stages(names:list[str] # stage names
+                 ) -> list[str]:
+    "The stages `names` and every stage they take inputs from, recursively, in declaration order."
+    out, todo = set(), list(names)
+    while todo:
+        n = todo.pop()
+        if n not in out: out.add(n); todo += get_stage(n).after
+    return [n for n in STAGES if n in out]
+
+# %% ../nbs/04b_pipeline.ipynb #ad1aa994
+def check_folds_fit(cfg:AttrDict, # run configuration
+                    names:list[str], # the stages about to run
+                    done:dict, # results already resolved in this run (the data stage's is added)
+                    progress:bool=True # show progress bars
+                   ) -> None:
+    "Refuse, right after the data stage, a run whose folds outnumber the usable rows when a stage it needs depends on `folds`."
+    if not any('folds' in get_stage(n).keys for n in needed_stages(names)): return
+    rows = len(run_stage(cfg, 'data', progress=progress, done=done))
+    if int(cfg.folds) <= rows: return
+    fix = f"lower folds (e.g. --set folds={min(5, rows)}) or add rows" if rows >= 2 else "add rows (at least 2)"
+    raise PosterlensError(f"folds = {cfg.folds} but {dataset_csv(cfg).name} has only {rows} usable rows: {fix}")
+
 # %% ../nbs/04b_pipeline.ipynb #3b5a36fb
 def run_stages(cfg:AttrDict, # run configuration
                names:list[str]|None=None, # stages to run, in order (default: all)
@@ -373,9 +395,10 @@ def run_stages(cfg:AttrDict, # run configuration
                progress:bool=True # show progress bars
               ) -> dict:
     "Run stages `names` (with what they need) for `cfg`, holding its `run_lock`; their results by name."
-    done = {}
+    done, names = {}, (names or list(STAGES))
     with run_lock(cfg, print if progress else lambda s: None):
-        return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in (names or list(STAGES))}
+        check_folds_fit(cfg, names, done, progress)
+        return {n: run_stage(cfg, n, force=force, progress=progress, done=done) for n in names}
 
 # %% ../nbs/04b_pipeline.ipynb #092bf74f
 def estimate_caption_stage(cfg:AttrDict # run configuration
@@ -423,7 +446,6 @@ def stage_seconds(cfg:AttrDict, # run configuration
                   rows:int # rows of the data table
                  ) -> float:
     "Expected CPU seconds of stage `name` on `rows` rows with the settings of `cfg` (from `STAGE_RATES`)."
-    from posterlens.model import folds_to_run
     fixed, per_row = STAGE_RATES[name]
     if name == 'train':
         per_row *= int(cfg.epochs)*len(folds_to_run(cfg))/(_REF['epochs']*_REF['folds_run']) * _trained_share(cfg)
@@ -450,7 +472,6 @@ def estimate_run(cfg:AttrDict, # run configuration
 def estimate_run_lines(est:dict # from `estimate_run`
                       ) -> list[str]:
     "The estimate in words: rows and stages with their expected time, the total, then the caption estimate."
-    from posterlens.caption import estimate_lines, _dur
     st = '; '.join(f"{k} {'(below)' if v is None else _dur(v)}" for k, v in est['seconds'].items() if k != 'data')
     return [f"run estimate ({est['variant']}): {est['rows']:,} rows; {st}; total ~{_dur(est['total'])} on this hardware "
             f"({est['cpus']} CPUs; rates of the default variant on a quiet 2-core machine, scaled to these settings)",

@@ -427,6 +427,7 @@ def exported_callables(mod):
     out = {}
     for nm in mod.__all__:
         o = getattr(mod, nm)
+        if not (inspect.isclass(o) or inspect.isroutine(o)): continue      # data (an instance such as a default) has no table
         if getattr(o, '__module__', None) != mod.__name__: continue
         if C.documented_callable('class' if inspect.isclass(o) else 'function', o) is None: continue
         try: sig = inspect.signature(o)
