@@ -195,7 +195,7 @@ class FakeServer:
         self.rate_not_json, self.rate_missing, self.rate_refusal = rate_not_json, rate_missing, rate_refusal
         self._rng, self._lock = random.Random(seed), threading.Lock()
         self.requests: list[dict] = []          # one row per caption request: t, route, model, image, outcome
-        self.ok_by_image: Counter = Counter()   # image sha256 -> number of successful (ok/maxtokens) answers
+        self.ok_by_image: Counter = Counter()   # image sha256 -> number of successful (ok/maxtokens) caption answers
         self.bodies: list[dict] = []            # the last request bodies (for tests inspecting what was sent)
         self._ids = itertools.count(1)
         self._server = ThreadingHTTPServer((host, port), self._handler())
@@ -217,12 +217,12 @@ class FakeServer:
 
     # -- bookkeeping
     def record(self, route, model, sha, outcome, body=None, **extra):
-        "Log one caption request (and count a successful answer per image); `kind` says caption or structured."
+        "Log one request (and count a successful caption per image: structured answers, the verify stage's, are not captions); `kind` says which."
         if body is not None: extra.setdefault('kind', request_kind(body))
         with self._lock:
             self.requests.append({'t': time.time(), 'route': route, 'model': model, 'image': sha, 'outcome': outcome, **extra})
             if body is not None: self.bodies = (self.bodies + [body])[-50:]
-            if outcome in ('ok', 'maxtokens'): self.ok_by_image[sha] += 1
+            if outcome in ('ok', 'maxtokens') and extra.get('kind', 'caption') == 'caption': self.ok_by_image[sha] += 1
     def quota(self) -> float|None:
         "None when a request may be served now (it is counted), else the seconds until the sliding window has room."
         if not self.rpm_limit: return None
@@ -241,7 +241,7 @@ class FakeServer:
             best = max(best, i - j + 1)
         return best
     def duplicates(self) -> int:
-        "Successful answers beyond the first for the same image (paid twice)."
+        "Successful caption answers beyond the first for the same image (paid twice)."
         return sum(n - 1 for n in self.ok_by_image.values() if n > 1)
     def stats(self) -> dict:
         c = Counter(r['outcome'] for r in self.requests)
