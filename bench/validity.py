@@ -1,7 +1,7 @@
 """Validity of the reported factors: are planted attributes found with the right sign, are unplanted factors
 flagged, and is anything flagged when the outcome is shuffled? Two models, side by side.
 
-    .venv/bin/python bench/validity.py [--model ridge|default|both] [--seeds 10] [--n 400] [--folds 5]
+    .venv/bin/python bench/validity.py [--model ridge|default|both] [--seeds 10] [--first-seed 0] [--n 400] [--folds 5]
                                        [--alpha 1.0] [--fdr 0.05] [--real ../shared/data/posters-sample] [--smoke]
 
 `--model default` (the real procedure): for each seed, the `default` variant itself through posterlens' pipeline
@@ -187,6 +187,17 @@ def default_seed(a, seed:int, base:Path, partial=lambda row: None) -> dict:
             'null_seconds': round(time.time() - t1, 1)}
 
 
+def earlier_seeds(a, procedure:str) -> list:
+    "With --first-seed K: the latest result's seeds 0..K-1 of the same procedure and size (each row names its commit), else []."
+    if not a.first_seed: return []
+    f = ((read_results().get('validity') or {}).get('figures') or {}).get('default') or {}
+    rows = [r for r in f.get('seeds', []) if r['seed'] < a.first_seed and r.get('null_flagged') is not None]
+    if f.get('procedure') != procedure or f.get('n') != a.n or sorted(r['seed'] for r in rows) != list(range(a.first_seed)):
+        raise SystemExit(f"--first-seed {a.first_seed}: the latest default result does not hold seeds 0..{a.first_seed - 1} "
+                         f"of this procedure at n = {a.n}; run from seed 0")
+    return [{**r, 'commit': r.get('commit') or f.get('commit')} for r in rows]
+
+
 def default_validity(a, cache:Path, save) -> dict:
     "The default variant's procedure on `a.seeds` seeds; `save(fig)` after every run (real, then shuffled targets)."
     from posterlens.core import load_settings
@@ -198,19 +209,20 @@ def default_validity(a, cache:Path, save) -> dict:
                  f"its held-out rows, HC3, Benjamini-Hochberg at FDR {cfg.fdr}, the beats-the-mean gate); no token examples, "
                  f"no pixel baseline")
     print(f"default model: {procedure}", flush=True)
-    rows, fig = [], {'procedure': procedure, 'n': a.n, 'folds': int(cfg.folds), 'seeds': [], 'summary': None,
+    rows = earlier_seeds(a, procedure)
+    fig = {'procedure': procedure, 'n': a.n, 'folds': int(cfg.folds), 'seeds': [], 'summary': None,
                      'settings': {k: cfg.get(k) for k in ('text_model', 'epochs', 'lr', 'freeze_layers', 'folds', 'seed',
                                                           'max_factors', 'fdr', 'max_segments')}}
     def keep(rs):
         nonlocal fig
         fig = {**fig, 'seeds': rs, 'summary': summarise(rs),
-               'complete': len(rs) == a.seeds and all(r['null_flagged'] is not None for r in rs)}
+               'complete': len(rs) == a.first_seed + a.seeds and all(r['null_flagged'] is not None for r in rs)}
         save(fig)
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         def partial(row):
             print(f"default synthetic seed {seed}, actual targets done [{row['seconds']:.0f} s]", flush=True)
             keep(rows + [row])
-        rows.append(default_seed(a, seed, base, partial))
+        rows.append({**default_seed(a, seed, base, partial), 'commit': commit()})
         print("default " + seed_line(rows[-1]) + f" [{rows[-1]['seconds']:.0f} s + {rows[-1]['null_seconds']:.0f} s]", flush=True)
         keep(rows)
     return fig
@@ -267,6 +279,8 @@ def main():
     ap.add_argument('--model', choices=['ridge', 'default', 'both'], default='both',
                     help="ridge: the fast stand-in; default: the default variant's own run per seed (minutes each)")
     ap.add_argument('--seeds', type=int, default=None, help='seeds (default: 10 for ridge, 5 for the default model)')
+    ap.add_argument('--first-seed', type=int, default=0,
+                    help='default model: start at this seed and keep the latest result\'s seeds below it (a long run in parts)')
     ap.add_argument('--n', type=int, default=400)
     ap.add_argument('--folds', type=int, default=5)
     ap.add_argument('--alpha', type=float, default=1.0)

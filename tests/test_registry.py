@@ -47,7 +47,7 @@ def stage_extra(factors:pd.DataFrame, # the explain stage's factors
 
 DECLARE_STAGE = '''    Stage(name='extra', func=stage_extra, inputs=dict(factors='explain'), outputs=('extra.parquet',),
           load=lambda d: read_parquet(d/'extra.parquet'), help='count the factors each way',
-          summary=lambda r: f"{int(r.n.sum())} factors counted (EXTRA-SUMMARY)", notebooks=('04c_extra',), layer=3),
+          summary=lambda r: f"extra: {int(r.n.sum())} factors counted (EXTRA-SUMMARY)", notebooks=('04c_extra',), layer=3),
 ]}'''
 
 
