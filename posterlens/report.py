@@ -539,7 +539,7 @@ ul{margin:0;padding-left:18px} a{color:#1f5fa8}"""
 def _e(x) -> str: return html.escape('' if x is None else str(x))
 
 def _fmt_secs(s) -> str:
-    if not s: return '<span class="muted">n/a</span>'
+    if s is None: return '<span class="muted">n/a</span>'
     return f'{s:.0f} s' if s < 120 else f'{s/60:.1f} min'
 
 def _plural(n, word) -> str: return f"{n} {word}{'' if n == 1 else 's'}"
