@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from fastcore.basics import AttrDict
+from fastcore.basics import AttrDict, patch
+from PIL import Image
 from tenacity import RetryCallState, wait_exponential_jitter
 from tqdm.auto import tqdm
 
@@ -23,8 +24,8 @@ from .core import (PosterlensError, _atomic, cache_dir, hash_bytes, hash_frame, 
 
 # %% auto #0
 __all__ = ['STATUSES', 'backoff', 'CAPTION_KEYS', 'CaptionResult', 'Retryable', 'Unreachable', 'Captioner', 'CaptionCache',
-           'Clock', 'RateLimiter', 'busiest_window', 'Backoff', 'caption_images', 'caption_fingerprint',
-           'caption_stale', 'read_prompt', 'caption_table', 'caption_usage', 'check_caption_run', 'estimate_captioning',
+           'Clock', 'RateLimiter', 'busiest_window', 'Backoff', 'caption_images', 'read_prompt', 'caption_fingerprint',
+           'caption_stale', 'caption_table', 'caption_usage', 'check_caption_run', 'estimate_captioning',
            'estimate_lines', 'estimate_vs_actual', 'stage_caption', 'caption_summary', 'caption_failures']
 
 # %% ../nbs/02_caption.ipynb #dbf6b531
@@ -40,6 +41,7 @@ class CaptionResult:
     tokens_out: int = 0      # answer tokens billed
     model: str = ''          # the model that answered
 
+# %% ../nbs/02_caption.ipynb #73267a5a
 class Retryable(Exception):
     "A transient failure worth retrying (429, 5xx, timeout)."
     def __init__(self, msg:str, # what went wrong
@@ -47,6 +49,7 @@ class Retryable(Exception):
                 ):
         super().__init__(msg); self.retry_after = retry_after
 
+# %% ../nbs/02_caption.ipynb #a1a88c23
 class Unreachable(Retryable):
     "The service could not be reached at all (connection refused, DNS, TLS, proxy): no answer came back."
     def __init__(self, msg:str, # what went wrong
@@ -95,8 +98,6 @@ class Captioner:
     def __exit__(self, *exc): self.close()
 
 # %% ../nbs/02_caption.ipynb #5e11a002
-from fastcore.basics import patch
-
 Captioner.batch = False   # True: the run captions through `caption_batch` (e.g. gemini_batch = True)
 
 @patch
@@ -105,18 +106,21 @@ def count_tokens(self:Captioner, text:str # a prompt
     "Tokens of `text` as the provider counts them (a free call where there is one); None when unknown."
     return None
 
+# %% ../nbs/02_caption.ipynb #b2586f7e
 @patch
 def image_tokens(self:Captioner, width:int, height:int # image size in pixels
                 ) -> int|None:
     "Input tokens billed for one image of this size; None when unknown."
     return None
 
+# %% ../nbs/02_caption.ipynb #639fc215
 @patch
 def estimate_cost(self:Captioner, tokens_in:int, tokens_out:int # tokens to price
                  ) -> float|None:
     "Estimated USD for these tokens online (None when unknown)."
     return None
 
+# %% ../nbs/02_caption.ipynb #c20a8e70
 @patch
 def price(self:Captioner, tokens_in:int, tokens_out:int, # tokens to price
           batch:bool=False # priced as a batch job
@@ -124,6 +128,7 @@ def price(self:Captioner, tokens_in:int, tokens_out:int, # tokens to price
     "Estimated USD for these tokens (None when unknown; by default only online, through `estimate_cost`)."
     return None if batch else self.estimate_cost(tokens_in, tokens_out)
 
+# %% ../nbs/02_caption.ipynb #d2030ce2
 @patch
 def caption_batch(self:Captioner, images:list, # image file paths
                   prompt:str, # the instruction text
@@ -176,6 +181,7 @@ class Clock:
         if cancel is None: time.sleep(s); return False
         return cancel.wait(s)
 
+# %% ../nbs/02_caption.ipynb #c808b3a1
 class RateLimiter:
     "At most `rpm` starts in any window of `period` seconds, evenly spaced, from the first start on (None: unlimited)."
     clock = Clock()   # the default clock of every limiter
@@ -190,24 +196,7 @@ class RateLimiter:
         if clock is not None: self.clock = clock
         self._next, self._starts, self._cv = 0.0, deque(maxlen=max(self.n, 1)), threading.Condition()
 
-    def acquire(self, cancel:threading.Event|None=None # stop waiting (and return None) once this is set
-               ) -> float|None:
-        "Wait for a start that keeps every window within the limit; the start's time on the limiter's clock (None if cancelled)."
-        clock = self.clock
-        if not self.n: return clock.monotonic()
-        with self._cv:
-            now = clock.monotonic()
-            t = max(now, self._next); self._next = t + self.interval          # pacing: the next slot, in order
-        if t > now and clock.sleep(t - now, cancel): return None
-        while True:                                                           # the window log, on the actual time
-            with self._cv:
-                if cancel is not None and cancel.is_set(): return None
-                now = clock.monotonic()
-                free = self._starts[0] + self.period + self.margin if len(self._starts) == self.n else now
-                if now >= free:
-                    self._starts.append(now); return now
-            if clock.sleep(min(free - now, 0.05), cancel): return None
-
+# %% ../nbs/02_caption.ipynb #d24b1f83
 def busiest_window(starts:list, # start times in seconds (any clock, any order)
                    period:float=60.0 # the window in seconds
                   ) -> int:
@@ -217,6 +206,26 @@ def busiest_window(starts:list, # start times in seconds (any clock, any order)
         while s[i] - s[j] >= period: j += 1
         best = max(best, i - j + 1)
     return best
+
+# %% ../nbs/02_caption.ipynb #f0c556c5
+@patch
+def acquire(self:RateLimiter, cancel:threading.Event|None=None # stop waiting (and return None) once this is set
+           ) -> float|None:
+    "Wait for a start that keeps every window within the limit; the start's time on the limiter's clock (None if cancelled)."
+    clock = self.clock
+    if not self.n: return clock.monotonic()
+    with self._cv:
+        now = clock.monotonic()
+        t = max(now, self._next); self._next = t + self.interval          # pacing: the next slot, in order
+    if t > now and clock.sleep(t - now, cancel): return None
+    while True:                                                           # the window log, on the actual time
+        with self._cv:
+            if cancel is not None and cancel.is_set(): return None
+            now = clock.monotonic()
+            free = self._starts[0] + self.period + self.margin if len(self._starts) == self.n else now
+            if now >= free:
+                self._starts.append(now); return now
+        if clock.sleep(min(free - now, 0.05), cancel): return None
 
 # %% ../nbs/02_caption.ipynb #e4414593
 @dataclass(frozen=True)
@@ -236,6 +245,7 @@ class Backoff:
 
 backoff = Backoff()   # the runner's default
 
+# %% ../nbs/02_caption.ipynb #9b1021d0
 def _clean(r, model:str) -> CaptionResult:
     "`r` as a well-formed result: a known status, no text on failure, a reason on failure."
     if not isinstance(r, CaptionResult): return CaptionResult('', 'failed', f'backend returned {type(r).__name__}, not a CaptionResult', model=model)
@@ -291,6 +301,116 @@ def _attempt(captioner, path, prompt, limiter, cancel=None) -> CaptionResult|Non
     except (Retryable, PosterlensError): raise
     except Exception as e: return CaptionResult('', 'failed', f'{type(e).__name__}: {e}')
 
+# %% ../nbs/02_caption.ipynb #4d09205a
+def _lookup(captioner:Captioner, images:list, prompt:str, cache:CaptionCache, # as for `caption_images`
+            retry_failed:bool=True # ask again for images whose cached result is 'failed'
+           ) -> tuple[list, dict]:
+    "Rows settled without a request (a final cached answer, an unreadable file; None for the others), and the images to ask: {key: [(index, path)]}."
+    out, same = [None]*len(images), {}
+    for i, p in enumerate(images):
+        p = Path(p)
+        try: b = p.read_bytes()
+        except OSError as e:
+            out[i] = dict(path=str(p), key='', cached=False, **asdict(CaptionResult('', 'failed', f'cannot read image: {e}', model=captioner.model)))
+            continue
+        k = cache.key(b, prompt, captioner)
+        hit = cache.get(k)
+        if hit is not None and (hit.status != 'failed' or not retry_failed): out[i] = dict(path=str(p), key=k, cached=True, **asdict(hit))
+        else: same.setdefault(k, []).append((i, p))
+    return out, same
+
+# %% ../nbs/02_caption.ipynb #0b55f2eb
+class _Tally:
+    "The progress bar of a run, with the counts per status as its postfix."
+    def __init__(self, captioner:Captioner, # the backend (its name labels the bar)
+                 rows:list, # the rows settled so far (None: not yet)
+                 progress:bool=True # show the bar
+                ):
+        self.counts = {s: 0 for s in STATUSES}
+        for r in rows:
+            if r: self.counts[r['status']] += 1
+        self.bar = tqdm(total=len(rows), initial=sum(r is not None for r in rows), desc=f'caption ({captioner.name})', disable=not progress)
+        self.bar.set_postfix(self.counts, refresh=False)
+
+    def add(self, status:str, n:int):
+        "`n` more images settled with `status`."
+        self.counts[status] += n
+        self.bar.update(n); self.bar.set_postfix(self.counts, refresh=False)
+
+# %% ../nbs/02_caption.ipynb #c380292d
+class _Run:
+    "What the workers of one `caption_images` run share: the jobs, the answers, the first fatal error, the connection failures in a row."
+    def __init__(self, captioner:Captioner, prompt:str, cache:CaptionCache, limiter:RateLimiter, # as for `caption_images`
+                 *, max_retries:int, wait:Backoff, unreachable_after:int):
+        self.cap, self.prompt, self.cache, self.limiter = captioner, prompt, cache, limiter
+        self.max_retries, self.wait, self.unreachable_after = max_retries, wait, unreachable_after
+        self.jobs, self.done, self.errors = _Jobs([]), queue.Queue(), []
+        self.down, self.down_lock = 0, threading.Lock()   # Unreachable failures in a row, over all workers
+
+    def fail(self, e:Exception):
+        "Stop the run with `e`."
+        self.errors.append(e); self.jobs.stop(); self.done.put(None)
+
+    def answered(self, k:str, r:CaptionResult):
+        "An answer for key `k`: the service is reachable; the answer is stored the moment it arrives."
+        with self.down_lock: self.down = 0
+        r = _clean(r, self.cap.model)
+        self.cache.put(k, r)
+        self.done.put((k, r)); self.jobs.finish()
+
+# %% ../nbs/02_caption.ipynb #030b8ab6
+@patch
+def unreachable(self:_Run, e:Retryable # a transient failure
+               ) -> bool:
+    "Count `e` in the connection failures in a row (any other failure resets them); True when they stopped the run."
+    with self.down_lock:
+        self.down = self.down + 1 if isinstance(e, Unreachable) else 0
+        if self.down < self.unreachable_after: return False
+        self.fail(PosterlensError(f"cannot reach {e.url or 'the service'}" + (f" (from {e.source})" if e.source else '') +
+                                  f": {e}; {self.down} attempts in a row got no answer; is the server running and the address right?"))
+    return True
+
+# %% ../nbs/02_caption.ipynb #62bcdf4f
+@patch
+def worker(self:_Run):
+    "Attempt jobs until none is left or the run stops; a transient failure goes back into the queue, `max_retries` times."
+    while (job := self.jobs.get()) is not None:
+        k, p, n = job
+        try: r = _attempt(self.cap, p, self.prompt, self.limiter, cancel=self.jobs.cancel)
+        except Retryable as e:
+            if self.unreachable(e): return
+            if n <= self.max_retries:
+                job[2] += 1; self.jobs.retry(job, time.monotonic() + self.wait(n, e.retry_after)); continue
+            r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}')
+        except PosterlensError as e: return self.fail(e)
+        if r is None: return                        # stopped while waiting for a start: nothing was sent
+        self.answered(k, r)
+
+# %% ../nbs/02_caption.ipynb #17b7f311
+@patch
+def serve(self:_Run, same:dict, # {key: [(index, path)]} of the images to ask (from `_lookup`)
+          out:list, # the rows, filled in as the answers arrive
+          tally:_Tally, # the progress bar
+          concurrency:int=1 # parallel requests
+         ):
+    "Ask for every key of `same` from `concurrency` worker threads; raise the error that stopped the run, if one did."
+    self.jobs = _Jobs([[k, v[0][1], 1] for k, v in same.items()])
+    threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(max(1, min(int(concurrency), len(same))))]
+    for t in threads: t.start()
+    try:
+        for _ in range(len(same)):
+            item = self.done.get()
+            if item is None: break
+            k, r = item
+            for i, p in same[k]: out[i] = dict(path=str(p), key=k, cached=False, **asdict(r))
+            tally.add(r.status, len(same[k]))
+    finally:
+        self.jobs.stop()
+        for t in threads: t.join()
+        tally.bar.close()
+    if self.errors: raise self.errors[0]
+
+# %% ../nbs/02_caption.ipynb #383e13a3
 def caption_images(captioner:Captioner, # the backend
                    images:list, # image file paths, captioned in this order
                    prompt:str, # the instruction text
@@ -305,69 +425,24 @@ def caption_images(captioner:Captioner, # the backend
                    limiter:RateLimiter|None=None # a limiter shared with the run's other requests (default: a new one at `rpm`)
                   ) -> list[dict]:
     "Caption `images` through the cache; one dict per image: path, key, cached and the `CaptionResult` fields."
-    out, same = [None]*len(images), {}
-    for i, p in enumerate(images):
-        p = Path(p)
-        try: b = p.read_bytes()
-        except OSError as e:
-            out[i] = dict(path=str(p), key='', cached=False, **asdict(CaptionResult('', 'failed', f'cannot read image: {e}', model=captioner.model)))
-            continue
-        k = cache.key(b, prompt, captioner)
-        hit = cache.get(k)
-        if hit is not None and (hit.status != 'failed' or not retry_failed): out[i] = dict(path=str(p), key=k, cached=True, **asdict(hit))
-        else: same.setdefault(k, []).append((i, p))
+    out, same = _lookup(captioner, images, prompt, cache, retry_failed=retry_failed)
     if same: captioner.open()                       # clients and credentials before the first start (may raise PosterlensError)
-    counts = {s: 0 for s in STATUSES}
-    for r in out:
-        if r: counts[r['status']] += 1
-    bar = tqdm(total=len(images), initial=sum(r is not None for r in out), desc=f'caption ({captioner.name})', disable=not progress)
-    bar.set_postfix(counts, refresh=False)
-    jobs, done, errors = _Jobs([[k, v[0][1], 1] for k, v in same.items()]), queue.Queue(), []
-    limiter = limiter or RateLimiter(rpm)
-    down, down_lock = [0], threading.Lock()         # Unreachable failures in a row, over all workers
-
-    def fail(e):
-        "Stop the run with `e`."
-        errors.append(e); jobs.stop(); done.put(None)
-
-    def worker():
-        while (job := jobs.get()) is not None:
-            k, p, n = job
-            try: r = _attempt(captioner, p, prompt, limiter, jobs.cancel)
-            except Retryable as e:
-                with down_lock:
-                    down[0] = down[0] + 1 if isinstance(e, Unreachable) else 0
-                    if down[0] >= unreachable_after:
-                        return fail(PosterlensError(f"cannot reach {e.url or 'the service'}" + (f" (from {e.source})" if e.source else '') +
-                                                    f": {e}; {down[0]} attempts in a row got no answer; is the server running and the address right?"))
-                if n <= max_retries:
-                    job[2] += 1; jobs.retry(job, time.monotonic() + wait(n, e.retry_after)); continue
-                r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}')
-            except PosterlensError as e: return fail(e)
-            if r is None: return                        # stopped while waiting for a start: nothing was sent
-            with down_lock: down[0] = 0                 # an answer: the service is reachable
-            r = _clean(r, captioner.model)
-            cache.put(k, r)                     # stored the moment it arrives
-            done.put((k, r)); jobs.finish()
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(int(concurrency), len(same))))]
-    for t in threads: t.start()
-    try:
-        for _ in range(len(same)):
-            item = done.get()
-            if item is None: break
-            k, r = item
-            for i, p in same[k]: out[i] = dict(path=str(p), key=k, cached=False, **asdict(r))
-            counts[r.status] += len(same[k])
-            bar.update(len(same[k])); bar.set_postfix(counts, refresh=False)
-    finally:
-        jobs.stop()
-        for t in threads: t.join()
-        bar.close()
-    if errors: raise errors[0]
+    run = _Run(captioner, prompt, cache, limiter or RateLimiter(rpm),
+               max_retries=max_retries, wait=wait, unreachable_after=unreachable_after)
+    run.serve(same, out, _Tally(captioner, out, progress), concurrency)
     return out
 
 # %% ../nbs/02_caption.ipynb #afdde8b6
+def read_prompt(cfg:AttrDict # run configuration
+               ) -> str:
+    "The text of the prompt file `cfg.prompt`."
+    p = resolve(cfg, str(cfg.get('prompt') or ''))
+    if not cfg.get('prompt') or not p.is_file(): raise PosterlensError(f"prompt file not found: {p} (setting prompt)")
+    text = p.read_text().strip()
+    if not text: raise PosterlensError(f"prompt file {p} is empty")
+    return text
+
+# %% ../nbs/02_caption.ipynb #a0ffcfc4
 CAPTION_KEYS = ['captioner', 'caption_model', 'prompt', 'temperature', 'top_p', 'max_output_tokens', 'gemini_batch']
 
 def caption_fingerprint(cfg:AttrDict, # run configuration
@@ -379,21 +454,14 @@ def caption_fingerprint(cfg:AttrDict, # run configuration
     return dict(table=hash_frame(table[['id', 'image_path']]), prompt=hash_bytes(read_prompt(cfg).encode()),
                 backend=[captioner.name, captioner.model, captioner.settings()])
 
+# %% ../nbs/02_caption.ipynb #f3353b46
 def caption_stale(out:Path # the stage's folder
                  ) -> bool:
     "True when the last caption run left failed images: the next run asks for them again."
     p = Path(out)/'captions.parquet'
     return not p.exists() or bool((read_parquet(p).status == 'failed').any())
 
-def read_prompt(cfg:AttrDict # run configuration
-               ) -> str:
-    "The text of the prompt file `cfg.prompt`."
-    p = resolve(cfg, str(cfg.get('prompt') or ''))
-    if not cfg.get('prompt') or not p.is_file(): raise PosterlensError(f"prompt file not found: {p} (setting prompt)")
-    text = p.read_text().strip()
-    if not text: raise PosterlensError(f"prompt file {p} is empty")
-    return text
-
+# %% ../nbs/02_caption.ipynb #0a704b3d
 def caption_table(captioner:Captioner, # the backend
                   table:pd.DataFrame, # columns id and image_path
                   prompt:str, # the instruction text
@@ -408,6 +476,7 @@ def caption_table(captioner:Captioner, # the backend
                          'key': [r['key'] for r in res], 'tokens_in': [int(r['tokens_in']) for r in res],
                          'tokens_out': [int(r['tokens_out']) for r in res], 'cached': [bool(r['cached']) for r in res]})
 
+# %% ../nbs/02_caption.ipynb #b847a335
 def caption_usage(caps:pd.DataFrame, # from `caption_table`
                   captioner:Captioner, # the backend (its `estimate_cost` prices tokens)
                   seconds:float=0.0 # wall time of the run
@@ -423,6 +492,7 @@ def caption_usage(caps:pd.DataFrame, # from `caption_table`
             'blocked': caps[caps.status == 'blocked'][['id', 'reason']].to_dict('records'),
             'failed': caps[caps.status == 'failed'][['id', 'reason']].to_dict('records')}
 
+# %% ../nbs/02_caption.ipynb #54130334
 def check_caption_run(usage:dict, # from `caption_usage`
                       where:str|Path='' # where the details are (usage.json), named in the message
                      ) -> None:
@@ -435,6 +505,37 @@ def check_caption_run(usage:dict, # from `caption_usage`
                           + (f"; every reason is in {where}" if where else '') + "; a rerun asks for them again")
 
 # %% ../nbs/02_caption.ipynb #5e11a005
+def _triage(table:pd.DataFrame, captioner:Captioner, cache:CaptionCache, prompt:str, # as for `estimate_captioning`
+            retry_failed:bool=True # cached 'failed' answers are asked again
+           ) -> tuple[int, dict, list, int, int]:
+    "(unique images, {key: path} to ask, the cached answers, how many of those to ask failed before, unreadable files) of `table`."
+    seen, todo, done, n_retry, unreadable = set(), {}, [], 0, 0
+    for p in map(Path, table.image_path):
+        try: b = p.read_bytes()
+        except OSError: unreadable += 1; continue
+        k = cache.key(b, prompt, captioner)
+        if k in seen: continue                        # the same image twice is captioned once
+        seen.add(k)
+        r = cache.get(k)
+        if r is not None and (r.status != 'failed' or not retry_failed): done.append(r)
+        else: todo[k] = p; n_retry += r is not None
+    return len(seen), todo, done, n_retry, unreadable
+
+def _image_tokens(paths, # image files
+                  captioner:Captioner # its `image_tokens` rule counts them
+                 ) -> int|None:
+    "Input tokens of the images by the backend's per-image rule, from their headers only; None when the backend does not know."
+    img = 0
+    for p in paths:
+        try:
+            with Image.open(p) as im: w, h = im.size       # the header only
+        except Exception: w = h = 0
+        t = captioner.image_tokens(w, h)
+        if t is None: return None
+        img += t
+    return img
+
+# %% ../nbs/02_caption.ipynb #43d0f8d8
 def _typical_tokens_out(results:list, # cached `CaptionResult`s of this data set
                         cache:CaptionCache, model:str, # where else to look, and for which model
                         limit:int=2000 # most other cached answers used (and at most 10x as many cache files read)
@@ -451,6 +552,7 @@ def _typical_tokens_out(results:list, # cached `CaptionResult`s of this data set
             if len(outs) >= limit: break
     return outs, f'other data sets ({model})'
 
+# %% ../nbs/02_caption.ipynb #c20ce8eb
 def estimate_captioning(cfg:AttrDict, # run configuration (max_output_tokens, rpm)
                         table:pd.DataFrame, # the data stage's table (column image_path)
                         captioner:Captioner, # the backend (its hooks count and price tokens)
@@ -460,26 +562,8 @@ def estimate_captioning(cfg:AttrDict, # run configuration (max_output_tokens, rp
                         limiter:RateLimiter|None=None # the run's limiter: a token count sent to the service waits on it too
                        ) -> dict:
     "Images to caption, tokens, USD online and in batch, and wall time of captioning `table`, without a caption request."
-    from PIL import Image
-    seen, todo, done, n_retry, unreadable = set(), {}, [], 0, 0
-    for p in map(Path, table.image_path):
-        try: b = p.read_bytes()
-        except OSError: unreadable += 1; continue
-        k = cache.key(b, prompt, captioner)
-        if k in seen: continue                        # the same image twice is captioned once
-        seen.add(k)
-        r = cache.get(k)
-        if r is not None and (r.status != 'failed' or not retry_failed): done.append(r)
-        else: todo[k] = p; n_retry += r is not None
-    n = len(todo)
-    img = 0
-    for p in todo.values():
-        try:
-            with Image.open(p) as im: w, h = im.size       # the header only
-        except Exception: w = h = 0
-        t = captioner.image_tokens(w, h)
-        if t is None: img = None; break
-        img += t
+    n_unique, todo, done, n_retry, unreadable = _triage(table, captioner, cache, prompt, retry_failed=retry_failed)
+    n, img = len(todo), _image_tokens(todo.values(), captioner)
     if n and limiter is not None and type(captioner).count_tokens is not Captioner.count_tokens: limiter.acquire()
     pt = captioner.count_tokens(prompt) if n else 0
     tin = None if img is None or pt is None else img + n*pt
@@ -490,13 +574,14 @@ def estimate_captioning(cfg:AttrDict, # run configuration (max_output_tokens, rp
     usd = lambda tout, batch: None if tin is None or tout is None else captioner.price(tin, tout, batch)
     rpm = float(cfg.get('rpm') or 0) if captioner.rate_limited else 0.0
     return dict(backend=captioner.name, model=captioner.model, batch=bool(captioner.batch), n_images=len(table),
-                n_unique=len(seen), n_cached=len(done), n_todo=n, n_retry=n_retry, n_unreadable=unreadable,
+                n_unique=n_unique, n_cached=len(done), n_todo=n, n_retry=n_retry, n_unreadable=unreadable,
                 image_tokens=img, prompt_tokens=pt, tokens_in=tin, max_output_tokens=int(mot) if mot else None,
                 tokens_out_max=tout_max, tokens_out_typical=tout_typ, typical_out=typ, typical_n=len(outs), typical_from=src,
                 usd_online=usd(tout_typ, False), usd_online_max=usd(tout_max, False),
                 usd_batch=usd(tout_typ, True), usd_batch_max=usd(tout_max, True),
                 rpm=rpm or None, seconds=n*60/rpm if rpm else None)
 
+# %% ../nbs/02_caption.ipynb #fc28d0de
 def _usd(x) -> str: return 'unknown' if x is None else f'${x:,.2f}' if x >= 0.01 or x == 0 else f'${x:.4f}'
 def _n(x) -> str: return 'unknown' if x is None else f'{x:,}'
 def _dur(s) -> str: return f'{s:.0f} s' if s < 120 else f'{s/60:.1f} min' if s < 7200 else f'{s/3600:.1f} h'
@@ -525,6 +610,7 @@ def estimate_lines(est:dict # from `estimate_captioning`
     lines.append(f"  time: {t} online" + ('; a batch job answers within 24 h, usually much sooner' if e['batch'] else ''))
     return lines
 
+# %% ../nbs/02_caption.ipynb #b5065436
 def estimate_vs_actual(est:dict, # from `estimate_captioning`, made before the run
                        caps:pd.DataFrame, # the run's captions (`caption_table`)
                        usage:dict # the run's `caption_usage`

@@ -46,6 +46,7 @@ def tone_stats(bgr:np.ndarray # BGR image
     v = bgr.max(axis=2).astype(np.float32)/255
     return dict(key=float(np.median((g + v)/2)), contrast=float(g.std()))
 
+# %% ../nbs/02a_describe.ipynb #38a4a89f
 def tone_sentence(key:float, contrast:float) -> str:
     "The tone sentence: dark/low-key, bright/high-key or evenly lit, with the contrast."
     c = 'strong' if contrast >= 0.3 else 'soft' if contrast < 0.22 else 'moderate'
@@ -73,6 +74,7 @@ def colour_stats(bgr:np.ndarray # BGR image
     return dict(coloured=float(m.mean()), saturation=float(s[m].mean()) if m.any() else 0.0,
                 warm=sum(shares[c] for c in WARM), shares=shares)
 
+# %% ../nbs/02a_describe.ipynb #5ccb6c78
 def _names(shares, names):
     top = sorted(((shares[c], c) for c in names), reverse=True)
     keep = [c for x, c in top[:2] if x >= 0.25*top[0][0] and x > 0.02]
@@ -116,6 +118,7 @@ def find_faces(gray:np.ndarray # grayscale image at the describer's size
             out.append((x, y, w, h))     # confirmed by a second cascade
     return sorted(out)               # OpenCV's parallel detection returns the boxes in a timing-dependent order
 
+# %% ../nbs/02a_describe.ipynb #db955daf
 NUMBERS = ['no', 'one', 'two', 'three', 'four', 'five', 'six']
 
 def face_sentence(faces:list, # (x, y, w, h) boxes
@@ -145,6 +148,7 @@ def _solidity(mask:np.ndarray) -> float:
     hull = np.zeros(mask.shape, np.uint8); cv2.fillConvexPoly(hull, cv2.convexHull(np.concatenate(cs)), 1)
     return float(mask.sum()/max(hull.sum(), 1))
 
+# %% ../nbs/02a_describe.ipynb #5b483a25
 def find_glyphs(gray:np.ndarray # grayscale image
                ) -> tuple[np.ndarray, list]:
     "Letter-like components: rows (x, y, w, h, stroke, wide, polarity, label, contrast, area), and the two label images."
@@ -222,6 +226,7 @@ def is_large_text(line:dict, shape:tuple) -> bool:
     "Large bold text: letters >= 5% of the height, spanning >= 30% of the width, strong contrast."
     return line['glyph_h'] >= 0.05*shape[0] and line['w'] >= 0.3*shape[1] and line['contrast'] >= 80
 
+# %% ../nbs/02a_describe.ipynb #acd0546d
 def text_sentence(lines:list, # from `find_text_lines`
                   shape:tuple # (height, width) of the image
                  ) -> str:
@@ -259,6 +264,7 @@ def clutter_stats(gray:np.ndarray, # grayscale image
     cx, cy = (float(xs.mean()/w2), float(ys.mean()/h2)) if len(xs) else (0.5, 0.5)
     return dict(coverage=float(cover[keep].mean()) if keep.any() else 0.0, cx=cx, cy=cy)
 
+# %% ../nbs/02a_describe.ipynb #b2cef952
 def composition_sentence(coverage:float, cx:float, cy:float, # from `clutter_stats`
                          closeup:bool=False # a face close-up anchors the frame
                         ) -> str:
@@ -282,6 +288,7 @@ def image_features(image:bytes|str|Path|np.ndarray # encoded bytes, a file path 
     return dict(shape=gray.shape, **tone_stats(bgr), **colour_stats(bgr), faces=find_faces(gray), lines=lines,
                 **clutter_stats(gray, lines))
 
+# %% ../nbs/02a_describe.ipynb #01a8ee1a
 def describe_features(f:dict # from `image_features`
                      ) -> list[str]:
     "The five sentences for the measurements `f`."
@@ -293,6 +300,7 @@ def describe_features(f:dict # from `image_features`
             text_sentence(f['lines'], f['shape']),
             composition_sentence(f['coverage'], f['cx'], f['cy'], closeup)]
 
+# %% ../nbs/02a_describe.ipynb #8cc935c0
 def describe_image(image:bytes|str|Path|np.ndarray # encoded bytes, a file path or an array
                   ) -> str:
     "A five-sentence plain-English description of an image from its pixels alone."
@@ -309,6 +317,7 @@ class DescribeCaptioner(Captioner):
         except (ValueError, cv2.error) as e: return CaptionResult('', 'failed', f'cannot describe the image: {e}', model=self.model)
         return CaptionResult(text, 'ok', '', 0, 0, self.model)
 
+# %% ../nbs/02a_describe.ipynb #f062e060
 def describe_captioner(cfg:AttrDict) -> DescribeCaptioner:
     "The offline describer (needs no settings)."
     return DescribeCaptioner()

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastcore.basics import AttrDict, patch
 
 from .core import PosterlensError, read_json, write_json, hash_obj, retry_after
-from .caption import CaptionResult, Captioner, Retryable, Unreachable
+from .caption import CaptionResult, Captioner, Retryable, Unreachable, backoff
 
 # %% auto #0
 __all__ = ['GEMINI_DEFAULT_MODEL', 'GEMINI_PRICES', 'GEMINI_BATCH_DISCOUNT', 'SAFETY_CATEGORIES', 'SAFETY_THRESHOLDS',
@@ -97,6 +97,7 @@ def gemini_generation_config(temperature=None, top_p=None, max_output_tokens=Non
     if thinking_budget is not None: g['thinkingConfig'] = {'thinkingBudget': int(thinking_budget)}
     return g
 
+# %% ../nbs/02b_vlm.ipynb #51beef26
 def gemini_request(image:bytes, # the encoded image (JPEG, PNG, WebP...)
                    mime:str, # its MIME type, e.g. 'image/jpeg'
                    prompt:str, # the instruction text
@@ -172,6 +173,7 @@ def _connect_errors() -> tuple:
         errs += [getattr(m, n) for n in ('ConnectError', 'ConnectTimeout', 'ProxyError', 'UnsupportedProtocol') if hasattr(m, n)]
     return tuple(errs)
 
+# %% ../nbs/02b_vlm.ipynb #a210904c
 def proxy_for(url:str) -> tuple[str, str]|None:
     "(proxy URL without credentials, the variable it came from) that httpx uses for `url`; None without a proxy."
     scheme = url.split(':', 1)[0].lower()
@@ -179,6 +181,7 @@ def proxy_for(url:str) -> tuple[str, str]|None:
         if os.environ.get(k): return re.sub(r'//[^@/]*@', '//', os.environ[k]), k
     return None
 
+# %% ../nbs/02b_vlm.ipynb #c18f89dc
 def unreachable(e:Exception, # the connection error
                 url:str, # the address the request went to
                 source:str # where that address came from
@@ -187,6 +190,7 @@ def unreachable(e:Exception, # the connection error
     if type(e).__name__ == 'ProxyError' and (px := proxy_for(url)): url, source = px
     return Unreachable(f'{type(e).__name__}: {e}'.rstrip(': '), url=url, source=source)
 
+# %% ../nbs/02b_vlm.ipynb #921c356e
 def google_error_info(body) -> tuple[str, str, list]:
     "(status, message, ErrorInfo reasons) of a google.rpc error body `{'error': {...}}`."
     err = body.get('error', body) if isinstance(body, dict) else {}
@@ -195,6 +199,7 @@ def google_error_info(body) -> tuple[str, str, list]:
                if isinstance(d, dict) and str(d.get('@type', '')).endswith('google.rpc.ErrorInfo')]
     return str(err.get('status') or ''), ' '.join(str(err.get('message') or '').split()), [r for r in reasons if r]
 
+# %% ../nbs/02b_vlm.ipynb #0e535043
 def _gemini_fix(route:str, code:int, reasons:list, source:str) -> str:
     "What to do about refused credentials."
     if route == 'gemini-api':
@@ -207,6 +212,7 @@ def _gemini_fix(route:str, code:int, reasons:list, source:str) -> str:
         return 'renew the credentials (gcloud auth application-default login) or point GOOGLE_APPLICATION_CREDENTIALS at a valid service-account key file'
     return f'grant the account the Vertex AI User role in the project, and check {proj} and GOOGLE_CLOUD_LOCATION'
 
+# %% ../nbs/02b_vlm.ipynb #402bc691
 def gemini_error(e:Exception, # what the SDK raised for one request
                  model:str='', # the model asked
                  cap=None # the `GeminiCaptioner` that asked (names the credentials and URL in messages)
@@ -249,6 +255,7 @@ def gemini_route(vertexai:bool|None=None) -> str:
         vertexai = v.strip().lower() in ('1', 'true')
     return 'vertex' if vertexai else 'gemini-api'
 
+# %% ../nbs/02b_vlm.ipynb #4fb2da63
 _CRED_HELP = ("Gemini needs credentials: set GEMINI_API_KEY (or GOOGLE_API_KEY) for the Gemini API, or "
               "GOOGLE_GENAI_USE_VERTEXAI=true, GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION and application default "
               "credentials (gcloud auth application-default login) for Vertex AI; see README")
@@ -266,6 +273,7 @@ def check_credentials_file(path:str, # the value of GOOGLE_APPLICATION_CREDENTIA
     if not isinstance(d, dict) or 'type' not in d:
         raise PosterlensError(f"{var} names {p}, which is not a Google credentials file (no 'type' field): {fix}")
 
+# %% ../nbs/02b_vlm.ipynb #2a72b22f
 class GeminiCaptioner(Captioner):
     "Captions with a Gemini model through `google-genai`, on the Gemini API or Vertex AI route."
     name, notebook = 'gemini', '02b_vlm'     # a paid network service: networked, rate limited and priced (the defaults)
@@ -289,83 +297,6 @@ class GeminiCaptioner(Captioner):
     @property
     def route(self) -> str: return gemini_route(self._client_kw['vertexai'])
 
-    def credential_source(self) -> str:
-        "Where this route's credentials come from: a variable, a file or an argument (never their value)."
-        kw = self._client_kw
-        if kw['api_key']: return 'the api_key argument'
-        if self.route == 'gemini-api':
-            return next((k for k in ('GOOGLE_API_KEY', 'GEMINI_API_KEY') if os.environ.get(k)), 'GEMINI_API_KEY (not set)')
-        if kw['credentials'] is not None: return 'the credentials argument'
-        if f := os.environ.get('GOOGLE_APPLICATION_CREDENTIALS'): return f'GOOGLE_APPLICATION_CREDENTIALS={f}'
-        return 'the application default credentials (gcloud auth application-default login)'
-
-    def endpoint(self) -> tuple[str, str]:
-        "(base URL of the requests, where it came from)."
-        if self.base_url: return self.base_url, 'the base_url argument'
-        var = 'GOOGLE_VERTEX_BASE_URL' if self.route == 'vertex' else 'GOOGLE_GEMINI_BASE_URL'
-        if os.environ.get(var): return os.environ[var], var
-        try: url = self._client._api_client._http_options.base_url
-        except AttributeError: url = None
-        if self.route == 'vertex':
-            loc = self._client_kw['location'] or os.environ.get('GOOGLE_CLOUD_LOCATION') or 'global'
-            return url or f'https://{loc}-aiplatform.googleapis.com/', f'the default Vertex AI endpoint (GOOGLE_CLOUD_LOCATION={loc})'
-        return url or 'https://generativelanguage.googleapis.com/', 'the default Gemini API endpoint'
-
-    def open(self):
-        "Check the credentials file the environment names and build the client, before any request."
-        if self.route == 'vertex' and self._client_kw['credentials'] is None and not self._client_kw['api_key']:
-            if f := os.environ.get('GOOGLE_APPLICATION_CREDENTIALS'): check_credentials_file(f)
-        self.client
-
-    @property
-    def client(self):
-        "The `google.genai.Client` (created on first use; thread-safe)."
-        with self._lock:
-            if self._client is None:
-                from google import genai
-                from google.genai import types
-                ho = types.HttpOptions(timeout=int(self.timeout_s * 1000), retry_options=types.HttpRetryOptions(attempts=1))
-                if self.base_url: ho.base_url = self.base_url
-                # The route, project and location are resolved here from the environment and passed explicitly:
-                # google-genai reads GOOGLE_VERTEX_BASE_URL only when `vertexai=True` is an argument, and with a base
-                # URL but project/location only from the environment it posts to the bare base URL (proxy mode).
-                kw = {k: v for k, v in self._client_kw.items() if v is not None}
-                kw['vertexai'] = self.route == 'vertex'
-                if kw['vertexai'] and not kw.get('api_key'):
-                    for k, env in (('project', 'GOOGLE_CLOUD_PROJECT'), ('location', 'GOOGLE_CLOUD_LOCATION')):
-                        if not kw.get(k) and os.environ.get(env): kw[k] = os.environ[env]
-                try: self._client = genai.Client(**kw, http_options=ho)
-                except Exception as e:
-                    if type(e).__name__ in ('ValueError', 'DefaultCredentialsError'): raise PosterlensError(f'{_CRED_HELP} ({e})') from e
-                    raise
-        return self._client
-
-    def config(self):
-        "The SDK `GenerateContentConfig` of every request."
-        from google.genai import types
-        g = self.gen
-        return types.GenerateContentConfig(
-            temperature=g['temperature'], top_p=g['top_p'], max_output_tokens=g['max_output_tokens'],
-            thinking_config=None if g['thinking_budget'] is None else types.ThinkingConfig(thinking_budget=int(g['thinking_budget'])),
-            safety_settings=[types.SafetySetting(**s) for s in self._safety] or None)
-
-    def request(self, image:bytes, mime:str, prompt:str) -> dict:
-        "The REST body a request for this image would carry (no credentials in it)."
-        return gemini_request(image, mime, prompt, safety=self.safety, **self.gen)
-
-    def caption(self, image:bytes, mime:str, prompt:str) -> CaptionResult:
-        "ONE `generateContent` attempt for `image`; raises `Retryable` on transient errors."
-        from google.genai import types
-        client = self.client
-        try:
-            resp = client.models.generate_content(model=self.model, config=self.config(),
-                                                  contents=[types.Part.from_bytes(data=image, mime_type=mime), prompt])
-        except Exception as e:
-            if type(e).__name__ in ('RefreshError', 'DefaultCredentialsError'):
-                raise PosterlensError(f'Gemini could not use the credentials from {self.credential_source()} ({e}); {_CRED_HELP}') from e
-            return gemini_error(e, self.model, self)
-        return gemini_result(resp, self.model)
-
     def estimate_cost(self, tokens_in:int, tokens_out:int) -> float|None:
         "Estimated USD for these tokens (see `GEMINI_PRICES`; None for a model not in the table)."
         return estimate_gemini_cost(self.model, tokens_in, tokens_out, batch=self.batch)
@@ -378,6 +309,97 @@ class GeminiCaptioner(Captioner):
 
     def __repr__(self): return f'GeminiCaptioner({self.model!r}, route={self.route!r})'
 
+# %% ../nbs/02b_vlm.ipynb #da981ef2
+@patch
+def credential_source(self:GeminiCaptioner) -> str:
+    "Where this route's credentials come from: a variable, a file or an argument (never their value)."
+    kw = self._client_kw
+    if kw['api_key']: return 'the api_key argument'
+    if self.route == 'gemini-api':
+        return next((k for k in ('GOOGLE_API_KEY', 'GEMINI_API_KEY') if os.environ.get(k)), 'GEMINI_API_KEY (not set)')
+    if kw['credentials'] is not None: return 'the credentials argument'
+    if f := os.environ.get('GOOGLE_APPLICATION_CREDENTIALS'): return f'GOOGLE_APPLICATION_CREDENTIALS={f}'
+    return 'the application default credentials (gcloud auth application-default login)'
+
+# %% ../nbs/02b_vlm.ipynb #c894a1e2
+@patch
+def endpoint(self:GeminiCaptioner) -> tuple[str, str]:
+    "(base URL of the requests, where it came from)."
+    if self.base_url: return self.base_url, 'the base_url argument'
+    var = 'GOOGLE_VERTEX_BASE_URL' if self.route == 'vertex' else 'GOOGLE_GEMINI_BASE_URL'
+    if os.environ.get(var): return os.environ[var], var
+    try: url = self._client._api_client._http_options.base_url
+    except AttributeError: url = None
+    if self.route == 'vertex':
+        loc = self._client_kw['location'] or os.environ.get('GOOGLE_CLOUD_LOCATION') or 'global'
+        return url or f'https://{loc}-aiplatform.googleapis.com/', f'the default Vertex AI endpoint (GOOGLE_CLOUD_LOCATION={loc})'
+    return url or 'https://generativelanguage.googleapis.com/', 'the default Gemini API endpoint'
+
+# %% ../nbs/02b_vlm.ipynb #c4fbb280
+@patch
+def open(self:GeminiCaptioner):
+    "Check the credentials file the environment names and build the client, before any request."
+    if self.route == 'vertex' and self._client_kw['credentials'] is None and not self._client_kw['api_key']:
+        if f := os.environ.get('GOOGLE_APPLICATION_CREDENTIALS'): check_credentials_file(f)
+    self.client
+
+# %% ../nbs/02b_vlm.ipynb #619f2ce6
+@patch(as_prop=True)
+def client(self:GeminiCaptioner):
+    "The `google.genai.Client` (created on first use; thread-safe)."
+    with self._lock:
+        if self._client is None:
+            from google import genai
+            from google.genai import types
+            ho = types.HttpOptions(timeout=int(self.timeout_s * 1000), retry_options=types.HttpRetryOptions(attempts=1))
+            if self.base_url: ho.base_url = self.base_url
+            # The route, project and location are resolved here from the environment and passed explicitly:
+            # google-genai reads GOOGLE_VERTEX_BASE_URL only when `vertexai=True` is an argument, and with a base
+            # URL but project/location only from the environment it posts to the bare base URL (proxy mode).
+            kw = {k: v for k, v in self._client_kw.items() if v is not None}
+            kw['vertexai'] = self.route == 'vertex'
+            if kw['vertexai'] and not kw.get('api_key'):
+                for k, env in (('project', 'GOOGLE_CLOUD_PROJECT'), ('location', 'GOOGLE_CLOUD_LOCATION')):
+                    if not kw.get(k) and os.environ.get(env): kw[k] = os.environ[env]
+            try: self._client = genai.Client(**kw, http_options=ho)
+            except Exception as e:
+                if type(e).__name__ in ('ValueError', 'DefaultCredentialsError'): raise PosterlensError(f'{_CRED_HELP} ({e})') from e
+                raise
+    return self._client
+
+# %% ../nbs/02b_vlm.ipynb #59c5bdee
+@patch
+def config(self:GeminiCaptioner):
+    "The SDK `GenerateContentConfig` of every request."
+    from google.genai import types
+    g = self.gen
+    return types.GenerateContentConfig(
+        temperature=g['temperature'], top_p=g['top_p'], max_output_tokens=g['max_output_tokens'],
+        thinking_config=None if g['thinking_budget'] is None else types.ThinkingConfig(thinking_budget=int(g['thinking_budget'])),
+        safety_settings=[types.SafetySetting(**s) for s in self._safety] or None)
+
+# %% ../nbs/02b_vlm.ipynb #92c68ae1
+@patch
+def request(self:GeminiCaptioner, image:bytes, mime:str, prompt:str) -> dict:
+    "The REST body a request for this image would carry (no credentials in it)."
+    return gemini_request(image, mime, prompt, safety=self.safety, **self.gen)
+
+# %% ../nbs/02b_vlm.ipynb #399e1f7a
+@patch
+def caption(self:GeminiCaptioner, image:bytes, mime:str, prompt:str) -> CaptionResult:
+    "ONE `generateContent` attempt for `image`; raises `Retryable` on transient errors."
+    from google.genai import types
+    client = self.client
+    try:
+        resp = client.models.generate_content(model=self.model, config=self.config(),
+                                              contents=[types.Part.from_bytes(data=image, mime_type=mime), prompt])
+    except Exception as e:
+        if type(e).__name__ in ('RefreshError', 'DefaultCredentialsError'):
+            raise PosterlensError(f'Gemini could not use the credentials from {self.credential_source()} ({e}); {_CRED_HELP}') from e
+        return gemini_error(e, self.model, self)
+    return gemini_result(resp, self.model)
+
+# %% ../nbs/02b_vlm.ipynb #8ad72c85
 def gemini_captioner(cfg:AttrDict) -> GeminiCaptioner:
     "The Gemini captioner configured by `cfg`."
     return GeminiCaptioner(model=cfg.get('caption_model') or GEMINI_DEFAULT_MODEL, temperature=cfg.get('temperature'),
@@ -386,6 +408,7 @@ def gemini_captioner(cfg:AttrDict) -> GeminiCaptioner:
                            timeout_s=cfg.get('request_timeout') or 60, batch=bool(cfg.get('gemini_batch')),
                            gcs_bucket=cfg.get('gcs_bucket') or None)
 
+# %% ../nbs/02b_vlm.ipynb #e6f670b4
 @patch(cls_method=True)
 def from_cfg(cls:GeminiCaptioner, cfg:AttrDict) -> GeminiCaptioner:
     "The Gemini captioner configured by `cfg` (`gemini_captioner`)."
@@ -400,6 +423,7 @@ def batch_line(key:str, # the cache key of this image's answer
     "One line of a Gemini batch request file."
     return json.dumps({'key': key, 'request': request})
 
+# %% ../nbs/02b_vlm.ipynb #72e1fc21
 def parse_batch_line(line:str, # one line of a batch result file
                      model:str='' # the model of the job
                     ) -> tuple[str, CaptionResult]:
@@ -418,6 +442,7 @@ def vertex_batch_line(request:dict # a `generateContent` body, see `gemini_reque
     "One line of a Vertex AI batch input file."
     return json.dumps({'request': request})
 
+# %% ../nbs/02b_vlm.ipynb #3fdb5c06
 def _b64(s:str) -> bytes:
     s = s.replace('-', '+').replace('_', '/')
     return base64.b64decode(s + '=' * (-len(s) % 4))
@@ -431,6 +456,7 @@ def request_image_sha(request:dict|None # a `generateContent` body (camelCase or
             if d.get('data'): return hashlib.sha256(_b64(d['data'])).hexdigest()
     return ''
 
+# %% ../nbs/02b_vlm.ipynb #2ec0dace
 def vertex_status_reason(status # the `status` of a Vertex AI batch output row: a string, perhaps holding an error JSON, or a dict
                         ) -> str:
     "The failure reason of a batch row error, worded as `gemini_error` words the same error online."
@@ -443,6 +469,7 @@ def vertex_status_reason(status # the `status` of a Vertex AI batch output row: 
         return 'Gemini ' + f"{err.get('code', '')} {err.get('status') or ''}: {err.get('message') or ''}".strip()
     return f'Gemini batch row error: {status}'
 
+# %% ../nbs/02b_vlm.ipynb #9fcc98d2
 def parse_vertex_line(line:str, # one line of a Vertex AI batch output file (predictions.jsonl)
                       model:str='' # the model of the job
                      ) -> tuple[str, CaptionResult]:
@@ -454,8 +481,6 @@ def parse_vertex_line(line:str, # one line of a Vertex AI batch output file (pre
     return sha, gemini_result(j['response'], model)
 
 # %% ../nbs/02b_vlm.ipynb #7a1e0b04
-from .caption import backoff
-
 def gcs_location(spec:str|None, # `gcs_bucket`: a bucket name or gs://bucket/prefix
                  default_prefix:str='posterlens-batch' # prefix when `spec` names only a bucket
                 ) -> tuple[str, str]:
@@ -468,6 +493,7 @@ def gcs_location(spec:str|None, # `gcs_bucket`: a bucket name or gs://bucket/pre
                               'that the Vertex AI service agent can read and write; see README (Batch mode)')
     return bucket, prefix.strip('/') or default_prefix
 
+# %% ../nbs/02b_vlm.ipynb #54042372
 def gcs_client(captioner:GeminiCaptioner):
     "A `google.cloud.storage.Client` with the captioner's project and credentials (honours STORAGE_EMULATOR_HOST)."
     try: from google.cloud import storage
@@ -478,6 +504,7 @@ def gcs_client(captioner:GeminiCaptioner):
         if type(e).__name__ in ('DefaultCredentialsError', 'RefreshError'): raise PosterlensError(f'{_CRED_HELP} ({e})') from e
         raise
 
+# %% ../nbs/02b_vlm.ipynb #e99f34ed
 class _ApiBatch:
     "Gemini API batch jobs: the request file goes up with the Files API, the answers come back as a file (or inline)."
     route = 'gemini-api'
@@ -505,6 +532,7 @@ class _ApiBatch:
                 got[k] = gemini_result(ir.response, state['model']) if ir.response else CaptionResult('', 'failed', f'batch error {ir.error}')
         return got
 
+# %% ../nbs/02b_vlm.ipynb #0a247a0e
 class _VertexBatch:
     "Vertex AI batch prediction jobs: the request file and the answers live in Cloud Storage (`gcs_bucket`)."
     route = 'vertex'
@@ -544,6 +572,7 @@ class _VertexBatch:
                     if sha in keys: got[keys[sha]] = r
         return got
 
+# %% ../nbs/02b_vlm.ipynb #d10ee957
 def batch_route(captioner:GeminiCaptioner):
     "The batch-job backend of the captioner's route: Gemini API (Files API) or Vertex AI (Cloud Storage)."
     return _VertexBatch(captioner) if captioner.route == 'vertex' else _ApiBatch(captioner)
@@ -572,6 +601,7 @@ def _poll(captioner, state:dict, state_p:Path, poll_s:float, wait:bool):
         if st in BATCH_DONE or not wait: return job, st
         time.sleep(poll_s)
 
+# %% ../nbs/02b_vlm.ipynb #20903f40
 def _submit_error(e:Exception, route, state_p:Path) -> PosterlensError:
     "A one-line error for a failed submission; a refusal (4xx) leaves no job, so its marker in `state_p` goes."
     code = getattr(e, 'code', None)
@@ -582,26 +612,24 @@ def _submit_error(e:Exception, route, state_p:Path) -> PosterlensError:
     return PosterlensError(f'submitting the batch job was interrupted ({type(e).__name__}: {e}); run again: '
                            f'{state_p} lets the next run find the job if it was created')
 
-@patch
-def caption_batch(self:GeminiCaptioner, # a Gemini captioner (Gemini API route, or Vertex AI with `gcs_bucket`)
-                  images:list, # image file paths, as for `caption_images`
-                  prompt:str, # the instruction text
-                  cache, # a `posterlens.caption.CaptionCache`
-                  workdir:str|Path, # where the request file, batch.json and the result file go
-                  poll_s:float=30, # seconds between status checks
-                  wait:bool=True, # False: submit (or look at the running job) and return without waiting
-                  retry_failed:bool=True # send again images whose cached answer is 'failed'
-                 ) -> list[dict|None]:
-    "Caption `images` with one Gemini batch job into `cache`; rows as `caption_images` returns (None: still pending)."
-    workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
+# %% ../nbs/02b_vlm.ipynb #e43412d2
+def _batch_todo(cap:GeminiCaptioner, images:list, prompt:str, cache, # as for `caption_batch`
+                retry_failed:bool=True # send again images whose cached answer is 'failed'
+               ) -> tuple[list, list, dict]:
+    "(paths, cache keys, {key: path} of the images without a final answer) of `images`, reading one image at a time."
     paths = [Path(p) for p in images]
     keys, todo = [], {}
     for p in paths:                                   # one image in memory at a time
-        k = cache.key(p.read_bytes(), prompt, self); keys.append(k)
+        k = cache.key(p.read_bytes(), prompt, cap); keys.append(k)
         r = cache.get(k)
         if k not in todo and (r is None or (retry_failed and r.status == 'failed')): todo[k] = p
-    route = batch_route(self)
-    state_p = workdir/'batch.json'
+    return paths, keys, todo
+
+# %% ../nbs/02b_vlm.ipynb #94b2070c
+def _batch_state(route, # from `batch_route`
+                 state_p:Path # the job's state file, batch.json
+                ) -> dict|None:
+    "The recorded job to resume (looked up by its display name if a kill came before its name was recorded); None: none."
     state = read_json(state_p) if state_p.exists() else None
     if state is not None and state.get('route', 'gemini-api') != route.route:
         raise PosterlensError(f"{state_p} records a batch job on the {state.get('route', 'gemini-api')} route, but the environment "
@@ -615,34 +643,69 @@ def caption_batch(self:GeminiCaptioner, # a Gemini captioner (Gemini API route, 
         else:
             state['job'] = job.name; write_json(state, state_p)
             print(f"gemini batch: found {job.name} submitted before the interruption; resuming it")
-    if state is None and todo:
-        stem = f'requests-{hash_obj(sorted(todo))[:12]}'
-        req_p, images_by_sha = workdir/f'{stem}.jsonl', {}
-        tmp = req_p.with_suffix('.tmp')
-        with open(tmp, 'w') as f:
-            for k, p in todo.items():
-                b = p.read_bytes()
-                images_by_sha[hashlib.sha256(b).hexdigest()] = k
-                f.write(route.line(k, self.request(b, mimetypes.guess_type(p.name)[0] or 'image/jpeg', prompt)) + '\n')
-        os.replace(tmp, req_p)
-        state = {'route': route.route, 'display_name': f'posterlens-{stem[9:]}-{time.strftime("%Y%m%d-%H%M%S")}',
-                 'requests': req_p.name, 'keys': list(todo), 'images': images_by_sha, 'model': self.model, 'job': None}
-        write_json(state, state_p)                    # before paying: a kill from here on finds the job by its name
-        try: job, extra = route.submit(req_p, state['display_name'])
-        except PosterlensError: raise
-        except Exception as e: raise _submit_error(e, route, state_p) from e
-        state.update(extra, job=job.name, submitted=time.time())
-        write_json(state, state_p)
-        print(f'gemini batch: submitted {job.name} with {len(todo)} images ({state_p} records it: an interrupted run resumes it)')
-    if state is not None:
-        job, st = _poll(self, state, state_p, poll_s, wait)
-        if st in BATCH_DONE:
-            got = route.results(job, state, workdir)
-            why = f'batch job {st}' + (f': {job.error.message}' if job.error is not None and job.error.message else '')
-            for k in state['keys']:
-                cache.put(k, got.get(k) or CaptionResult('', 'failed', f'{why}; no answer for this image', model=state['model']))
-            state_p.unlink()
-            print(f"gemini batch: {state['job']} ended {st}; {len(got)} answers stored in the cache")
+    return state
+
+# %% ../nbs/02b_vlm.ipynb #30476a68
+def _batch_submit(cap:GeminiCaptioner, route, # the captioner and its `batch_route`
+                  todo:dict, # {cache key: image path} to send
+                  prompt:str, # the instruction text
+                  state_p:Path # the job's state file, batch.json (the request file goes next to it)
+                 ) -> dict:
+    "Write the request file, record the job's display name, submit the job and record it; the job's state."
+    stem = f'requests-{hash_obj(sorted(todo))[:12]}'
+    req_p, images_by_sha = state_p.parent/f'{stem}.jsonl', {}
+    tmp = req_p.with_suffix('.tmp')
+    with open(tmp, 'w') as f:
+        for k, p in todo.items():
+            b = p.read_bytes()
+            images_by_sha[hashlib.sha256(b).hexdigest()] = k
+            f.write(route.line(k, cap.request(b, mimetypes.guess_type(p.name)[0] or 'image/jpeg', prompt)) + '\n')
+    os.replace(tmp, req_p)
+    state = {'route': route.route, 'display_name': f'posterlens-{stem[9:]}-{time.strftime("%Y%m%d-%H%M%S")}',
+             'requests': req_p.name, 'keys': list(todo), 'images': images_by_sha, 'model': cap.model, 'job': None}
+    write_json(state, state_p)                    # before paying: a kill from here on finds the job by its name
+    try: job, extra = route.submit(req_p, state['display_name'])
+    except PosterlensError: raise
+    except Exception as e: raise _submit_error(e, route, state_p) from e
+    state.update(extra, job=job.name, submitted=time.time())
+    write_json(state, state_p)
+    print(f'gemini batch: submitted {job.name} with {len(todo)} images ({state_p} records it: an interrupted run resumes it)')
+    return state
+
+# %% ../nbs/02b_vlm.ipynb #70b26889
+def _batch_collect(cap:GeminiCaptioner, route, state:dict, state_p:Path, # the job and where it is recorded
+                   cache, # a `posterlens.caption.CaptionCache`
+                   *, poll_s:float=30, # seconds between status checks
+                   wait:bool=True # False: look at the job once
+                  ):
+    "Poll the job; once it ended, put every answer (or the reason there is none) into `cache` and forget the job."
+    job, st = _poll(cap, state, state_p, poll_s=poll_s, wait=wait)
+    if st not in BATCH_DONE: return
+    got = route.results(job, state, state_p.parent)
+    why = f'batch job {st}' + (f': {job.error.message}' if job.error is not None and job.error.message else '')
+    for k in state['keys']:
+        cache.put(k, got.get(k) or CaptionResult('', 'failed', f'{why}; no answer for this image', model=state['model']))
+    state_p.unlink()
+    print(f"gemini batch: {state['job']} ended {st}; {len(got)} answers stored in the cache")
+
+# %% ../nbs/02b_vlm.ipynb #f1c0f6ea
+@patch
+def caption_batch(self:GeminiCaptioner, # a Gemini captioner (Gemini API route, or Vertex AI with `gcs_bucket`)
+                  images:list, # image file paths, as for `caption_images`
+                  prompt:str, # the instruction text
+                  cache, # a `posterlens.caption.CaptionCache`
+                  workdir:str|Path, # where the request file, batch.json and the result file go
+                  poll_s:float=30, # seconds between status checks
+                  wait:bool=True, # False: submit (or look at the running job) and return without waiting
+                  retry_failed:bool=True # send again images whose cached answer is 'failed'
+                 ) -> list[dict|None]:
+    "Caption `images` with one Gemini batch job into `cache`; rows as `caption_images` returns (None: still pending)."
+    workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
+    paths, keys, todo = _batch_todo(self, images, prompt, cache, retry_failed=retry_failed)
+    route, state_p = batch_route(self), workdir/'batch.json'
+    state = _batch_state(route, state_p)
+    if state is None and todo: state = _batch_submit(self, route, todo, prompt, state_p=state_p)
+    if state is not None: _batch_collect(self, route, state, state_p=state_p, cache=cache, poll_s=poll_s, wait=wait)
     rows = []
     for p, k in zip(paths, keys):
         r = cache.get(k)
@@ -662,6 +725,7 @@ def gemini_image_tokens(width:int, height:int, # image size in pixels
     if width <= 384 and height <= 384: return GEMINI_TILE_TOKENS
     return math.ceil(width/768) * math.ceil(height/768) * GEMINI_TILE_TOKENS
 
+# %% ../nbs/02b_vlm.ipynb #2872b579
 @patch
 def count_tokens(self:GeminiCaptioner, text:str) -> int|None:
     "Tokens of `text` by the free `countTokens` call (None when it is unavailable; setup errors stop)."
@@ -671,11 +735,13 @@ def count_tokens(self:GeminiCaptioner, text:str) -> int|None:
         except Retryable: return None
         return None
 
+# %% ../nbs/02b_vlm.ipynb #c60e6b5f
 @patch
 def image_tokens(self:GeminiCaptioner, width:int, height:int) -> int:
     "Input tokens of one image (see `gemini_image_tokens`)."
     return gemini_image_tokens(width, height, self.model)
 
+# %% ../nbs/02b_vlm.ipynb #85c30f81
 @patch
 def price(self:GeminiCaptioner, tokens_in:int, tokens_out:int, batch:bool=False) -> float|None:
     "Estimated USD at list prices, online or in batch (`GEMINI_PRICES`)."
@@ -688,6 +754,7 @@ def data_url(image:bytes, mime:str) -> str:
     "`image` as a base64 `data:` URL."
     return f'data:{mime};base64,{base64.b64encode(image).decode()}'
 
+# %% ../nbs/02b_vlm.ipynb #191dd7bb
 def openai_result(completion, # an `openai` `ChatCompletion` (or its JSON as a dict)
                   model:str=''
                  ) -> CaptionResult:
@@ -737,6 +804,7 @@ def openai_error(e:Exception, model:str='', cap=None # the `OpenAICaptioner` tha
         return CaptionResult('', 'failed', f'OpenAI-compatible server {msg}', model=model)
     raise e
 
+# %% ../nbs/02b_vlm.ipynb #143ae73d
 class OpenAICaptioner(Captioner):
     "Captions with a VLM served behind an OpenAI-compatible chat completions API."
     name, notebook = 'openai', '02b_vlm'     # over HTTP, rate limited; priced, at prices it does not know
@@ -754,38 +822,9 @@ class OpenAICaptioner(Captioner):
         "What determines the answer: backend, server, model, generation settings."
         return {'backend': self.name, 'base_url': self.base_url, 'model': self.model, **self.gen}
 
-    def endpoint(self) -> tuple[str, str]:
-        "(base URL, where it came from: the setting, OPENAI_BASE_URL or the default)."
-        return self.base_url, self.base_url_source
-
-    def key_source(self) -> str:
-        "Where the API key comes from (never its value)."
-        if self._api_key: return 'the api_key argument'
-        return 'OPENAI_API_KEY' if os.environ.get('OPENAI_API_KEY') else 'nowhere (OPENAI_API_KEY is not set)'
-
     def open(self):
         "Build the client before the first request."
         self.client
-
-    @property
-    def client(self):
-        with self._lock:
-            if self._client is None:
-                import openai
-                key = self._api_key or os.environ.get('OPENAI_API_KEY') or 'not-needed'
-                self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.timeout_s)
-        return self._client
-
-    def request(self, image:bytes, mime:str, prompt:str) -> dict:
-        "The chat completions body for one image (no credentials in it)."
-        msg = [{'role': 'user', 'content': [{'type': 'text', 'text': prompt}, {'type': 'image_url', 'image_url': {'url': data_url(image, mime)}}]}]
-        return {'model': self.model, 'messages': msg, **{k: v for k, v in self.gen.items() if v is not None}}
-
-    def caption(self, image:bytes, mime:str, prompt:str) -> CaptionResult:
-        "ONE chat completion for `image`; raises `Retryable` on transient errors."
-        try: resp = self.client.chat.completions.create(**self.request(image, mime, prompt))
-        except Exception as e: return openai_error(e, self.model, self)
-        return openai_result(resp, self.model)
 
     def estimate_cost(self, tokens_in:int, tokens_out:int) -> float|None:
         "Unknown (local servers cost nothing; hosted prices vary): None."
@@ -794,11 +833,52 @@ class OpenAICaptioner(Captioner):
     def close(self):
         if self._client is not None: self._client.close(); self._client = None
 
+# %% ../nbs/02b_vlm.ipynb #bcb9c405
+@patch
+def endpoint(self:OpenAICaptioner) -> tuple[str, str]:
+    "(base URL, where it came from: the setting, OPENAI_BASE_URL or the default)."
+    return self.base_url, self.base_url_source
+
+# %% ../nbs/02b_vlm.ipynb #40737763
+@patch
+def key_source(self:OpenAICaptioner) -> str:
+    "Where the API key comes from (never its value)."
+    if self._api_key: return 'the api_key argument'
+    return 'OPENAI_API_KEY' if os.environ.get('OPENAI_API_KEY') else 'nowhere (OPENAI_API_KEY is not set)'
+
+# %% ../nbs/02b_vlm.ipynb #39b3f830
+@patch(as_prop=True)
+def client(self:OpenAICaptioner):
+    "The `openai.OpenAI` client (created on first use; thread-safe; the SDK's retries off)."
+    with self._lock:
+        if self._client is None:
+            import openai
+            key = self._api_key or os.environ.get('OPENAI_API_KEY') or 'not-needed'
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.timeout_s)
+    return self._client
+
+# %% ../nbs/02b_vlm.ipynb #7d7904a8
+@patch
+def request(self:OpenAICaptioner, image:bytes, mime:str, prompt:str) -> dict:
+    "The chat completions body for one image (no credentials in it)."
+    msg = [{'role': 'user', 'content': [{'type': 'text', 'text': prompt}, {'type': 'image_url', 'image_url': {'url': data_url(image, mime)}}]}]
+    return {'model': self.model, 'messages': msg, **{k: v for k, v in self.gen.items() if v is not None}}
+
+# %% ../nbs/02b_vlm.ipynb #2d5d2f15
+@patch
+def caption(self:OpenAICaptioner, image:bytes, mime:str, prompt:str) -> CaptionResult:
+    "ONE chat completion for `image`; raises `Retryable` on transient errors."
+    try: resp = self.client.chat.completions.create(**self.request(image, mime, prompt))
+    except Exception as e: return openai_error(e, self.model, self)
+    return openai_result(resp, self.model)
+
+# %% ../nbs/02b_vlm.ipynb #788e74c9
 def openai_captioner(cfg:AttrDict) -> OpenAICaptioner:
     "The OpenAI-compatible captioner configured by `cfg`."
     return OpenAICaptioner(cfg.get('caption_model'), base_url=cfg.get('openai_base_url'), temperature=cfg.get('temperature'),
                            top_p=cfg.get('top_p'), max_output_tokens=cfg.get('max_output_tokens'), timeout_s=cfg.get('request_timeout') or 60)
 
+# %% ../nbs/02b_vlm.ipynb #a4622cfd
 @patch(cls_method=True)
 def from_cfg(cls:OpenAICaptioner, cfg:AttrDict) -> OpenAICaptioner:
     "The OpenAI-compatible captioner configured by `cfg` (`openai_captioner`)."
@@ -822,51 +902,57 @@ class TransformersCaptioner(Captioner):
         return {'backend': self.name, 'model': self.model, 'max_new_tokens': self.max_new_tokens,
                 'temperature': self.temperature, 'top_p': self.top_p, 'prefix': self.prefix}
 
-    @property
-    def pipe(self):
-        "The `image-text-to-text` pipeline (loaded on first use)."
-        if self._pipe is None:
-            from transformers import pipeline
-            import torch
-            dev = self.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-            try: self._pipe = pipeline('image-text-to-text', model=self.model, device=dev)
-            except OSError as e: raise PosterlensError(f'cannot load caption_model {self.model!r}: {e}') from e
-        return self._pipe
-
-    @property
-    def chat(self) -> bool:
-        "Whether the model takes chat turns (its processor has a chat template)."
-        return bool(getattr(self.pipe.processor, 'chat_template', None))
-
-    def caption(self, image:bytes, mime:str, prompt:str) -> CaptionResult:
-        "Generate a description of `image` (serialised; no transient errors here)."
-        from PIL import Image
-        img = Image.open(io.BytesIO(image)).convert('RGB')
-        gen = {'max_new_tokens': self.max_new_tokens}
-        if self.temperature: gen['generate_kwargs'] = {'do_sample': True, 'temperature': self.temperature, **({'top_p': self.top_p} if self.top_p else {})}
-        with self._lock:
-            pipe = self.pipe
-            if self.chat:
-                msgs = [{'role': 'user', 'content': [{'type': 'image', 'image': img}, {'type': 'text', 'text': prompt}]}]
-                out = pipe(text=msgs, return_full_text=False, **gen)
-            else: out = pipe(images=img, text=self.prefix, return_full_text=False, **gen)
-        text = (out[0]['generated_text'] if out else '').strip()
-        tok = getattr(pipe.processor, 'tokenizer', None)
-        n_out = len(tok(text, add_special_tokens=False)['input_ids']) if tok is not None and text else 0
-        kw = dict(tokens_out=n_out, model=self.model)
-        if not text: return CaptionResult('', 'failed', 'empty answer', **kw)
-        if n_out >= self.max_new_tokens: return CaptionResult(text, 'truncated', f'reached max_output_tokens={self.max_new_tokens}', **kw)
-        return CaptionResult(text, 'ok', '', **kw)
-
     def estimate_cost(self, tokens_in:int, tokens_out:int) -> float: return 0.0
 
     def close(self): self._pipe = None
 
+# %% ../nbs/02b_vlm.ipynb #bf3302f5
+@patch(as_prop=True)
+def pipe(self:TransformersCaptioner):
+    "The `image-text-to-text` pipeline (loaded on first use)."
+    if self._pipe is None:
+        from transformers import pipeline
+        import torch
+        dev = self.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+        try: self._pipe = pipeline('image-text-to-text', model=self.model, device=dev)
+        except OSError as e: raise PosterlensError(f'cannot load caption_model {self.model!r}: {e}') from e
+    return self._pipe
+
+# %% ../nbs/02b_vlm.ipynb #163be210
+@patch(as_prop=True)
+def chat(self:TransformersCaptioner) -> bool:
+    "Whether the model takes chat turns (its processor has a chat template)."
+    return bool(getattr(self.pipe.processor, 'chat_template', None))
+
+# %% ../nbs/02b_vlm.ipynb #d590b3c3
+@patch
+def caption(self:TransformersCaptioner, image:bytes, mime:str, prompt:str) -> CaptionResult:
+    "Generate a description of `image` (serialised; no transient errors here)."
+    from PIL import Image
+    img = Image.open(io.BytesIO(image)).convert('RGB')
+    gen = {'max_new_tokens': self.max_new_tokens}
+    if self.temperature: gen['generate_kwargs'] = {'do_sample': True, 'temperature': self.temperature, **({'top_p': self.top_p} if self.top_p else {})}
+    with self._lock:
+        pipe = self.pipe
+        if self.chat:
+            msgs = [{'role': 'user', 'content': [{'type': 'image', 'image': img}, {'type': 'text', 'text': prompt}]}]
+            out = pipe(text=msgs, return_full_text=False, **gen)
+        else: out = pipe(images=img, text=self.prefix, return_full_text=False, **gen)
+    text = (out[0]['generated_text'] if out else '').strip()
+    tok = getattr(pipe.processor, 'tokenizer', None)
+    n_out = len(tok(text, add_special_tokens=False)['input_ids']) if tok is not None and text else 0
+    kw = dict(tokens_out=n_out, model=self.model)
+    if not text: return CaptionResult('', 'failed', 'empty answer', **kw)
+    if n_out >= self.max_new_tokens: return CaptionResult(text, 'truncated', f'reached max_output_tokens={self.max_new_tokens}', **kw)
+    return CaptionResult(text, 'ok', '', **kw)
+
+# %% ../nbs/02b_vlm.ipynb #e624cbc6
 def transformers_captioner(cfg:AttrDict) -> TransformersCaptioner:
     "The local transformers captioner configured by `cfg`."
     return TransformersCaptioner(cfg.get('caption_model'), max_output_tokens=cfg.get('max_output_tokens') or 200,
                                  prefix=cfg.get('transformers_prefix'))
 
+# %% ../nbs/02b_vlm.ipynb #5d03a877
 @patch(cls_method=True)
 def from_cfg(cls:TransformersCaptioner, cfg:AttrDict) -> TransformersCaptioner:
     "The local transformers captioner configured by `cfg` (`transformers_captioner`)."
