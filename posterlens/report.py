@@ -23,18 +23,19 @@ from .pipeline import (STAGES, _ci, artifact, factor_label, mean_statement, run_
 
 # %% auto #0
 __all__ = ['REPORT_NOTEBOOK', 'PREDICTORS', 'secret_values', 'scrub', 'scrub_notebook', 'versions', 'input_hash', 'run_record',
-           'record_markdown', 'notebook_html', 'render_math', 'external_refs', 'kernel_name', 'report_pages',
+           'record_markdown', 'render_math', 'external_refs', 'notebook_html', 'kernel_name', 'report_pages',
            'stage_notebooks', 'overrides_of', 'report_dir', 'report_notebook', 'test_cells', 'publish', 'run_notebooks',
            'rmse_table', 'factor_chart', 'thumbnail_uri', 'poster_grid', 'planted_text', 'verify_digest', 'digest',
            'index_html', 'write_index', 'report_variant', 'not_runnable', 'report_all']
 
-# %% ../nbs/05_report.ipynb #4c3edadb
+# %% ../nbs/05_report.ipynb #3d934baa
 _SECRET_PATTERNS = [
     (re.compile(r'AIza[0-9A-Za-z_\-]{30,}'), '<redacted>'),
     (re.compile(r'ya29\.[0-9A-Za-z_\-.]{10,}'), '<redacted>'),
     (re.compile(r'(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}'), '<redacted>'),
     (re.compile(r'(?i)(bearer\s+)[A-Za-z0-9_\-.=/+]{16,}'), r'\1<redacted>'),
 ]
+
 _SECRET_ENV = re.compile(r'KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL', re.I)
 
 def secret_values(env:dict|None=None # environment (default: `os.environ`)
@@ -43,6 +44,7 @@ def secret_values(env:dict|None=None # environment (default: `os.environ`)
     env = os.environ if env is None else env
     return sorted({v for k, v in env.items() if _SECRET_ENV.search(k) and len(v) >= 8}, key=len, reverse=True)
 
+# %% ../nbs/05_report.ipynb #82888cb9
 def scrub(text:str, # any text that may reach a report
           root:str|Path|None=None, # the project root, shown as `<project>`
           home:str|Path|None=None # the home folder, shown as `~` (default: the user's)
@@ -82,7 +84,7 @@ def scrub_notebook(nb, # a notebook (nbformat node), changed in place
     nb.metadata = nbformat.from_dict(_scrub_json(nb.metadata, f))
     return nb
 
-# %% ../nbs/05_report.ipynb #5644b128
+# %% ../nbs/05_report.ipynb #32bc8748
 def versions() -> dict:
     "Versions of Python and the libraries that determine a run's results."
     from importlib import metadata
@@ -94,6 +96,7 @@ def versions() -> dict:
     out['posterlens'] = __version__
     return out
 
+# %% ../nbs/05_report.ipynb #58669334
 def input_hash(cfg:AttrDict # run configuration
               ) -> str|None:
     "Hash of the run's data table (ids, targets, covariates; not local paths), None before the data stage ran."
@@ -101,6 +104,7 @@ def input_hash(cfg:AttrDict # run configuration
     if not p.exists(): return None
     return hash_frame(read_parquet(p).drop(columns=['image_path'], errors='ignore'))
 
+# %% ../nbs/05_report.ipynb #b8bb3bce
 def run_record(cfg:AttrDict # run configuration
               ) -> dict:
     "Versions, seeds, settings (without the project root) and input hash of a run."
@@ -122,33 +126,6 @@ def record_markdown(rec:dict # from `run_record`
             f"- Versions: {vers}\n- Seeds: {', '.join(f'{k}={v}' for k, v in rec['seeds'].items())}\n"
             f"- Input data hash (sha256 of the data table): `{rec['input_hash'] or 'not computed yet'}`\n\n"
             f"| setting | value |\n|---|---|\n{rows}\n")
-
-# %% ../nbs/05_report.ipynb #df096d53
-_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{% block jupyter_widgets %}{% endblock jupyter_widgets %}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
-
-def _hidden(cell) -> bool:
-    if cell.cell_type == 'code' and not cell.get('outputs'): return True
-    return bool(re.search(r'^\s*#\|\s*hide\s*$', cell.source, re.M))
-
-def notebook_html(nb # an executed notebook (nbformat node)
-                 ) -> str:
-    "Self-contained HTML of `nb`: inputs hidden, formulas rendered, images inline, nothing loaded from the network."
-    import nbformat
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
-    nb = nbformat.from_dict(nb)
-    nb.cells = [c for c in nb.cells if not _hidden(c)]
-    for c in nb.cells:
-        if c.cell_type == 'markdown': c.source = render_math(c.source)   # formulas as MathML: no script, no network
-    exp = HTMLExporter(template_name='lab', template_file='posterlens.html.j2',
-                       extra_loaders=[DictLoader({'posterlens.html.j2': _TEMPLATE})],
-                       exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    return exp.from_notebook_node(nb)[0]
 
 # %% ../nbs/05_report.ipynb #cb96eea7
 _CODE_SPAN = re.compile(r'(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)', re.S)
@@ -172,6 +149,7 @@ def _math_outside_spans(text:str) -> str:
         out += [_MATH.sub(_mathml, text[pos:s.start()]), s.group(0)]; pos = s.end()
     return ''.join(out + [_MATH.sub(_mathml, text[pos:])])
 
+# %% ../nbs/05_report.ipynb #410414a9
 def render_math(markdown:str # markdown text with `$inline$` and `$$display$$` TeX formulas
                ) -> str:
     "`markdown` with its TeX formulas as MathML, which browsers render offline; code spans and blocks stay as they are."
@@ -196,6 +174,34 @@ def external_refs(page:str # an HTML page
     "Tags in `page` that would load a script, style, image or frame from the network."
     return [m.group(0) for m in _EXTERNAL.finditer(page)] + re.findall(r'@import\s+url\(["\']?https?:[^)]*\)', page)
 
+# %% ../nbs/05_report.ipynb #df096d53
+_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+def _hidden(cell) -> bool:
+    if cell.cell_type == 'code' and not cell.get('outputs'): return True
+    return bool(re.search(r'^\s*#\|\s*hide\s*$', cell.source, re.M))
+
+# %% ../nbs/05_report.ipynb #c10a8b85
+def notebook_html(nb # an executed notebook (nbformat node)
+                 ) -> str:
+    "Self-contained HTML of `nb`: inputs hidden, formulas rendered, images inline, nothing loaded from the network."
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+    nb = nbformat.from_dict(nb)
+    nb.cells = [c for c in nb.cells if not _hidden(c)]
+    for c in nb.cells:
+        if c.cell_type == 'markdown': c.source = render_math(c.source)   # formulas as MathML: no script, no network
+    exp = HTMLExporter(template_name='lab', template_file='posterlens.html.j2',
+                       extra_loaders=[DictLoader({'posterlens.html.j2': _TEMPLATE})],
+                       exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    return exp.from_notebook_node(nb)[0]
+
 # %% ../nbs/05_report.ipynb #915068b5
 def kernel_name() -> str:
     "A Jupyter kernel that runs this interpreter: `python3` when it resolves to it, else a private one."
@@ -212,6 +218,7 @@ def kernel_name() -> str:
     if str(d) not in paths: os.environ['JUPYTER_PATH'] = os.pathsep.join([str(d), *filter(None, paths)])
     return 'posterlens'
 
+# %% ../nbs/05_report.ipynb #fd427b1d
 def _kernel_manager():
     "A kernel manager class that encrypts the kernel's local connection when the kernel supports it."
     import zmq
@@ -222,7 +229,7 @@ def _kernel_manager():
         def _encryption(self): return 'auto' if zmq.has('curve') else 'disabled'
     return KernelManager
 
-# %% ../nbs/05_report.ipynb #c1ab8e38
+# %% ../nbs/05_report.ipynb #c039b51e
 REPORT_NOTEBOOK = '05_report'   # this notebook: the summary page after the stages' own
 
 def report_pages(cfg:AttrDict|None=None # run configuration (None: every page any configuration may show)
@@ -230,6 +237,7 @@ def report_pages(cfg:AttrDict|None=None # run configuration (None: every page an
     "The names of the notebooks that make the report of `cfg`: the declared stages' pages, in order, then this one."
     return list(dict.fromkeys([n for st in STAGES.values() for n in st.pages(cfg)] + [REPORT_NOTEBOOK]))
 
+# %% ../nbs/05_report.ipynb #7206e2dd
 def stage_notebooks(cfg:AttrDict, # run configuration
                     check:bool=True # raise if one is missing
                    ) -> list[Path]:
@@ -240,21 +248,21 @@ def stage_notebooks(cfg:AttrDict, # run configuration
     if missing and check: raise PosterlensError(f"notebook(s) missing from {nbs}: {', '.join(missing)}")
     return [nbs/f'{n}.ipynb' for n in names]
 
+# %% ../nbs/05_report.ipynb #6a1a82c2
 def overrides_of(cfg:AttrDict # run configuration
                 ) -> dict:
     "The settings of `cfg` that differ from its variant in settings.ini."
     base = load_settings(cfg.variant, path=Path(cfg.root)/'settings.ini')
     return {k: v for k, v in cfg.items() if k not in ('root', 'variant') and base.get(k) != v}
 
+# %% ../nbs/05_report.ipynb #6ecb021c
 def report_dir(cfg:AttrDict # run configuration
               ) -> Path:
     "The folder of the variant's reports (created)."
     (d := resolve(cfg, cfg.reports_dir)/cfg.variant).mkdir(parents=True, exist_ok=True)
     return d
 
-# %% ../nbs/05_report.ipynb #c5a0e31c
-_TEST_CALL = re.compile(r'^\s*(test_\w+\(|assert\b)', re.M)
-
+# %% ../nbs/05_report.ipynb #6aba9f22
 def _default_exp(nb) -> str|None:
     for c in nb.cells:
         if c.cell_type == 'code' and (m := re.search(r'^\s*#\|\s*default_exp\s+(\S+)', c.source, re.M)): return m.group(1)
@@ -264,6 +272,7 @@ def _is_section(c, title:str|None=None) -> bool:
     if c.cell_type != 'markdown' or not c.source.startswith('## '): return False
     return title is None or c.source[3:].split('\n')[0].strip() == title
 
+# %% ../nbs/05_report.ipynb #d932a4ec
 def report_notebook(src:str|Path # a numbered stage notebook
                    ):
     "The report of `src`: title and introduction, a setup cell importing its module, its parameters and `## Analysis` cells."
@@ -284,16 +293,15 @@ def report_notebook(src:str|Path # a numbered stage notebook
     out.metadata['posterlens_source'] = f'nbs/{Path(src).name}'
     return out
 
+# %% ../nbs/05_report.ipynb #9a9b15a3
+_TEST_CALL = re.compile(r'^\s*(test_\w+\(|assert\b)', re.M)
+
 def test_cells(nb) -> list[str]:
     "Sources of the code cells of `nb` that define library code or run checks (a report must have none)."
     return [c.source for c in nb.cells if c.cell_type == 'code'
             and (_TEST_CALL.search(c.source) or re.search(r'^\s*#\|\s*(export|exporti|default_exp)\b', c.source, re.M))]
 
-# %% ../nbs/05_report.ipynb #9dd69853
-def _one_line(s) -> str:
-    s = re.sub(r'\x1b\[[0-9;]*m', '', str(s)).strip()
-    return s.splitlines()[0] if s else ''
-
+# %% ../nbs/05_report.ipynb #d908d5a1
 def publish(nb_path:str|Path, # an executed notebook, rewritten scrubbed
             cfg:AttrDict, # run configuration
             title:str|None=None # the page title (default: the notebook's name)
@@ -315,6 +323,12 @@ def publish(nb_path:str|Path, # an executed notebook, rewritten scrubbed
     out.write_text(notebook_html(nb), encoding='utf-8')
     return out
 
+# %% ../nbs/05_report.ipynb #2b7ecdcd
+def _one_line(s) -> str:
+    s = re.sub(r'\x1b\[[0-9;]*m', '', str(s)).strip()
+    return s.splitlines()[0] if s else ''
+
+# %% ../nbs/05_report.ipynb #b7196905
 # tqdm.auto warns in every kernel without ipywidgets, although its bars are off in reports anyway
 _KERNEL_WARNINGS = ','.join(filter(None, [os.environ.get('PYTHONWARNINGS'), 'ignore:IProgress not found']))
 
@@ -327,6 +341,7 @@ def _relative_paths(dst:Path, src:Path):
         nb.metadata.papermill.update(input_path=f'nbs/{src.name}', output_path=dst.name)
         nbformat.write(nb, dst)
 
+# %% ../nbs/05_report.ipynb #010a87e4
 def run_notebooks(cfg:AttrDict, # run configuration
                   notebooks:Iterable[str|Path]|None=None, # notebooks to run (default: `stage_notebooks(cfg)`)
                   out:str|Path|None=None, # folder for the executed copies and HTML (default: reports/<variant>)
@@ -407,7 +422,7 @@ def factor_chart(factors:pd.DataFrame, # factors.parquet of the explain stage
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_report.ipynb #19bbe2bd
+# %% ../nbs/05_report.ipynb #91ac9479
 def thumbnail_uri(path:str|Path, # an image file
                   size:int=160 # longest side in pixels
                  ) -> str:
@@ -420,6 +435,7 @@ def thumbnail_uri(path:str|Path, # an image file
     buf = io.BytesIO(); im.save(buf, format='JPEG', quality=80)
     return 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode()
 
+# %% ../nbs/05_report.ipynb #7d9d01f0
 def poster_grid(table:pd.DataFrame, # data table (id, image_path, target, title)
                 captions:pd.DataFrame|None=None, # captions.parquet (id, caption, status, reason)
                 n:int=8, # how many posters
@@ -441,18 +457,7 @@ def poster_grid(table:pd.DataFrame, # data table (id, image_path, target, title)
                      f'<figcaption>{head}outcome <b>{r.target:.2f}</b><br>{html.escape(str(text))}</figcaption></figure>')
     return f'<div style="display:flex;flex-wrap:wrap;gap:14px">{"".join(cells)}</div>'
 
-# %% ../nbs/05_report.ipynb #c72782d5
-def _first(d:dict|None, *keys):
-    for k in keys:
-        if d and d.get(k) is not None: return d[k]
-    return None
-
-def _nb_info(p:Path) -> dict:
-    meta = _maybe(p.with_suffix('.ipynb'), read_json) or {}
-    pm = meta.get('metadata', {}).get('papermill', {})
-    return {'name': p.stem, 'href': f'{p.parent.name}/{p.name}', 'seconds': pm.get('duration'),
-            'ok': not pm.get('exception', False)}
-
+# %% ../nbs/05_report.ipynb #34770c51
 def planted_text(summary:dict|None # summary.json of the explain stage
             ) -> str|None:
     "Which planted effects of the synthetic data were recovered, in plain words (None without a planted answer)."
@@ -481,53 +486,79 @@ def verify_digest(summary:dict|None, # summary.json of the verify stage
     return {'skipped': None, 'statement': summary.get('statement'), 'gold': summary.get('gold'),
             'sentences': findings_sentences(ver) if ver is not None and len(ver) else []}
 
-# %% ../nbs/05_report.ipynb #7062be21
+# %% ../nbs/05_report.ipynb #2fbf5ec2
+def _first(d:dict|None, *keys):
+    for k in keys:
+        if d and d.get(k) is not None: return d[k]
+    return None
+
+def _nb_info(p:Path) -> dict:
+    meta = _maybe(p.with_suffix('.ipynb'), read_json) or {}
+    pm = meta.get('metadata', {}).get('papermill', {})
+    return {'name': p.stem, 'href': f'{p.parent.name}/{p.name}', 'seconds': pm.get('duration'),
+            'ok': not pm.get('exception', False)}
+
+# %% ../nbs/05_report.ipynb #81298c91
+def _run_files(cfg:AttrDict # run configuration
+              ) -> dict:
+    "The artifacts a digest reads, None where missing or unreadable (`times`: {} without report.json)."
+    a = lambda stage, name, reader: _maybe(artifact(cfg, stage, name), reader)
+    return dict(metrics=a('train', 'metrics.json', read_json), factors=a('explain', 'factors.parquet', read_parquet),
+                caps=a('caption', 'captions.parquet', read_parquet), usage=a('caption', 'usage.json', read_json),
+                summary=a('explain', 'summary.json', read_json), vsum=a('verify', 'summary.json', read_json),
+                findings=a('verify', 'findings.parquet', read_parquet), info=a('data', 'info.json', read_json),
+                times=_maybe(run_dir(cfg)/'report.json', read_json) or {})
+
+# %% ../nbs/05_report.ipynb #219cb0a0
+def _setup_digest(cfg:AttrDict # run configuration
+                 ) -> dict:
+    "What a digest says about the run's settings: data, captioner, prompt, text model, folds, covariates."
+    prompt = resolve(cfg, cfg.prompt) if cfg.get('prompt') else None
+    return {'dataset': 'synth' if cfg.dataset == 'synth' else str(cfg.dataset),
+            'synth': {'n': cfg.synth_n, 'seed': cfg.synth_seed} if cfg.dataset == 'synth' else None,
+            'captioner': cfg.captioner, 'caption_model': cfg.get('caption_model'),
+            'prompt': str(cfg.get('prompt')), 'prompt_used': uses_vlm(cfg),
+            'prompt_text': _maybe(prompt, lambda p: p.read_text()) if prompt else None,
+            'text_model': cfg.text_model, 'folds': cfg.folds, 'fold_subset': cfg.fold_subset, 'epochs': cfg.epochs,
+            'use_covariates': cfg.get('use_covariates'), 'covariates': cfg.get('covariates')}
+
+# %% ../nbs/05_report.ipynb #842dbedd
+def _results_digest(f:dict # from `_run_files`
+                   ) -> dict:
+    "What a digest says about the run's results: scores, factors, planted effects, verification, captions, cost."
+    metrics, factors, caps, usage = f['metrics'], f['factors'], f['caps'], f['usage']
+    up, down = top_factors(factors)
+    good = caps[caps.status.isin(['ok', 'truncated'])] if caps is not None else None
+    return {'n': _first(metrics, 'n'), 'n_data': _first(f['info'], 'n'),
+            'scores': {k: {'rmse': v['rmse'], 'ci': v.get('ci')} for k, v in scores(metrics).items()},
+            'target_std': _first(metrics, 'target_std'),
+            'beats_mean': _first(metrics, 'beats_mean'), 'beats_mean_text': mean_statement(metrics) if metrics else None,
+            'up': [factor_label(r) for _, r in up.iterrows()], 'down': [factor_label(r) for _, r in down.iterrows()],
+            'n_factors': len(factors) if factors is not None else None,
+            'planted': planted_text(f['summary']),
+            'verify': verify_digest(f['vsum'], f['findings']),
+            'captions': {'counts': caps.status.value_counts().to_dict() if caps is not None else {},
+                         'mean_words': float(good.caption.str.split().str.len().mean()) if good is not None and len(good) else None},
+            'cost': _first(usage, 'cost_usd', 'estimated_cost_usd', 'estimated_cost', 'cost'),
+            'tokens': {k: _first(usage, k) for k in ('tokens_in', 'tokens_out')}}
+
+# %% ../nbs/05_report.ipynb #1a862809
 def digest(cfg:AttrDict, # run configuration
            status:str='ok', # 'ok', 'failed' or 'skipped'
            reason:str|None=None # why it failed or was skipped
           ) -> dict:
     "What the index shows about the run of `cfg`, read from its artifacts (missing ones are left out)."
-    R, rep = run_dir(cfg), report_dir(cfg)
-    metrics = _maybe(artifact(cfg, 'train', 'metrics.json'), read_json)
-    factors = _maybe(artifact(cfg, 'explain', 'factors.parquet'), read_parquet)
-    caps = _maybe(artifact(cfg, 'caption', 'captions.parquet'), read_parquet)
-    usage = _maybe(artifact(cfg, 'caption', 'usage.json'), read_json)
-    summary = _maybe(artifact(cfg, 'explain', 'summary.json'), read_json)
-    vsum = _maybe(artifact(cfg, 'verify', 'summary.json'), read_json)
-    findings = _maybe(artifact(cfg, 'verify', 'findings.parquet'), read_parquet)
-    times = _maybe(R/'report.json', read_json) or {}
-    prompt = resolve(cfg, cfg.prompt) if cfg.get('prompt') else None
-    up, down = top_factors(factors)
-    good = caps[caps.status.isin(['ok', 'truncated'])] if caps is not None else None
+    rep, f = report_dir(cfg), _run_files(cfg)
     pages = [rep/f'{p.stem}.html' for p in stage_notebooks(cfg, check=False) if (rep/f'{p.stem}.html').exists()] if status != 'skipped' else []
-    stage_secs = {k: v.get('seconds') for k, v in times.get('stages', {}).items()}
+    stage_secs = {k: v.get('seconds') for k, v in f['times'].get('stages', {}).items()}
     nbs = [_nb_info(p) for p in pages]
-    d = {'variant': cfg.variant, 'status': status, 'reason': reason,
-         'dataset': 'synth' if cfg.dataset == 'synth' else str(cfg.dataset),
-         'synth': {'n': cfg.synth_n, 'seed': cfg.synth_seed} if cfg.dataset == 'synth' else None,
-         'captioner': cfg.captioner, 'caption_model': cfg.get('caption_model'),
-         'prompt': str(cfg.get('prompt')), 'prompt_used': uses_vlm(cfg),
-         'prompt_text': _maybe(prompt, lambda p: p.read_text()) if prompt else None,
-         'text_model': cfg.text_model, 'folds': cfg.folds, 'fold_subset': cfg.fold_subset, 'epochs': cfg.epochs,
-         'use_covariates': cfg.get('use_covariates'), 'covariates': cfg.get('covariates'),
-         'n': _first(metrics, 'n'), 'n_data': _first(_maybe(artifact(cfg, 'data', 'info.json'), read_json), 'n'),
-         'scores': {k: {'rmse': v['rmse'], 'ci': v.get('ci')} for k, v in scores(metrics).items()},
-         'target_std': _first(metrics, 'target_std'),
-         'beats_mean': _first(metrics, 'beats_mean'), 'beats_mean_text': mean_statement(metrics) if metrics else None,
-         'up': [factor_label(r) for _, r in up.iterrows()], 'down': [factor_label(r) for _, r in down.iterrows()],
-         'n_factors': len(factors) if factors is not None else None,
-         'planted': planted_text(summary),
-         'verify': verify_digest(vsum, findings),
-         'captions': {'counts': caps.status.value_counts().to_dict() if caps is not None else {},
-                      'mean_words': float(good.caption.str.split().str.len().mean()) if good is not None and len(good) else None},
-         'cost': _first(usage, 'cost_usd', 'estimated_cost_usd', 'estimated_cost', 'cost'),
-         'tokens': {k: _first(usage, k) for k in ('tokens_in', 'tokens_out')},
+    d = {'variant': cfg.variant, 'status': status, 'reason': reason, **_setup_digest(cfg), **_results_digest(f),
          'stage_seconds': stage_secs, 'notebooks': nbs,
          'seconds': round(sum(v or 0 for v in stage_secs.values()) + sum(n['seconds'] or 0 for n in nbs), 1) or None,
          'record': run_record(cfg)}
     return json.loads(scrub(json.dumps(d, default=str), cfg.root))
 
-# %% ../nbs/05_report.ipynb #24a535b8
+# %% ../nbs/05_report.ipynb #a72a14b2
 _CSS = """body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px;color:#222}
 h1{font-size:22px;margin:0 0 4px} p.sub{color:#555;margin:0 0 18px}
 table{border-collapse:collapse;min-width:60%} th,td{border:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}
@@ -553,6 +584,7 @@ def _posters(n_data, n_cv) -> str:
     if n_data is None: return _e(n_cv) if n_cv is not None else 'n/a'
     return f'{n_data}' + (f' ({n_cv} validated in the folds run)' if n_cv is not None and n_cv != n_data else '')
 
+# %% ../nbs/05_report.ipynb #b8dc4f67
 def _rows(d:dict) -> dict:
     "The index's cells for one digest (HTML), keyed by row label."
     if d.get('status') == 'skipped':
@@ -593,6 +625,7 @@ def _rows(d:dict) -> dict:
         for n in d['notebooks']) + '</ul>'
     return r
 
+# %% ../nbs/05_report.ipynb #0c93aac2
 def index_html(digests:list[dict] # from `digest`, one per variant
               ) -> str:
     "The index page comparing `digests` side by side (self-contained HTML)."
@@ -608,6 +641,7 @@ def index_html(digests:list[dict] # from `digest`, one per variant
             f'units, * marks an interval that excludes zero. Made {when}.</p>'
             f'<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n')
 
+# %% ../nbs/05_report.ipynb #9e521615
 def write_index(reports_dir:str|Path # the reports folder, holding one folder per variant
                ) -> Path:
     "Write `reports_dir/index.html` comparing every variant reported there."
@@ -620,7 +654,7 @@ def write_index(reports_dir:str|Path # the reports folder, holding one folder pe
     out.write_text(scrub(index_html(digests)), encoding='utf-8')
     return out
 
-# %% ../nbs/05_report.ipynb #8403f0ab
+# %% ../nbs/05_report.ipynb #017a4141
 def report_variant(cfg:AttrDict, # run configuration
                    progress:bool=True, # show progress bars
                    index:bool=True # rewrite reports/index.html afterwards
@@ -639,6 +673,7 @@ def report_variant(cfg:AttrDict, # run configuration
     if err: raise err
     return rep
 
+# %% ../nbs/05_report.ipynb #30bb41af
 def not_runnable(cfg:AttrDict # run configuration
                 ) -> str|None:
     "Why the variant of `cfg` cannot run on this machine (its data set is missing), else None."
@@ -646,6 +681,7 @@ def not_runnable(cfg:AttrDict # run configuration
         return f"dataset {cfg.dataset} not found (see README for how to get it)"
     return None
 
+# %% ../nbs/05_report.ipynb #44c0c157
 def report_all(variants:Iterable[str]|None=None, # variant names (default: every one in settings.ini)
                overrides:Iterable[str]|dict|None=None, # settings to override in every variant
                progress:bool=True # show progress bars
