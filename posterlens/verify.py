@@ -203,7 +203,8 @@ class OpenAIVerifier(OpenAICaptioner):
         msg = getattr(choices[0], 'message', None) if choices else None
         if msg is not None and getattr(msg, 'refusal', None):
             r = openai_result(resp, self.model)
-            return CaptionResult('', 'blocked', f'refusal: {" ".join(str(msg.refusal).split())}', r.tokens_in, r.tokens_out, r.model)
+            return CaptionResult('', 'blocked', f'refusal: {" ".join(str(msg.refusal).split())}', tokens_in=r.tokens_in,
+                         tokens_out=r.tokens_out, model=r.model)
         return openai_result(resp, self.model)
 
 # %% ../nbs/04c_verify.ipynb #dd4dee37
@@ -353,7 +354,7 @@ def image_effects(answers:pd.DataFrame, # rows x predicates: 1.0, 0.0 or NaN (`a
     if covariates is not None and covariates.shape[1]:
         cv = covariates.iloc[rows]
         Z = np.column_stack([Z, encode_covariates(cv, fit_covariates(cv, list(cv.columns)))])
-    t = heldout_effects(y[rows], A.iloc[rows], rel, None, Z, min_n)
+    t = heldout_effects(y[rows], A.iloc[rows], rel, parents=None, covariates=Z, min_n=min_n)
     if not len(t): return empty
     return combine_folds(t).assign(tested_folds=len(folds))
 
@@ -544,7 +545,7 @@ def _ask(verifier:Captioner, # the open verifier
     "`ask_images` of every predicate about every held-out image: (answers, requests); empty ones without a predicate."
     if not len(preds): return (pd.DataFrame(columns=['id', 'pid', 'answer', 'status', 'reason']),
                                pd.DataFrame(columns=['id', 'status', 'reason', 'tokens_in', 'tokens_out', 'cached', 'model']))
-    return ask_images(verifier, images.reindex(rows.id).tolist(), rows.id.tolist(), preds, cache, workdir=out/'batch',
+    return ask_images(verifier, images.reindex(rows.id).tolist(), rows.id.tolist(), predicates=preds, cache=cache, workdir=out/'batch',
                       concurrency=int(cfg.get('concurrency') or 1),
                       rpm=cfg.get('rpm') if verifier.rate_limited else None,
                       max_retries=int(cfg.get('max_retries') if cfg.get('max_retries') is not None else 6),
