@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from fastcore.basics import AttrDict
+from fastcore.basics import AttrDict, patch
 
 from .core import (PosterlensError, load_settings, run_dir, write_json, read_json, write_parquet,
                              read_parquet, hash_frame, hash_obj, stage_key, is_fresh, mark_done, set_seed)
@@ -29,8 +29,8 @@ __all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'EXPLAIN_KEYS', 'split_segments'
            'tokens_to_explanation', 'text_plot', 'normalise', 'phrases', 'find_factors', 'factor_membership',
            'relative_shap', 'factor_contributions', 'factor_stats', 'WordWeights', 'planted_recovery',
            'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations', 'merge_factors',
-           'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds', 'bh_adjust', 'crossfit_factors',
-           'validation_statement', 'stage_explain']
+           'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds', 'bh_adjust', 'validation_statement',
+           'crossfit_factors', 'stage_explain']
 
 # %% ../nbs/04_explain.ipynb #8c96b88d
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'eg', 'ie', 'e.g', 'i.e', 'no', 'fig', 'approx',
@@ -50,6 +50,7 @@ def _sentences(line:str) -> list[str]:
     out.append(line[start:].strip())
     return out
 
+# %% ../nbs/04_explain.ipynb #22d45cb5
 def _clauses(sentence:str, min_words:int=4) -> list[str]:
     parts = [p for p in re.split(r'(?<=[;:])\s+', sentence)]
     out = []
@@ -70,6 +71,7 @@ def _merge_to(segs:list[str], k:int) -> list[str]:
         segs[i:i+2] = [f'{segs[i]} {segs[i+1]}']
     return segs
 
+# %% ../nbs/04_explain.ipynb #359a704d
 def split_segments(text:str, # a caption
                    max_segments:int=8, # merge the shortest neighbours until at most this many remain
                    mode:str='sentence' # 'sentence' or 'clause'
@@ -103,6 +105,7 @@ def shapley_matrix(k:int # number of players (segments)
     W.setflags(write=False)
     return W
 
+# %% ../nbs/04_explain.ipynb #2397bb92
 def shapley_bruteforce(v:Callable[[frozenset], float], # value of a coalition (a frozenset of player indices)
                        k:int # number of players
                       ) -> np.ndarray:
@@ -124,6 +127,7 @@ def torch_threads(n:int|None # threads for torch on the CPU (None: leave as is)
     try: yield
     finally: torch.set_num_threads(old)
 
+# %% ../nbs/04_explain.ipynb #d6ef9e66
 def _max_length(model) -> int:
     return int(getattr(model, 'max_length', None) or getattr(model.tokenizer, 'model_max_length', 512) or 512)
 
@@ -134,6 +138,7 @@ def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
         if with_[i:i+len(bare)] == bare: return with_[:i], with_[i+len(bare):]
     raise PosterlensError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
 
+# %% ../nbs/04_explain.ipynb #0d27a3e7
 def coalition_inputs(tokenizer, # a `transformers` tokenizer
                      segments:Sequence[Sequence[str]], # the segments of each text
                      max_length:int=256 # truncate like the model does
@@ -246,6 +251,7 @@ def explain_tokens(model, # a `TextRegressor`
     with torch_threads(threads):
         return explainer([str(t) for t in texts], max_evals=max_evals, batch_size=batch_size, silent=True)
 
+# %% ../nbs/04_explain.ipynb #b611ba90
 def tokens_frame(exp, # a `shap.Explanation` of texts
                  ids:Sequence # the id of each explained text
                 ) -> pd.DataFrame:
@@ -255,6 +261,7 @@ def tokens_frame(exp, # a `shap.Explanation` of texts
             for i, d, v, b in zip(ids, exp.data, exp.values, exp.base_values)]
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=['id', 'pos', 'token', 'shap', 'base'])
 
+# %% ../nbs/04_explain.ipynb #a9aad15b
 def tokens_to_explanation(df:pd.DataFrame # a table from `tokens_frame`
                          ):
     "Rebuild a `shap.Explanation` (for `shap.plots.text`) from a token table."
@@ -286,6 +293,7 @@ def normalise(text:str # a segment
     "Content words of `text`: lower case, no punctuation or function words, plural `s` stripped."
     return [_stem(w) for w in re.findall(r'[a-z0-9]+', str(text).lower()) if w not in _STOP and (len(w) > 1 or w.isdigit())]
 
+# %% ../nbs/04_explain.ipynb #e592b182
 def phrases(words:Sequence[str], # normalised words
             max_n:int=3 # longest phrase
            ) -> set[str]:
@@ -329,6 +337,7 @@ def find_factors(texts:Sequence[str], # segment texts
     df.loc[dup, 'factor'] = [f'{f} ({i})' for i, f in enumerate(df.factor[dup])]
     return df
 
+# %% ../nbs/04_explain.ipynb #c7e9d08e
 def factor_membership(texts:Sequence[str], # segment texts
                       factors:pd.DataFrame, # from `find_factors`
                       max_n:int=3 # longest phrase (as in `find_factors`)
@@ -348,6 +357,7 @@ def relative_shap(seg:pd.DataFrame # segment table from `explain_segments` (id, 
     mean_pred = seg[first].groupby(model[first]).pred.mean()
     return seg.shap - (model.map(mean_pred) - seg.base)/k
 
+# %% ../nbs/04_explain.ipynb #198da80d
 def factor_contributions(seg:pd.DataFrame, # segment table from `explain_segments` (id, text, shap, base, pred)
                          factors:pd.DataFrame, # from `find_factors`
                          relative:bool=True, # use `relative_shap` (False: raw Shapley values)
@@ -362,6 +372,7 @@ def factor_contributions(seg:pd.DataFrame, # segment table from `explain_segment
     ids = pd.unique(seg.id)
     return C.reindex(index=ids, columns=list(factors.factor))
 
+# %% ../nbs/04_explain.ipynb #8a265409
 _EPS = 1e-9   # contributions this small are zero (floating-point noise)
 
 def factor_stats(C:pd.DataFrame, # from `factor_contributions`
@@ -395,29 +406,34 @@ class WordWeights(torch.nn.Module):
             for t in tokenizer(word, add_special_tokens=False)['input_ids']: w[t] = x
         self.w, self.bias = torch.nn.Parameter(w, requires_grad=False), float(bias)
 
-    @classmethod
-    def fit(cls, tokenizer, # a `transformers` tokenizer
-            texts:Sequence[str], y, # training texts and targets
-            alpha:float=1.0, # ridge penalty
-            max_length:int=256
-           ) -> WordWeights:
-        "Ridge regression of `y` on the texts' token counts, as a `WordWeights` model (a fast stand-in for fine-tuning)."
-        from scipy import sparse
-        from sklearn.linear_model import Ridge
-        ids = tokenizer([str(t) for t in texts], add_special_tokens=False, truncation=True, max_length=max_length)['input_ids']
-        X = sparse.csr_matrix((np.ones(sum(map(len, ids))), np.concatenate([np.asarray(i, int) for i in ids]) if ids else [],
-                               np.cumsum([0, *map(len, ids)])), shape=(len(ids), len(tokenizer)))
-        r = Ridge(alpha=alpha).fit(X, np.asarray(y, float))
-        m = cls(tokenizer, {}, float(r.intercept_), max_length)
-        m.w.data = torch.as_tensor(r.coef_, dtype=torch.float32)
-        return m
+# %% ../nbs/04_explain.ipynb #0801f52a
+@patch
+def forward(self:WordWeights, input_ids, attention_mask, **kw):
+    return (self.w[input_ids]*attention_mask).sum(1) + self.bias
 
-    def forward(self, input_ids, attention_mask, **kw):
-        return (self.w[input_ids]*attention_mask).sum(1) + self.bias
+# %% ../nbs/04_explain.ipynb #ca01e8fd
+@patch
+def predict(self:WordWeights, texts:Sequence[str], batch_size:int=64) -> np.ndarray:
+    b = self.tokenizer([str(t) for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors='pt')
+    with torch.inference_mode(): return self(b['input_ids'], b['attention_mask']).numpy().astype(float)
 
-    def predict(self, texts:Sequence[str], batch_size:int=64) -> np.ndarray:
-        b = self.tokenizer([str(t) for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors='pt')
-        with torch.inference_mode(): return self(b['input_ids'], b['attention_mask']).numpy().astype(float)
+# %% ../nbs/04_explain.ipynb #63b4df81
+@patch(cls_method=True)
+def fit(cls:WordWeights, tokenizer, # a `transformers` tokenizer
+        texts:Sequence[str], y, # training texts and targets
+        alpha:float=1.0, # ridge penalty
+        max_length:int=256
+       ) -> WordWeights:
+    "Ridge regression of `y` on the texts' token counts, as a `WordWeights` model (a fast stand-in for fine-tuning)."
+    from scipy import sparse
+    from sklearn.linear_model import Ridge
+    ids = tokenizer([str(t) for t in texts], add_special_tokens=False, truncation=True, max_length=max_length)['input_ids']
+    X = sparse.csr_matrix((np.ones(sum(map(len, ids))), np.concatenate([np.asarray(i, int) for i in ids]) if ids else [],
+                           np.cumsum([0, *map(len, ids)])), shape=(len(ids), len(tokenizer)))
+    r = Ridge(alpha=alpha).fit(X, np.asarray(y, float))
+    m = cls(tokenizer, {}, float(r.intercept_), max_length)
+    m.w.data = torch.as_tensor(r.coef_, dtype=torch.float32)
+    return m
 
 # %% ../nbs/04_explain.ipynb #3a8429b4
 def _matches(factors:pd.DataFrame, phrase:str|None, own:bool=False) -> list[tuple[int, int]]:
@@ -435,6 +451,7 @@ def _value(factors:pd.DataFrame) -> pd.Series:
     "The estimate of each factor: its held-out effect when tested, else its mean contribution."
     return factors['effect'] if 'effect' in factors else factors['mean_shap']
 
+# %% ../nbs/04_explain.ipynb #54d69e88
 def planted_recovery(factors:pd.DataFrame, # factor table (factor, phrases, n, effect or mean_shap [, versus_phrases, significant])
                      truth:dict # `truth.json`: {"effects": [{"attribute", "coef", "present_phrase", "absent_phrase"}, ...]}
                     ) -> pd.DataFrame:
@@ -461,6 +478,7 @@ def planted_recovery(factors:pd.DataFrame, # factor table (factor, phrases, n, e
                      'recovered': bool(flagged) and all(f > 0 for f in flagged)})
     return pd.DataFrame(rows)
 
+# %% ../nbs/04_explain.ipynb #38a741bf
 def unplanted_flagged(factors:pd.DataFrame, # factor table (factor, phrases, significant [, versus_phrases])
                       truth:dict # `truth.json`
                      ) -> list[str]:
@@ -469,6 +487,7 @@ def unplanted_flagged(factors:pd.DataFrame, # factor table (factor, phrases, sig
     sig = factors.get('significant', pd.Series(False, index=factors.index)).to_numpy(bool)
     return [f for i, f in enumerate(factors.factor) if sig[i] and i not in hit]
 
+# %% ../nbs/04_explain.ipynb #6f349ddd
 def recovery_summary(rec:pd.DataFrame # from `planted_recovery`
                     ) -> dict:
     "Effects found, share with the right sign, effects flagged with the right sign, Spearman correlation of |coef| and |difference|."
@@ -491,6 +510,7 @@ def segment_matrix(texts:Sequence[str], # segment texts
     M[memb.row.to_numpy(int), [col[f] for f in memb.factor]] = 1.0
     return M
 
+# %% ../nbs/04_explain.ipynb #26d14462
 def caption_matrix(seg:pd.DataFrame, # segments (id, text)
                    factors:pd.DataFrame, # factors (factor, phrases)
                    ids:Sequence|None=None, # caption ids, in the order of the rows (default: those of `seg`)
@@ -501,6 +521,7 @@ def caption_matrix(seg:pd.DataFrame, # segments (id, text)
     C = M.groupby(seg.id.to_numpy(), sort=False).max()
     return C.reindex(pd.unique(seg.id) if ids is None else list(ids)).fillna(0.0)
 
+# %% ../nbs/04_explain.ipynb #20d95906
 def relations(X:pd.DataFrame, # items x factors, 0/1 (captions or segments)
               tol:float=0.05 # tolerance of "never together" and "always with"
              ) -> pd.DataFrame:
@@ -514,6 +535,7 @@ def relations(X:pd.DataFrame, # items x factors, 0/1 (captions or segments)
     np.fill_diagonal(rel, 'self')
     return pd.DataFrame(rel, index=X.columns, columns=X.columns)
 
+# %% ../nbs/04_explain.ipynb #048cb712
 def merge_factors(candidates:pd.DataFrame, # from `find_factors`
                   seg:pd.DataFrame, # segments of every caption (id, text)
                   tol:float=0.05, # a candidate whose segments lie (1 - tol) inside another's is one of its parts
@@ -561,6 +583,7 @@ def select_factors(seg:pd.DataFrame, # segments explained by ONE model (id, text
     return pd.DataFrame({'factor': [names[j] for j in picked], 'gain': gains, 'shap': beta,
                          'segments': M[:, picked].sum(0).astype(int)})
 
+# %% ../nbs/04_explain.ipynb #4294b3b1
 def credit_shap(seg:pd.DataFrame, # segments with shap, base, pred (and fold)
                 factors:pd.DataFrame, # factors (factor, phrases)
                 max_n:int=3
@@ -613,6 +636,7 @@ def heldout_effects(y:np.ndarray, # outcomes of the held-out rows
             rows.append({'factor': f, 'effect': b, 'se': se, 'n': k, 'rows': len(y), 'controls': C.shape[1] - 1})
     return pd.DataFrame(rows, columns=['factor', 'effect', 'se', 'n', 'rows', 'controls'])
 
+# %% ../nbs/04_explain.ipynb #8cb92cd5
 def combine_folds(per_fold:pd.DataFrame # one row per (fold, factor) test: factor, effect, se, rows
                  ) -> pd.DataFrame:
     "Per factor, the inverse-variance weighted effect over the folds that tested it, with its 95% interval and two-sided p-value."
@@ -626,6 +650,7 @@ def combine_folds(per_fold:pd.DataFrame # one row per (fold, factor) test: facto
                     len(g), int(g.rows.sum())])
     return pd.DataFrame(out, columns=cols)
 
+# %% ../nbs/04_explain.ipynb #08539cec
 def bh_adjust(p:Sequence[float] # p-values (NaN: left out)
              ) -> np.ndarray:
     "Benjamini-Hochberg adjusted p-values (q-values): flag `q <= level` to keep the false discovery rate at `level`."
@@ -636,11 +661,49 @@ def bh_adjust(p:Sequence[float] # p-values (NaN: left out)
     return q
 
 # %% ../nbs/04_explain.ipynb #4125f889
-FACTORS_VERSION = 2   # of the factor table's columns and rules (part of the explain stage's key)
-FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
-                  'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
-                  'core_phrases', 'versus_core']
+def _candidates(rows:pd.DataFrame, # one row per caption: id (str), caption
+                min_prevalence:float, # least share of captions mentioning a candidate factor (and of captions not mentioning it)
+                max_segments:int, # segments per caption, as for the explanations
+                mode:str, # 'sentence' or 'clause', as for the explanations
+                tol:float # tolerance of the relations between factors
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    "Step 1 on every caption: (candidate factors, captions x candidates, the candidates' relations)."
+    allseg = pd.DataFrame([(i, s) for i, c in zip(rows.id, rows.caption) for s in split_segments(c, max_segments, mode)],
+                          columns=['id', 'text'])
+    cand = merge_factors(find_factors(allseg.text, allseg.id, min_prevalence), allseg, tol)
+    X = caption_matrix(allseg, cand, ids=rows.id)
+    return cand, X, relations(X, tol)
 
+# %% ../nbs/04_explain.ipynb #bd5239ce
+def _fold_tests(seg:pd.DataFrame, # explained segments (id as str) with the fold of the model that explained them
+                cand:pd.DataFrame, # candidate factors (from `_candidates`)
+                X:pd.DataFrame, # captions x candidates
+                rel:pd.DataFrame, # the candidates' relations
+                y:np.ndarray, # outcome of each caption
+                held_of:np.ndarray, # the fold whose model did not train on each caption (-1: none)
+                covariates:pd.DataFrame|None, # covariate columns, row-aligned with the captions (None: none)
+                max_factors:int, # most factors each fold's model is summarised by
+                min_gain:float, # least share of the Shapley values' sum of squares a selected factor explains
+                min_n:int # least carriers and non-carriers of a factor among a fold's held-out rows
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Steps 2 and 3, fold by fold: (the tests, one row per fold and tested factor; the factors each fold's model selected)."
+    tests, sel = [], []
+    for k, g in seg.groupby('fold', sort=True):
+        s = select_factors(g.reset_index(drop=True), cand, max_factors, min_gain).assign(fold=int(k))
+        held = np.flatnonzero(held_of == k)
+        sel.append(s)
+        if not len(s) or not len(held): continue
+        Z = None
+        if covariates is not None and covariates.shape[1]:
+            cv = covariates.iloc[held]
+            Z = encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
+        tests.append(heldout_effects(y[held], X.iloc[held][s.factor.tolist()], rel, parents=X.iloc[held], covariates=Z,
+                                     min_n=min_n).assign(fold=int(k)))
+    tests = pd.concat(tests, ignore_index=True) if tests else heldout_effects(y[:0], X.iloc[:0, :0], rel).assign(fold=0)
+    sel = pd.concat(sel, ignore_index=True) if sel else pd.DataFrame(columns=['factor', 'fold'])
+    return tests, sel
+
+# %% ../nbs/04_explain.ipynb #3e918eff
 def _complements(tested:list, X:pd.DataFrame, rel:pd.DataFrame, tol:float) -> dict:
     "Pairs of tested factors that are never mentioned together and between them cover (almost) every caption: {rarer: other}."
     prev, out = X.mean(), {}
@@ -650,6 +713,58 @@ def _complements(tested:list, X:pd.DataFrame, rel:pd.DataFrame, tol:float) -> di
                   and float(((X[f] + X[g]) > 0).mean()) >= 1 - tol), None)
         if g is not None: out[f] = g
     return out
+
+def _combine(tests:pd.DataFrame, # from `_fold_tests`
+             versus:dict # from `_complements`: {factor: the complement it is tested against}
+            ) -> pd.DataFrame:
+    "`combine_folds` per tested factor, a complement's fold tests counted for its factor with the sign turned."
+    parts = []
+    for f in [f for f in dict.fromkeys(tests.factor) if f not in versus.values()]:
+        a = tests[tests.factor == f]
+        if f in versus:      # folds that tested only the other side: its effect with the sign turned
+            b = tests[(tests.factor == versus[f]) & ~tests.fold.isin(a.fold)]
+            a = pd.concat([a, b.assign(factor=f, effect=-b.effect)])
+        parts.append(a)
+    return combine_folds(pd.concat(parts, ignore_index=True) if parts else tests)
+
+# %% ../nbs/04_explain.ipynb #2d34e9ba
+def _describe(out:pd.DataFrame, # from `_combine`: one row per tested factor
+              seg:pd.DataFrame, # explained segments (for `credit_shap`)
+              cand:pd.DataFrame, # the tested candidates (factor, phrases, core, example)
+              X:pd.DataFrame, # captions x candidates
+              versus:dict, # from `_complements`
+              sel:pd.DataFrame # the factors each fold's model selected (factor, fold)
+             ) -> pd.DataFrame:
+    "`out` with what describes each factor: versus, its phrases, what the model relies on (mean_shap), folds, n, example."
+    shap, fac = credit_shap(seg, cand), cand.set_index('factor')
+    vs = [versus.get(f) for f in out.factor]
+    return out.assign(versus=vs, versus_phrases=[list(fac.phrases[v]) if v else [] for v in vs],
+                      core_phrases=[list(fac.core[f]) for f in out.factor], versus_core=[list(fac.core[v]) if v else [] for v in vs],
+                      mean_shap=shap.reindex(out.factor).to_numpy(), versus_shap=[shap.get(v, np.nan) if v else np.nan for v in vs],
+                      selected_folds=[int(sel[sel.factor.isin([f, v])].fold.nunique()) for f, v in zip(out.factor, vs)],
+                      n=[int(X[f].sum()) for f in out.factor], phrases=[list(fac.phrases[f]) for f in out.factor],
+                      example=[fac.example[f] for f in out.factor])
+
+# %% ../nbs/04_explain.ipynb #8e9919ff
+def validation_statement(s:dict # the summary of `crossfit_factors`
+                        ) -> str:
+    "How the factors were tested and which were flagged, in plain words."
+    how = (f"{s['tested']} factors, chosen by each fold's model from {s['candidates']} candidates, were tested on the "
+           f"{s['heldout_rows']} rows that model did not train on (regression of the outcome on the factors' indicators, HC3 "
+           f"standard errors, folds combined by inverse-variance weighting); multiple testing: {s['method']} at a false "
+           f"discovery rate of {s['level']:g}.")
+    if s['beats_mean'] is not True:
+        why = ("the model does not predict the outcome better than the mean" if s['beats_mean'] is False else
+               "it is not known whether the model predicts better than the mean")
+        return (f"{how} No factor is flagged: {why} (cross-validated), so what it relies on is not evidence about the "
+                f"outcome ({s['q_below_level']} of {s['tested']} would pass the test alone).")
+    return f"{how} {s['significant']} of {s['tested']} are flagged."
+
+# %% ../nbs/04_explain.ipynb #3fb35d47
+FACTORS_VERSION = 2   # of the factor table's columns and rules (part of the explain stage's key)
+FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
+                  'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
+                  'core_phrases', 'versus_core']
 
 def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, base, pred, fold (the model that explained it)
                      rows:pd.DataFrame, # one row per caption: id, caption, target, heldout (the fold whose model did not train on it; -1: none)
@@ -665,44 +780,14 @@ def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, bas
                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     "Factors chosen by each fold's model, tested on that fold's held-out rows, combined, adjusted for multiple testing: (factors, tests, summary)."
     rows = rows.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
-    allseg = pd.DataFrame([(i, s) for i, c in zip(rows.id, rows.caption) for s in split_segments(c, max_segments, mode)],
-                          columns=['id', 'text'])
-    cand = merge_factors(find_factors(allseg.text, allseg.id, min_prevalence), allseg, tol)
-    X = caption_matrix(allseg, cand, ids=rows.id)
-    rel = relations(X, tol)
+    cand, X, rel = _candidates(rows, min_prevalence=min_prevalence, max_segments=max_segments, mode=mode, tol=tol)
     seg, y, held_of = seg.assign(id=seg.id.astype(str)), rows.target.to_numpy(float), rows.heldout.to_numpy()
-    tests, sel = [], []
-    for k, g in seg.groupby('fold', sort=True):
-        s = select_factors(g.reset_index(drop=True), cand, max_factors, min_gain).assign(fold=int(k))
-        held = np.flatnonzero(held_of == k)
-        sel.append(s)
-        if not len(s) or not len(held): continue
-        Z = None
-        if covariates is not None and covariates.shape[1]:
-            cv = covariates.iloc[held]
-            Z = encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
-        tests.append(heldout_effects(y[held], X.iloc[held][s.factor.tolist()], rel, X.iloc[held], Z, min_n).assign(fold=int(k)))
-    tests = pd.concat(tests, ignore_index=True) if tests else heldout_effects(y[:0], X.iloc[:0, :0], rel).assign(fold=0)
-    sel = pd.concat(sel, ignore_index=True) if sel else pd.DataFrame(columns=['factor', 'fold'])
+    tests, sel = _fold_tests(seg, cand=cand, X=X, rel=rel, y=y, held_of=held_of, covariates=covariates,
+                             max_factors=max_factors, min_gain=min_gain, min_n=min_n)
     tested = list(dict.fromkeys(tests.factor))
     versus = _complements(tested, X, rel, tol)
-    parts = []
-    for f in [f for f in tested if f not in versus.values()]:
-        a = tests[tests.factor == f]
-        if f in versus:      # folds that tested only the other side: its effect with the sign turned
-            b = tests[(tests.factor == versus[f]) & ~tests.fold.isin(a.fold)]
-            a = pd.concat([a, b.assign(factor=f, effect=-b.effect)])
-        parts.append(a)
-    out = combine_folds(pd.concat(parts, ignore_index=True) if parts else tests)
+    out = _describe(_combine(tests, versus), seg=seg, cand=cand[cand.factor.isin(tested)], X=X, versus=versus, sel=sel)
     out['q'] = bh_adjust(out.p)
-    shap, fac = credit_shap(seg, cand[cand.factor.isin(tested)]), cand.set_index('factor')
-    vs = [versus.get(f) for f in out.factor]
-    out = out.assign(versus=vs, versus_phrases=[list(fac.phrases[v]) if v else [] for v in vs],
-                     core_phrases=[list(fac.core[f]) for f in out.factor], versus_core=[list(fac.core[v]) if v else [] for v in vs],
-                     mean_shap=shap.reindex(out.factor).to_numpy(), versus_shap=[shap.get(v, np.nan) if v else np.nan for v in vs],
-                     selected_folds=[int(sel[sel.factor.isin([f, v])].fold.nunique()) for f, v in zip(out.factor, vs)],
-                     n=[int(X[f].sum()) for f in out.factor], phrases=[list(fac.phrases[f]) for f in out.factor],
-                     example=[fac.example[f] for f in out.factor])
     out['prevalence'] = out.n/max(len(rows), 1)
     out['direction'] = np.where(out.effect >= 0, 'up', 'down')
     out['significant'] = (out.q <= fdr) & (beats_mean is True)
@@ -713,60 +798,16 @@ def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, bas
     summary['statement'] = validation_statement(summary)
     return out, tests, summary
 
-def validation_statement(s:dict # the summary of `crossfit_factors`
-                        ) -> str:
-    "How the factors were tested and which were flagged, in plain words."
-    how = (f"{s['tested']} factors, chosen by each fold's model from {s['candidates']} candidates, were tested on the "
-           f"{s['heldout_rows']} rows that model did not train on (regression of the outcome on the factors' indicators, HC3 "
-           f"standard errors, folds combined by inverse-variance weighting); multiple testing: {s['method']} at a false "
-           f"discovery rate of {s['level']:g}.")
-    if s['beats_mean'] is not True:
-        why = ("the model does not predict the outcome better than the mean" if s['beats_mean'] is False else
-               "it is not known whether the model predicts better than the mean")
-        return (f"{how} No factor is flagged: {why} (cross-validated), so what it relies on is not evidence about the "
-                f"outcome ({s['q_below_level']} of {s['tested']} would pass the test alone).")
-    return f"{how} {s['significant']} of {s['tested']} are flagged."
-
 # %% ../nbs/04_explain.ipynb #1e4e23f2
 EXPLAIN_KEYS = ['segmenter', 'max_segments', 'explain_max', 'explain_examples', 'token_max_evals', 'min_prevalence',
                 'max_factors', 'factor_min_gain', 'fdr', 'use_covariates', 'covariates', 'seed']
 
-def _heldout_folds(n:int, cfg:AttrDict, run:list) -> np.ndarray:
-    "For each row of the training table, the fold whose model did not train on it (-1 when that fold was not run)."
-    out = np.full(n, -1)
-    for k, (tr, va) in enumerate(make_folds(n, int(cfg.folds), int(cfg.seed))):
-        if k in run: out[va] = k
-    return out
-
-def _examples(seg:pd.DataFrame, k:int) -> list:
-    "Ids of `k` captions spread over the range of predictions, highest first."
-    preds = seg.drop_duplicates('id').sort_values('pred', ascending=False, kind='stable')
-    if k <= 0 or not len(preds): return []
-    pos = np.unique(np.round(np.linspace(0, len(preds) - 1, min(k, len(preds)))).astype(int))
-    return preds.id.iloc[pos].tolist()
-
-def _recovery_text(s:dict) -> str:
-    if not s['found']: return f"None of the {s['effects']} planted effects could be matched to a factor."
-    rho = 'n/a' if s['spearman_abs'] is None else f"{s['spearman_abs']:.2f}"
-    return (f"{s['found']} of {s['effects']} planted effects matched to factors; {round(s['sign_agreement']*s['found'])} of "
-            f"{s['found']} have the planted sign, {s['recovered']} are flagged with it (and never with the other); Spearman "
-            f"correlation of |coefficient| and |estimated effect|: {rho}.")
-
-def stage_explain(cfg:AttrDict, # run configuration
-                  df:pd.DataFrame, # the `training_table` the model was trained on
-                  model_dir:Path, # the train stage's folder (metrics.json, oof.parquet, fold*/)
-                  out:Path, # the stage's folder (runs/<variant>/explain)
-                  key:str='', # the stage's identity: per-fold results computed under the same key are reused
-                  truth:dict|None=None, # the planted answer of synthetic data (the data stage's truth.json)
-                  progress:bool=True # show progress bars
-                 ) -> pd.DataFrame:
-    "Explain every caption, find the factors and test them out of sample; write into `out` and return the factor table."
-    model_dir, out = Path(model_dir), Path(out)
-    metrics = read_json(model_dir/'metrics.json')
-    full = df                    # with the covariate columns
-    table = df[['id', 'caption', 'target']].assign(id=lambda d: d.id.astype(str))
-    t0, secs = time.time(), {}
-    run, seed = [int(k) for k in metrics['folds_run']], int(cfg.seed)
+def _explained_rows(cfg:AttrDict, # run configuration
+                    table:pd.DataFrame, # id (str), caption, target of the training table
+                    model_dir:Path, # the train stage's folder (oof.parquet)
+                    run:list # the folds whose models were run
+                   ) -> tuple[pd.DataFrame, str, bool]:
+    "(the captions to explain, each with the `fold` whose model explains it; how they were assigned; whether out of fold)."
     oof_mode = sorted(run) == list(range(int(cfg.folds)))
     df = table.copy()
     if oof_mode:
@@ -779,62 +820,149 @@ def stage_explain(cfg:AttrDict, # run configuration
         df['fold'] = run[0]
         explained_by = (f"fold {run[0]}'s model on all captions (only folds {run} of {cfg.folds} were run, so the captions "
                         f"it was trained on are explained in sample)")
-    if cfg.explain_max and int(cfg.explain_max) < len(df): df = df.sample(n=int(cfg.explain_max), random_state=seed).sort_index()
-    ms, mode = int(cfg.max_segments), str(cfg.segmenter)
-    # -- exact segment Shapley values, per fold, resumable
-    t = time.time(); parts, stats = [], []
+    if cfg.explain_max and int(cfg.explain_max) < len(df): df = df.sample(n=int(cfg.explain_max), random_state=int(cfg.seed)).sort_index()
+    return df, explained_by, oof_mode
+
+# %% ../nbs/04_explain.ipynb #eaa68823
+def _segment_values(df:pd.DataFrame, # the captions to explain (id, caption, fold)
+                    model_dir:Path, # the train stage's folder (fold*/)
+                    out:Path, # the stage's folder (each fold's values go to parts/)
+                    key:str, # the stage's identity: a fold's part computed under the same key is reused
+                    max_segments:int, # segments per caption
+                    mode:str, # 'sentence' or 'clause'
+                    progress:bool # show progress bars
+                   ) -> tuple[pd.DataFrame, list[dict]]:
+    "(the segment table of every caption in `df`, with its fold; each fold's statistics)."
+    parts, stats = [], []
     for k, g in df.groupby('fold', sort=True):
         pf, pk, part_key = out/'parts'/f'fold{k}.parquet', out/'parts'/f'fold{k}.json', hash_obj([key, int(k)])
         if pf.exists() and pk.exists() and read_json(pk).get('key') == part_key:
             seg = read_parquet(pf); st = read_json(pk)
         else:
-            seg = explain_segments(load_fold_model(model_dir, int(k)), g.caption.tolist(), ids=g.id.tolist(), max_segments=ms,
+            seg = explain_segments(load_fold_model(model_dir, int(k)), g.caption.tolist(), ids=g.id.tolist(), max_segments=max_segments,
                                    mode=mode, progress=progress).assign(fold=int(k))
             st = seg.attrs['stats']
             write_parquet(seg, pf); write_json({'key': part_key, **st}, pk)
         parts.append(seg); stats.append(st)
-    seg = pd.concat(parts, ignore_index=True)
-    write_parquet(seg, out/'segments.parquet')
-    secs['segments'] = time.time() - t
-    # -- factors: chosen by each fold's model, tested on the rows it did not train on, Benjamini-Hochberg across them
-    t = time.time()
+    return pd.concat(parts, ignore_index=True), stats
+
+# %% ../nbs/04_explain.ipynb #35312a51
+def _heldout_folds(n:int, cfg:AttrDict, run:list) -> np.ndarray:
+    "For each row of the training table, the fold whose model did not train on it (-1 when that fold was not run)."
+    out = np.full(n, -1)
+    for k, (tr, va) in enumerate(make_folds(n, int(cfg.folds), int(cfg.seed))):
+        if k in run: out[va] = k
+    return out
+
+def _stage_factors(cfg:AttrDict, # run configuration
+                   seg:pd.DataFrame, # the segment table
+                   df:pd.DataFrame, # the training table (with the covariate columns)
+                   run:list, # the folds whose models were run
+                   beats_mean:bool|None # whether the model beats the mean predictor (metrics.json)
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "`crossfit_factors` on every caption of the training table, each tested by the fold model that did not train on it."
+    table = df[['id', 'caption', 'target']].assign(id=lambda d: d.id.astype(str))
     covs = covariate_columns(cfg)
     rows = table.assign(heldout=_heldout_folds(len(table), cfg, run))
-    factors, tests, check = crossfit_factors(seg, rows, full[covs] if covs else None, float(cfg.min_prevalence),
-                                             int(cfg.max_factors), float(cfg.factor_min_gain), float(cfg.fdr),
-                                             metrics.get('beats_mean'), ms, mode)
-    write_parquet(tests, out/'tests.parquet')
-    secs['factors'] = time.time() - t
-    write_parquet(factors, out/'factors.parquet')
-    # -- token-level examples
-    t = time.time()
+    return crossfit_factors(seg, rows, covariates=df[covs] if covs else None, min_prevalence=float(cfg.min_prevalence),
+                            max_factors=int(cfg.max_factors), min_gain=float(cfg.factor_min_gain), fdr=float(cfg.fdr),
+                            beats_mean=beats_mean, max_segments=int(cfg.max_segments), mode=str(cfg.segmenter))
+
+# %% ../nbs/04_explain.ipynb #40cc32ea
+def _examples(seg:pd.DataFrame, k:int) -> list:
+    "Ids of `k` captions spread over the range of predictions, highest first."
+    preds = seg.drop_duplicates('id').sort_values('pred', ascending=False, kind='stable')
+    if k <= 0 or not len(preds): return []
+    pos = np.unique(np.round(np.linspace(0, len(preds) - 1, min(k, len(preds)))).astype(int))
+    return preds.id.iloc[pos].tolist()
+
+def _token_examples(df:pd.DataFrame, # the explained captions (id, caption, fold)
+                    seg:pd.DataFrame, # their segment table (id, pred)
+                    model_dir:Path, # the train stage's folder (fold*/)
+                    cfg:AttrDict # run configuration (explain_examples, token_max_evals)
+                   ) -> tuple[pd.DataFrame, list]:
+    "(token table of the example captions, each explained by its fold's model, highest prediction first; their ids)."
     ex_ids, tparts = _examples(seg, int(cfg.explain_examples or 0)), []
     for k, g in df[df.id.isin(ex_ids)].groupby('fold'):
         exp = explain_tokens(load_fold_model(model_dir, int(k)), g.caption.tolist(), max_evals=int(cfg.token_max_evals))
         tparts.append(tokens_frame(exp, g.id.tolist()))
     tokens = pd.concat(tparts, ignore_index=True) if tparts else tokens_frame(SimpleNamespace(data=[], values=[], base_values=[]), [])
     if len(tokens): tokens = tokens.set_index('id').loc[[i for i in ex_ids if i in set(tokens.id)]].reset_index()
-    write_parquet(tokens, out/'tokens.parquet')
-    secs['tokens'] = time.time() - t
-    # -- planted effects (synthetic data)
-    planted = None
-    if truth:
-        rec = planted_recovery(factors, truth)
-        write_parquet(rec, out/'planted.parquet')
-        planted = recovery_summary(rec)
-        planted['statement'] = _recovery_text(planted)
-        planted['unplanted_flagged'] = unplanted_flagged(factors, truth)
-        planted['table'] = rec.to_dict('records')
-    else: (out/'planted.parquet').unlink(missing_ok=True)
+    return tokens, ex_ids
+
+# %% ../nbs/04_explain.ipynb #ed959537
+def _recovery_text(s:dict) -> str:
+    if not s['found']: return f"None of the {s['effects']} planted effects could be matched to a factor."
+    rho = 'n/a' if s['spearman_abs'] is None else f"{s['spearman_abs']:.2f}"
+    return (f"{s['found']} of {s['effects']} planted effects matched to factors; {round(s['sign_agreement']*s['found'])} of "
+            f"{s['found']} have the planted sign, {s['recovered']} are flagged with it (and never with the other); Spearman "
+            f"correlation of |coefficient| and |estimated effect|: {rho}.")
+
+def _planted_summary(factors:pd.DataFrame, # the factor table
+                     truth:dict|None, # the planted answer of synthetic data (None: not synthetic)
+                     out:Path # the stage's folder (planted.parquet)
+                    ) -> dict|None:
+    "The planted-effect recovery for the summary (its table written to planted.parquet); None, and no table, without a truth."
+    if not truth:
+        (out/'planted.parquet').unlink(missing_ok=True)
+        return None
+    rec = planted_recovery(factors, truth)
+    write_parquet(rec, out/'planted.parquet')
+    planted = recovery_summary(rec)
+    planted['statement'] = _recovery_text(planted)
+    planted['unplanted_flagged'] = unplanted_flagged(factors, truth)
+    planted['table'] = rec.to_dict('records')
+    return planted
+
+# %% ../nbs/04_explain.ipynb #6771f815
+@contextmanager
+def _timed(secs:dict, # seconds by step
+           name:str # the step
+          ):
+    "Record the seconds the block takes as `secs[name]`."
+    t = time.time()
+    yield
+    secs[name] = time.time() - t
+
+def _flagged(factors:pd.DataFrame # the factor table
+            ) -> dict:
+    "How many factors were tested and flagged, and the flagged ones by direction."
+    return {'n': len(factors), 'significant': int(factors.significant.sum()),
+            'up': factors[factors.significant & (factors.direction == 'up')].factor.tolist(),
+            'down': factors[factors.significant & (factors.direction == 'down')].factor.tolist()}
+
+# %% ../nbs/04_explain.ipynb #e4204fa9
+def stage_explain(cfg:AttrDict, # run configuration
+                  df:pd.DataFrame, # the `training_table` the model was trained on
+                  model_dir:Path, # the train stage's folder (metrics.json, oof.parquet, fold*/)
+                  out:Path, # the stage's folder (runs/<variant>/explain)
+                  key:str='', # the stage's identity: per-fold results computed under the same key are reused
+                  truth:dict|None=None, # the planted answer of synthetic data (the data stage's truth.json)
+                  progress:bool=True # show progress bars
+                 ) -> pd.DataFrame:
+    "Explain every caption, find the factors and test them out of sample; write into `out` and return the factor table."
+    model_dir, out = Path(model_dir), Path(out)
+    metrics, t0, secs = read_json(model_dir/'metrics.json'), time.time(), {}
+    run, ms, mode = [int(k) for k in metrics['folds_run']], int(cfg.max_segments), str(cfg.segmenter)
+    table = df[['id', 'caption', 'target']].assign(id=lambda d: d.id.astype(str))
+    explained, explained_by, oof_mode = _explained_rows(cfg, table, model_dir, run)
+    with _timed(secs, 'segments'):      # exact segment Shapley values, per fold, resumable
+        seg, stats = _segment_values(explained, model_dir=model_dir, out=out, key=key, max_segments=ms, mode=mode, progress=progress)
+        write_parquet(seg, out/'segments.parquet')
+    with _timed(secs, 'factors'):       # chosen by each fold's model, tested on the rows it did not train on
+        factors, tests, check = _stage_factors(cfg, seg=seg, df=df, run=run, beats_mean=metrics.get('beats_mean'))
+        write_parquet(tests, out/'tests.parquet')
+    write_parquet(factors, out/'factors.parquet')
+    with _timed(secs, 'tokens'):        # token-level examples
+        tokens, ex_ids = _token_examples(explained, seg, model_dir, cfg)
+        write_parquet(tokens, out/'tokens.parquet')
+    planted = _planted_summary(factors, truth, out)
     secs['total'] = time.time() - t0
     n_caps = int(seg.id.nunique())
     summary = {'n_captions': n_caps, 'n_segments': len(seg), 'explained_by': explained_by, 'out_of_fold': oof_mode,
                'folds_run': run, 'segmenter': mode, 'max_segments': ms, 'examples': ex_ids,
                'coalitions': int(sum(s['coalitions'] for s in stats)), 'unique_coalitions': int(sum(s['unique'] for s in stats)),
-               'seconds_per_caption': secs['segments']/max(n_caps, 1), 'seconds': secs,
-               'factors': {'n': len(factors), 'significant': int(factors.significant.sum()),
-                           'up': factors[factors.significant & (factors.direction == 'up')].factor.tolist(),
-                           'down': factors[factors.significant & (factors.direction == 'down')].factor.tolist()},
+               'seconds_per_caption': secs['segments']/max(n_caps, 1), 'seconds': secs, 'factors': _flagged(factors),
                'validation': check, 'planted': planted, 'beats_mean': metrics.get('beats_mean')}
     write_json(summary, out/'summary.json')
     return factors

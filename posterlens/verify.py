@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from fastcore.basics import AttrDict
+from fastcore.basics import AttrDict, patch
 
 from .core import (PosterlensError, cache_dir, hash_bytes, hash_file, hash_obj, read_json, read_parquet, resolve,
                              write_json, write_parquet)
@@ -88,6 +88,7 @@ def template_question(name:str, # the concept's name
     if s: return f'Does this describe the image: "{s.rstrip(".")}"?'
     return f'Does the image show {name}?'
 
+# %% ../nbs/04c_verify.ipynb #7ab221cf
 def predicates_frame(concepts:pd.DataFrame, # from `read_concepts`
                      written:dict|None=None # {concept: question} written by a language model
                     ) -> pd.DataFrame:
@@ -118,19 +119,23 @@ def ask_spec(questions:dict, # {property id: question or item text}
     return json.dumps({'version': VERIFY_VERSION, 'kind': kind, 'instruction': instruction, 'questions': dict(questions)},
                       sort_keys=True)
 
+# %% ../nbs/04c_verify.ipynb #e7b4c4c8
 def read_spec(spec:str) -> dict:
     "The dict packed by `ask_spec`."
     return json.loads(spec)
 
+# %% ../nbs/04c_verify.ipynb #edb4c67a
 def spec_text(spec:dict) -> str:
     "The instruction followed by the numbered questions (the text part of the request)."
     return spec['instruction'] + '\n\n' + '\n'.join(f'{k}: {q}' for k, q in spec['questions'].items())
 
+# %% ../nbs/04c_verify.ipynb #35b4a3cd
 def gemini_schema(questions:dict, kind:str='BOOLEAN') -> dict:
     "Gemini `responseSchema` (REST field names): an OBJECT with one required `kind` property per question."
     return {'type': 'OBJECT', 'properties': {k: {'type': kind, 'description': q} for k, q in questions.items()},
             'required': list(questions), 'propertyOrdering': list(questions)}
 
+# %% ../nbs/04c_verify.ipynb #b9fb5571
 def json_schema(questions:dict, kind:str='BOOLEAN') -> dict:
     "OpenAI `response_format` of type json_schema, strict: one required property per question."
     return {'type': 'json_schema', 'json_schema': {'name': 'answers', 'strict': True, 'schema': {
@@ -152,26 +157,30 @@ class GeminiVerifier(GeminiCaptioner):
             cfg.response_schema = gemini_schema(spec['questions'], spec['kind'])
         return cfg
 
-    def request(self, image:bytes|None, mime:str, prompt:str) -> dict:
-        "The REST body of one request (a line of a batch job): image, questions, `responseMimeType` and `responseSchema`."
-        spec = read_spec(prompt)
-        req = gemini_request(image or b'', mime, spec_text(spec), safety=self.safety, **self.gen)
-        if image is None: req['contents'][0]['parts'] = req['contents'][0]['parts'][1:]
-        req['generationConfig'] = {**req.get('generationConfig', {}), 'responseMimeType': 'application/json',
-                                   'responseSchema': gemini_schema(spec['questions'], spec['kind'])}
-        return req
+# %% ../nbs/04c_verify.ipynb #33082578
+@patch
+def request(self:GeminiVerifier, image:bytes|None, mime:str, prompt:str) -> dict:
+    "The REST body of one request (a line of a batch job): image, questions, `responseMimeType` and `responseSchema`."
+    spec = read_spec(prompt)
+    req = gemini_request(image or b'', mime, spec_text(spec), safety=self.safety, **self.gen)
+    if image is None: req['contents'][0]['parts'] = req['contents'][0]['parts'][1:]
+    req['generationConfig'] = {**req.get('generationConfig', {}), 'responseMimeType': 'application/json',
+                               'responseSchema': gemini_schema(spec['questions'], spec['kind'])}
+    return req
 
-    def caption(self, image:bytes|None, mime:str, prompt:str) -> CaptionResult:
-        "ONE structured `generateContent` attempt; the JSON answer is the result's text."
-        from google.genai import types
-        spec, client = read_spec(prompt), self.client
-        contents = ([types.Part.from_bytes(data=image, mime_type=mime)] if image is not None else []) + [spec_text(spec)]
-        try: resp = client.models.generate_content(model=self.model, config=self.config(spec), contents=contents)
-        except Exception as e:
-            if type(e).__name__ in ('RefreshError', 'DefaultCredentialsError'):
-                raise PosterlensError(f'Gemini could not use the credentials from {self.credential_source()} ({e})') from e
-            return gemini_error(e, self.model, self)
-        return gemini_result(resp, self.model)
+# %% ../nbs/04c_verify.ipynb #4ba560a0
+@patch
+def caption(self:GeminiVerifier, image:bytes|None, mime:str, prompt:str) -> CaptionResult:
+    "ONE structured `generateContent` attempt; the JSON answer is the result's text."
+    from google.genai import types
+    spec, client = read_spec(prompt), self.client
+    contents = ([types.Part.from_bytes(data=image, mime_type=mime)] if image is not None else []) + [spec_text(spec)]
+    try: resp = client.models.generate_content(model=self.model, config=self.config(spec), contents=contents)
+    except Exception as e:
+        if type(e).__name__ in ('RefreshError', 'DefaultCredentialsError'):
+            raise PosterlensError(f'Gemini could not use the credentials from {self.credential_source()} ({e})') from e
+        return gemini_error(e, self.model, self)
+    return gemini_result(resp, self.model)
 
 # %% ../nbs/04c_verify.ipynb #cf855cdd
 class OpenAIVerifier(OpenAICaptioner):
@@ -194,7 +203,8 @@ class OpenAIVerifier(OpenAICaptioner):
         msg = getattr(choices[0], 'message', None) if choices else None
         if msg is not None and getattr(msg, 'refusal', None):
             r = openai_result(resp, self.model)
-            return CaptionResult('', 'blocked', f'refusal: {" ".join(str(msg.refusal).split())}', r.tokens_in, r.tokens_out, r.model)
+            return CaptionResult('', 'blocked', f'refusal: {" ".join(str(msg.refusal).split())}', tokens_in=r.tokens_in,
+                         tokens_out=r.tokens_out, model=r.model)
         return openai_result(resp, self.model)
 
 # %% ../nbs/04c_verify.ipynb #dd4dee37
@@ -209,6 +219,7 @@ def verifier_name(cfg:AttrDict # run configuration
     if v not in VERIFIERS: raise PosterlensError(f"unknown verifier {v!r} (setting verifier; known: {', '.join(VERIFIERS)}, none, or empty for the captioner)")
     return v
 
+# %% ../nbs/04c_verify.ipynb #7031e883
 def verifier_hint(cfg:AttrDict) -> str:
     "Why nothing was verified, and what to set, in one line."
     if str(cfg.get('verifier') or '').strip().lower() == 'none': return 'Verification on the images is off (verifier = none).'
@@ -216,6 +227,7 @@ def verifier_hint(cfg:AttrDict) -> str:
             "verifier = gemini (with GEMINI_API_KEY or Vertex AI credentials) or verifier = openai (with an OpenAI-compatible "
             "server), and verifier_model if it differs from caption_model.")
 
+# %% ../nbs/04c_verify.ipynb #5e6812c9
 def make_verifier(cfg:AttrDict # run configuration
                  ) -> Captioner|None:
     "The configured verifier client (not connected yet), or None when verification is off."
@@ -280,6 +292,7 @@ def ask_images(verifier:Captioner, # from `make_verifier`
                             columns=['id', 'status', 'reason', 'tokens_in', 'tokens_out', 'cached', 'model'])
     return answers, requests
 
+# %% ../nbs/04c_verify.ipynb #fc86fb1c
 def answer_matrix(answers:pd.DataFrame, # from `ask_images`
                   ids:Sequence, # row order
                   pids:Sequence # column order
@@ -341,10 +354,11 @@ def image_effects(answers:pd.DataFrame, # rows x predicates: 1.0, 0.0 or NaN (`a
     if covariates is not None and covariates.shape[1]:
         cv = covariates.iloc[rows]
         Z = np.column_stack([Z, encode_covariates(cv, fit_covariates(cv, list(cv.columns)))])
-    t = heldout_effects(y[rows], A.iloc[rows], rel, None, Z, min_n)
+    t = heldout_effects(y[rows], A.iloc[rows], rel, parents=None, covariates=Z, min_n=min_n)
     if not len(t): return empty
     return combine_folds(t).assign(tested_folds=len(folds))
 
+# %% ../nbs/04c_verify.ipynb #b205b621
 def cohen_kappa(a, b) -> float:
     "Cohen's kappa of two 0/1 vectors (NaN pairs left out; NaN when undefined)."
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -460,6 +474,7 @@ def finding_sentence(r) -> str:
             f'[{_signed(r["effect_lo"])}, {_signed(r["effect_hi"])}] (q = {r["q"]:.3g}); from the captions\' concept '
             f'"{r["concept"]}": {_signed(r["caption_effect"])}{fid}.')
 
+# %% ../nbs/04c_verify.ipynb #b56dde71
 def findings_sentences(findings:pd.DataFrame, # from `findings_table`
                        limit:int|None=None # most sentences (verified ones first)
                       ) -> list[str]:
@@ -477,6 +492,7 @@ def verify_heldout(n:int, cfg:AttrDict, run:Sequence[int]) -> np.ndarray:
         if k in run: out[va] = k
     return out
 
+# %% ../nbs/04c_verify.ipynb #de946999
 def verify_fingerprint(cfg:AttrDict # run configuration
                       ) -> dict:
     "What the findings depend on besides the settings: the verifier's identity, the version and the gold CSV's bytes."
@@ -485,10 +501,55 @@ def verify_fingerprint(cfg:AttrDict # run configuration
     return {'verifier': None if v is None else [v.name, v.model, v.settings()], 'version': VERIFY_VERSION,
             'gold': hash_file(resolve(cfg, str(gold))) if gold and resolve(cfg, str(gold)).is_file() else None}
 
+# %% ../nbs/04c_verify.ipynb #ad677fe6
 def verify_stale(out:Path) -> bool:
     "True when the last run left failed requests: the next run asks for them again."
     p = Path(out)/'summary.json'
     return not p.exists() or bool(read_json(p).get('requests', {}).get('failed'))
+
+# %% ../nbs/04c_verify.ipynb #5f7dd37f
+def _skip(cfg:AttrDict, # run configuration
+          out:Path # the stage's folder
+         ) -> pd.DataFrame:
+    "Without a verifier: an empty findings table and the one-line hint (written and printed)."
+    empty = pd.DataFrame(columns=FINDINGS_COLUMNS)
+    write_parquet(empty, out/'findings.parquet')
+    write_json({'skipped': verifier_hint(cfg), 'statement': verifier_hint(cfg), 'requests': {}}, out/'summary.json')
+    print(f'verify: {verifier_hint(cfg)}')
+    return empty
+
+# %% ../nbs/04c_verify.ipynb #8109754a
+def _questions(verifier:Captioner, # the open verifier
+               concepts:pd.DataFrame, # from `read_concepts`
+               cache:CaptionCache, # the answers' cache
+               out:Path, # the stage's folder (predicates.parquet)
+               wait:Backoff # seconds before a retry
+              ) -> tuple[pd.DataFrame, str]:
+    "(the predicates, written to predicates.parquet; a note on who wrote the questions)."
+    written, note = ({}, 'template questions (no concept)') if not len(concepts) else write_questions(verifier, concepts, cache, wait=wait)
+    preds = predicates_frame(concepts, written)
+    write_parquet(preds, out/'predicates.parquet')
+    return preds, note
+
+# %% ../nbs/04c_verify.ipynb #9345ebb9
+def _ask(verifier:Captioner, # the open verifier
+         cfg:AttrDict, # run configuration (concurrency, rpm, max_retries)
+         preds:pd.DataFrame, # the predicates
+         rows:pd.DataFrame, # the held-out rows (id)
+         images:pd.Series, # image path by row id
+         cache:CaptionCache, # the answers' cache
+         out:Path, # the stage's folder (batch/: a batch job's files)
+         progress:bool, # show a progress bar (over 50 images)
+         wait:Backoff # seconds before a retry
+        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "`ask_images` of every predicate about every held-out image: (answers, requests); empty ones without a predicate."
+    if not len(preds): return (pd.DataFrame(columns=['id', 'pid', 'answer', 'status', 'reason']),
+                               pd.DataFrame(columns=['id', 'status', 'reason', 'tokens_in', 'tokens_out', 'cached', 'model']))
+    return ask_images(verifier, images.reindex(rows.id).tolist(), rows.id.tolist(), predicates=preds, cache=cache, workdir=out/'batch',
+                      concurrency=int(cfg.get('concurrency') or 1),
+                      rpm=cfg.get('rpm') if verifier.rate_limited else None,
+                      max_retries=int(cfg.get('max_retries') if cfg.get('max_retries') is not None else 6),
+                      progress=progress and len(rows) > 50, wait=wait)
 
 def _usage(requests:pd.DataFrame, verifier) -> dict:
     new = requests[~requests.cached]
@@ -498,7 +559,69 @@ def _usage(requests:pd.DataFrame, verifier) -> dict:
             'truncated': int((requests.status == 'truncated').sum()), 'failed': int((requests.status == 'failed').sum()),
             'tokens_in': int(new.tokens_in.sum()), 'tokens_out': int(new.tokens_out.sum()), 'cost_usd': price(new)}
 
-# %% ../nbs/04c_verify.ipynb #5f7dd37f
+# %% ../nbs/04c_verify.ipynb #2c92080d
+def _gold_correction(cfg:AttrDict, # run configuration (verify_gold)
+                     preds:pd.DataFrame, # the predicates
+                     rows:pd.DataFrame, # the held-out rows (id, covariates)
+                     A:pd.DataFrame, # their `answer_matrix`
+                     y:np.ndarray, # their outcomes
+                     covs:list # the covariate columns
+                    ) -> tuple[dict|None, str]:
+    "({pid: (effect, se, n gold)} by `dsl_ols` for the predicates with 10+ gold labels, or None without gold labels; a note)."
+    if not cfg.get('verify_gold'):
+        return None, 'The image-based estimates are not corrected for annotation error (no gold labels: set verify_gold).'
+    G, gc = read_gold(resolve(cfg, str(cfg.verify_gold)), preds, rows.id)
+    dsl = {}
+    Z = encode_covariates(rows[covs], fit_covariates(rows[covs], covs)) if covs else None
+    for p in preds.pid:
+        ok = A[p].notna().to_numpy()
+        g = G[p].to_numpy(float)[ok]
+        if (~np.isnan(g)).sum() >= 10:
+            b, se = dsl_ols(y[ok], A[p].to_numpy(float)[ok], g, None if Z is None else Z[ok])
+            dsl[p] = (b, se, int((~np.isnan(g)).sum()))
+    return dsl, (f"Gold labels ({gc['used']} answers from {cfg.verify_gold}; {gc['unknown_predicate']} with an unknown predicate, "
+                 f"{gc['unknown_id']} with an unknown id, {gc['bad_answer']} unreadable) correct the estimates of {len(dsl)} "
+                 "predicates by design-based supervised learning (dsl_effect, dsl_lo, dsl_hi); this assumes the gold rows are a "
+                 "random sample of the held-out rows.")
+
+# %% ../nbs/04c_verify.ipynb #6a8be634
+def _findings(cfg:AttrDict, # run configuration
+              preds:pd.DataFrame, # the predicates
+              concepts:pd.DataFrame, # from `read_concepts`
+              rows:pd.DataFrame, # the held-out rows (id, caption, target, covariates)
+              held:np.ndarray, # the held-out fold of every row of the training table (-1: none)
+              answers:pd.DataFrame # from `ask_images`
+             ) -> tuple[pd.DataFrame, dict|None, str]:
+    "(the findings table, the DSL estimates or None, the gold-label note)."
+    A = answer_matrix(answers, rows.id, preds.pid)
+    C = caption_concepts(rows[['id', 'caption']], concepts, int(cfg.get('max_segments') or 8), str(cfg.get('segmenter') or 'sentence'))
+    covs = covariate_columns(cfg)
+    y, h = rows.target.to_numpy(float), held[held >= 0]
+    effects = image_effects(A, y, h, rows[covs].reset_index(drop=True) if covs else None)
+    dsl, gold_note = _gold_correction(cfg, preds=preds, rows=rows, A=A, y=y, covs=covs)
+    findings = findings_table(preds, concepts, answers, A=A, C=C, effects=effects, fdr=float(cfg.fdr), dsl=dsl)
+    return findings, dsl, gold_note
+
+# %% ../nbs/04c_verify.ipynb #2f4ffed6
+def _outcome(verifier:Captioner, # the verifier
+             preds:pd.DataFrame, # the predicates
+             rows:pd.DataFrame, # the held-out rows
+             answers:pd.DataFrame, # every answer
+             findings:pd.DataFrame, # the findings table
+             fdr:float # Benjamini-Hochberg false discovery rate
+            ) -> tuple[dict, int, str]:
+    "(answers per kind, verified findings, the statement in words)."
+    kinds = {s: int((answers.status == s).sum()) for s in ANSWER_STATUSES}
+    n_ver = int(findings.verified.sum())
+    statement = (f"{len(preds)} predicates (one per concept the explain stage tested) were asked of {verifier.name} "
+                 f"({verifier.model}) for {len(rows)} held-out images, one request per image; "
+                 f"{sum(kinds[s] for s in ANSWER_STATUSES[2:])} of {len(answers)} answers were unusable and left out "
+                 f"({', '.join(f'{v} {k}' for k, v in kinds.items() if k not in ('yes', 'no') and v) or 'none'}). "
+                 f"{n_ver} of {len(findings)} are verified on the images (image-based effect significant after Benjamini-Hochberg "
+                 f"at {fdr:g}, with the caption-based sign).")
+    return kinds, n_ver, statement
+
+# %% ../nbs/04c_verify.ipynb #ef3c33cf
 def stage_verify(cfg:AttrDict, # run configuration
                  df:pd.DataFrame, # the `training_table` (id, caption, target, covariates)
                  images:pd.Series, # image path by row id (the data stage's table)
@@ -513,61 +636,20 @@ def stage_verify(cfg:AttrDict, # run configuration
     out.mkdir(parents=True, exist_ok=True)
     verifier = make_verifier(cfg)
     concepts = read_concepts(factors)
-    empty = pd.DataFrame(columns=FINDINGS_COLUMNS)
-    if verifier is None:
-        write_parquet(empty, out/'findings.parquet')
-        write_json({'skipped': verifier_hint(cfg), 'statement': verifier_hint(cfg), 'requests': {}}, out/'summary.json')
-        print(f'verify: {verifier_hint(cfg)}')
-        return empty
+    if verifier is None: return _skip(cfg, out)
     cache = CaptionCache(cache_dir(cfg, 'verify'))
     with verifier:
-        written, note = ({}, 'template questions (no concept)') if not len(concepts) else write_questions(verifier, concepts, cache, wait=wait)
-        preds = predicates_frame(concepts, written)
-        write_parquet(preds, out/'predicates.parquet')
+        preds, note = _questions(verifier, concepts, cache=cache, out=out, wait=wait)
         df = df.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
         held = verify_heldout(len(df), cfg, list(folds_run))
         rows = df[held >= 0]
-        paths = images.reindex(rows.id).tolist()
-        answers, requests = ask_images(verifier, paths, rows.id.tolist(), preds, cache, workdir=out/'batch',
-                                       concurrency=int(cfg.get('concurrency') or 1),
-                                       rpm=cfg.get('rpm') if verifier.rate_limited else None,
-                                       max_retries=int(cfg.get('max_retries') if cfg.get('max_retries') is not None else 6),
-                                       progress=progress and len(rows) > 50, wait=wait) if len(preds) else \
-                              (pd.DataFrame(columns=['id', 'pid', 'answer', 'status', 'reason']),
-                               pd.DataFrame(columns=['id', 'status', 'reason', 'tokens_in', 'tokens_out', 'cached', 'model']))
+        answers, requests = _ask(verifier, cfg, preds=preds, rows=rows, images=images, cache=cache, out=out, progress=progress, wait=wait)
         usage = _usage(requests.astype({'cached': bool, 'tokens_in': int, 'tokens_out': int}), verifier)
     write_parquet(answers.astype({'answer': object}), out/'answers.parquet')
     write_parquet(requests, out/'requests.parquet')
-    A = answer_matrix(answers, rows.id, preds.pid)
-    C = caption_concepts(rows[['id', 'caption']], concepts, int(cfg.get('max_segments') or 8), str(cfg.get('segmenter') or 'sentence'))
-    covs = covariate_columns(cfg)
-    y, h = rows.target.to_numpy(float), held[held >= 0]
-    effects = image_effects(A, y, h, rows[covs].reset_index(drop=True) if covs else None)
-    dsl, gold_note = None, 'The image-based estimates are not corrected for annotation error (no gold labels: set verify_gold).'
-    if cfg.get('verify_gold'):
-        G, gc = read_gold(resolve(cfg, str(cfg.verify_gold)), preds, rows.id)
-        dsl = {}
-        Z = encode_covariates(rows[covs], fit_covariates(rows[covs], covs)) if covs else None
-        for p in preds.pid:
-            ok = A[p].notna().to_numpy()
-            g = G[p].to_numpy(float)[ok]
-            if (~np.isnan(g)).sum() >= 10:
-                b, se = dsl_ols(y[ok], A[p].to_numpy(float)[ok], g, None if Z is None else Z[ok])
-                dsl[p] = (b, se, int((~np.isnan(g)).sum()))
-        gold_note = (f"Gold labels ({gc['used']} answers from {cfg.verify_gold}; {gc['unknown_predicate']} with an unknown predicate, "
-                     f"{gc['unknown_id']} with an unknown id, {gc['bad_answer']} unreadable) correct the estimates of {len(dsl)} "
-                     "predicates by design-based supervised learning (dsl_effect, dsl_lo, dsl_hi); this assumes the gold rows are a "
-                     "random sample of the held-out rows.")
-    findings = findings_table(preds, concepts, answers, A, C, effects, float(cfg.fdr), dsl)
+    findings, dsl, gold_note = _findings(cfg, preds=preds, concepts=concepts, rows=rows, held=held, answers=answers)
     write_parquet(findings, out/'findings.parquet')
-    kinds = {s: int((answers.status == s).sum()) for s in ANSWER_STATUSES}
-    n_ver = int(findings.verified.sum())
-    statement = (f"{len(preds)} predicates (one per concept the explain stage tested) were asked of {verifier.name} "
-                 f"({verifier.model}) for {len(rows)} held-out images, one request per image; "
-                 f"{sum(kinds[s] for s in ANSWER_STATUSES[2:])} of {len(answers)} answers were unusable and left out "
-                 f"({', '.join(f'{v} {k}' for k, v in kinds.items() if k not in ('yes', 'no') and v) or 'none'}). "
-                 f"{n_ver} of {len(findings)} are verified on the images (image-based effect significant after Benjamini-Hochberg "
-                 f"at {float(cfg.fdr):g}, with the caption-based sign).")
+    kinds, n_ver, statement = _outcome(verifier, preds=preds, rows=rows, answers=answers, findings=findings, fdr=float(cfg.fdr))
     summary = {'verifier': verifier.name, 'model': verifier.model, 'questions': note, 'predicates': len(preds), 'rows': len(rows),
                'answers': kinds, 'requests': usage, 'verified': n_ver, 'gold': gold_note, 'dsl': dsl is not None,
                'statement': statement, 'seconds': round(time.time() - t0, 2)}
@@ -604,6 +686,7 @@ def estimate_verification(cfg:AttrDict, # run configuration
             'tokens_in': tin, 'tokens_out': tout, 'usd_online': usd(False), 'usd_batch': usd(True), 'batch': bool(v.batch),
             'seconds': (len(images) + 1)*60/rpm if rpm else None}
 
+# %% ../nbs/04c_verify.ipynb #fdfec5e1
 def verify_summary_line(findings:pd.DataFrame # the verify stage's findings
                        ) -> str:
     "The CLI's line about a finished verify stage."
@@ -613,6 +696,7 @@ def verify_summary_line(findings:pd.DataFrame # the verify stage's findings
     return (f"verify: {len(v)} of {len(findings)} findings verified on the images"
             + (f"; {'; '.join(str(p) for p in v.predicate.head(3))}" if len(v) else ''))
 
+# %% ../nbs/04c_verify.ipynb #9a746bc4
 def estimate_verification_lines(e:dict|None, cfg:AttrDict|None=None) -> list[str]:
     "The verification estimate in words."
     if e is None: return [f'verification: none ({verifier_hint(cfg)})' if cfg is not None else 'verification: none']
