@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, io, os, sys, time, warnings
 from pathlib import Path
 
+from fastcore.basics import AttrDict
 from fastcore.xtras import modified_env
 
 from .core import PosterlensError, load_settings, resolve, run_dir, settings_table
@@ -27,28 +28,32 @@ def _common(p:argparse.ArgumentParser, force:bool=True):
     if force: p.add_argument('--force', action='store_true', help='recompute even when the artifacts are up to date')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars or summaries; only errors, failures and where results went')
 
+def _estimate(p:argparse.ArgumentParser):
+    p.add_argument('--estimate', action='store_true',
+                   help='print what captioning would cost and take (tokens, USD online and batch, time at rpm), then stop: no paid request')
+
+# %% ../nbs/06_cli.ipynb #db6221ec
 def settings_help() -> str:
     "Every setting as one line: key, type and range, help (the end of `posterlens --help`)."
     t = settings_table()
     rows = [f"  {r.key} ({r.type}{', ' + r.range if r.range else ''}): {r.help}" for r in t.itertuples()]
     return 'settings (settings.ini, --set KEY=VALUE):\n' + '\n'.join(rows)
 
-def _estimate(p:argparse.ArgumentParser):
-    p.add_argument('--estimate', action='store_true',
-                   help='print what captioning would cost and take (tokens, USD online and batch, time at rpm), then stop: no paid request')
-
-def make_parser() -> argparse.ArgumentParser:
-    "The argument parser of the `posterlens` command."
-    ap = argparse.ArgumentParser(prog='posterlens', description='Which visual elements of an image drive a numeric outcome? '
-                                 'VLM captions -> BERT regressor -> SHAP -> corpus factors.',
-                                 epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
+# %% ../nbs/06_cli.ipynb #4abbf37c
+def _add_synth(sub:argparse._SubParsersAction # the sub-commands of the `posterlens` parser
+              ):
+    "The `synth` command: known-answer posters, posters.csv and truth.json written into a folder."
     p = sub.add_parser('synth', help='write synthetic known-answer posters, posters.csv and truth.json into OUT',
                        description='Draw synthetic posters whose attributes drive the target by a known formula.')
     p.add_argument('out', metavar='OUT', help='folder to write (created)')
     p.add_argument('--n', type=int, default=400, help='number of posters (default: %(default)s)')
     p.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     p.add_argument('-q', '--quiet', action='store_true', help='print only where the CSV went')
+
+# %% ../nbs/06_cli.ipynb #ba52d66d
+def _add_stages(sub:argparse._SubParsersAction # the sub-commands of the `posterlens` parser
+               ):
+    "One command per stage declared in `STAGES`, then `run`: every stage in order."
     for st in STAGES.values():
         h = f'{st.help} into runs/<variant>/{st.folder}/'
         p = sub.add_parser(st.name, help=h, description=h[0].upper() + h[1:] + ' (earlier stages run first when needed).')
@@ -60,16 +65,35 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument('--estimate', action='store_true', help='print the rows, each stage\'s expected time on this hardware and '
                    'what captioning would cost (tokens, USD online and batch), then stop: no paid request')
     p.add_argument('--report', action='store_true', help='afterwards, execute the notebooks into reports/<variant>/ as HTML')
+
+# %% ../nbs/06_cli.ipynb #d1d7a20a
+def _add_report(sub:argparse._SubParsersAction # the sub-commands of the `posterlens` parser
+               ):
+    "The `report` command: the HTML reports of a variant, or of every variant with `--all`."
     p = sub.add_parser('report', help='HTML reports of a variant (or --all) and reports/index.html',
                        description='Run what is missing, execute the stage notebooks with papermill into reports/<variant>/ '
                                    'as self-contained HTML, and write reports/index.html comparing the variants.')
     _common(p, force=False)
     p.add_argument('--all', action='store_true', help='every variant of settings.ini that can run here (others are listed as skipped)')
+
+# %% ../nbs/06_cli.ipynb #098157a1
+def _add_settings(sub:argparse._SubParsersAction # the sub-commands of the `posterlens` parser
+                 ):
+    "The `settings` command: the settings schema, with a variant's values or as markdown."
     p = sub.add_parser('settings', help='every setting: type, range, default, help (and a variant\'s values)',
                        description='Print the settings schema; with --variant also the values of that variant.')
     p.add_argument('--variant', default=None, help='also show the values of this variant (with --set overrides)')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='override one setting')
     p.add_argument('--markdown', action='store_true', help="print the README's markdown table")
+
+# %% ../nbs/06_cli.ipynb #a6d34bc2
+def make_parser() -> argparse.ArgumentParser:
+    "The argument parser of the `posterlens` command."
+    ap = argparse.ArgumentParser(prog='posterlens', description='Which visual elements of an image drive a numeric outcome? '
+                                 'VLM captions -> BERT regressor -> SHAP -> corpus factors.',
+                                 epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for add in (_add_synth, _add_stages, _add_report, _add_settings): add(sub)
     return ap
 
 # %% ../nbs/06_cli.ipynb #453d1a30
@@ -87,6 +111,7 @@ def _failures(name, res, folder:Path) -> list[str]:
     st = STAGES[name]
     return list(st.warnings(res, folder)) if st.warnings else []
 
+# %% ../nbs/06_cli.ipynb #a2a5e669
 def settings_lines(variant:str|None=None, overrides=None, markdown:bool=False) -> list[str]:
     "The settings table (with a variant's values) as lines of text or markdown."
     t = settings_table()
@@ -98,28 +123,30 @@ def settings_lines(variant:str|None=None, overrides=None, markdown:bool=False) -
             for r in t.to_dict('records')]
     return t.astype(str).to_string(index=False).splitlines()
 
-def run_command(args:argparse.Namespace, # parsed arguments
-                warn:list|None=None # collects the stages' warnings as they come (`main` prints them before an error)
+# %% ../nbs/06_cli.ipynb #b5aaa54e
+def _report_all(args:argparse.Namespace # parsed arguments of `report --all`
                ) -> list[str]:
-    "Run the command in `args`; the lines that say where its results went (the stages' warnings first)."
-    if args.command == 'synth':
-        try: return [f"synthetic data: {make_synth(args.out, args.n, args.seed)}"]
-        except OSError as e: raise PosterlensError(f"cannot write synthetic data to {args.out}: {e.strerror or e}") from e
-    if args.command == 'settings': return settings_lines(args.variant, args.overrides, args.markdown)
-    if args.command == 'report' and args.all:
-        res = report_all(overrides=args.overrides, progress=not args.quiet)
-        cfg = load_settings('default', args.overrides)
-        return [f"{v}: {s}" for v, s in res.items()] + [f"index: {resolve(cfg, cfg.reports_dir)/'index.html'}"]
-    cfg = load_settings(args.variant, args.overrides)     # every setting checked here, before any work
-    preflight(cfg)
-    if getattr(args, 'estimate', False):
-        verify = estimate_verification_lines(estimate_verify_stage(cfg), cfg)
-        if args.command == 'run': return estimate_run_lines(estimate_run(cfg, reports=args.report)) + verify
-        return estimate_lines(estimate_caption_stage(cfg)) + verify
-    if args.command == 'report':
-        rep = report_variant(cfg, progress=not args.quiet)
-        return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
-    stages, done, warn = list(STAGES) if args.command == 'run' else [args.command], {}, ([] if warn is None else warn)
+    "`posterlens report --all`: the reports of every variant that can run here, a line per variant, then the index."
+    res = report_all(overrides=args.overrides, progress=not args.quiet)
+    cfg = load_settings('default', args.overrides)
+    return [f"{v}: {s}" for v, s in res.items()] + [f"index: {resolve(cfg, cfg.reports_dir)/'index.html'}"]
+
+# %% ../nbs/06_cli.ipynb #ded53c83
+def _estimates(args:argparse.Namespace, # parsed arguments of a stage command or `run`, with `--estimate`
+               cfg:AttrDict # the variant's settings
+              ) -> list[str]:
+    "What captioning (and with `run`, every stage) would cost and take, and the verification's estimate: no paid request."
+    verify = estimate_verification_lines(estimate_verify_stage(cfg), cfg)
+    if args.command == 'run': return estimate_run_lines(estimate_run(cfg, reports=args.report)) + verify
+    return estimate_lines(estimate_caption_stage(cfg)) + verify
+
+# %% ../nbs/06_cli.ipynb #ce29814a
+def _run_stages(args:argparse.Namespace, # parsed arguments of a stage command or `run`
+                cfg:AttrDict, # the variant's settings
+                warn:list # collects the stages' warnings as they come (`main` prints them before an error)
+               ) -> list[str]:
+    "The stages in order under the variant's lock (with `run --report`, then the reports): the warnings, then where results went."
+    stages, done = list(STAGES) if args.command == 'run' else [args.command], {}
     with run_lock(cfg, lambda line: _say(args.quiet, line)):     # a second process on this variant waits here
         check_folds_fit(cfg, stages, done, progress=not args.quiet)   # before anything is paid for
         for s in stages:
@@ -131,6 +158,24 @@ def run_command(args:argparse.Namespace, # parsed arguments
         rep = report_variant(cfg, progress=not args.quiet)
         lines += [f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
     return lines
+
+# %% ../nbs/06_cli.ipynb #f3fa441e
+def run_command(args:argparse.Namespace, # parsed arguments
+                warn:list|None=None # collects the stages' warnings as they come (`main` prints them before an error)
+               ) -> list[str]:
+    "Run the command in `args`; the lines that say where its results went (the stages' warnings first)."
+    if args.command == 'synth':
+        try: return [f"synthetic data: {make_synth(args.out, args.n, args.seed)}"]
+        except OSError as e: raise PosterlensError(f"cannot write synthetic data to {args.out}: {e.strerror or e}") from e
+    if args.command == 'settings': return settings_lines(args.variant, args.overrides, args.markdown)
+    if args.command == 'report' and args.all: return _report_all(args)
+    cfg = load_settings(args.variant, args.overrides)     # every setting checked here, before any work
+    preflight(cfg)
+    if getattr(args, 'estimate', False): return _estimates(args, cfg)
+    if args.command == 'report':
+        rep = report_variant(cfg, progress=not args.quiet)
+        return [f"artifacts: {run_dir(cfg)}", f"reports: {rep}", f"index: {rep.parent/'index.html'}"]
+    return _run_stages(args, cfg, [] if warn is None else warn)
 
 # %% ../nbs/06_cli.ipynb #82132f82
 def _one_line(msg) -> str:
@@ -146,6 +191,7 @@ def _quiet(on:bool):
         warnings.simplefilter('ignore')
         yield
 
+# %% ../nbs/06_cli.ipynb #d74283f2
 def main(argv:list[str]|None=None # arguments (default: sys.argv[1:])
         ) -> int:
     "The `posterlens` command line; returns the exit status."

@@ -83,7 +83,8 @@ class Settings(BaseModel):
     pooling: Literal['mean', 'cls'] = _f('mean', 'sentence vector of the encoder: mean of the tokens or [CLS]')
     freeze_layers: int = _f(0, 'lowest encoder layers kept at their pretrained weights (their outputs computed once per caption)', ge=0, le=48)
     patience: int = _f(0, 'stop a fold after this many epochs without a lower validation RMSE (0: run all epochs)', ge=0, le=1000)
-    pixel_baseline: Union[Literal['auto'], bool] = _f('auto', "ridge on image embeddings beside the text model ('auto': when the pixels extra is installed)")    # -- explanations
+    pixel_baseline: Union[Literal['auto'], bool] = _f('auto', "ridge on image embeddings beside the text model ('auto': when the pixels extra is installed)")
+    # -- explanations
     explain_examples: int = _f(3, 'captions explained token by token in the reports', ge=0, le=100)
     explain_max: int = _f(0, 'captions explained with exact segment Shapley values (0: all)', ge=0)
     segmenter: Literal['sentence', 'clause'] = _f('sentence', 'the units that Shapley values are computed for')
@@ -104,6 +105,7 @@ class Settings(BaseModel):
             raise ValueError(f"fold_subset must be 'all' or fold indices in 0..{self.folds - 1}")
         return self
 
+# %% ../nbs/00_core.ipynb #dd59dcf1
 _OPS = {'ge': '>=', 'gt': '>', 'le': '<=', 'lt': '<'}
 
 def settings_table() -> pd.DataFrame:
@@ -184,9 +186,7 @@ def validate_settings(values:dict, # setting -> value (parsed)
         raise PosterlensError(f"setting {k} = {values.get(k)!r} ({where.get(k, 'the settings')}) is invalid: {msg} "
                               f"(expected {expect})") from None
 
-def _section_values(cp, sec:str) -> dict:
-    return {k: parse_value(x) for k, x in cp[sec].items() if k != 'extends'}
-
+# %% ../nbs/00_core.ipynb #cf6743cd
 def check_ini(cp, path) -> None:
     "Every section and key of a parsed settings.ini is known (a typo in any variant is an error)."
     for sec in cp.sections():
@@ -197,15 +197,12 @@ def check_ini(cp, path) -> None:
                 raise PosterlensError(f"unknown setting {k!r} in [{sec}] of {path}{_nearest(k)}")
         if sec == 'analysis' and 'extends' in cp[sec]: raise PosterlensError(f"[analysis] of {path} cannot extend a variant")
 
-def load_settings(variant:str='default', # a `[variant:NAME]` section of settings.ini
-                  overrides:Iterable[str]|dict|None=None, # single keys to override on top
-                  path:str|Path|None=None # settings.ini (default: the project's)
-                 ) -> AttrDict:
-    "The validated run configuration of `variant`: `[analysis]` defaults, the variant chain, then `overrides`."
-    path = Path(path) if path else find_root()/'settings.ini'
-    cp = _read_ini(path)
-    if 'analysis' not in cp: raise PosterlensError(f"{path} has no [analysis] section")
-    check_ini(cp, path.name)
+# %% ../nbs/00_core.ipynb #cb2ed46a
+def _variant_chain(cp:configparser.ConfigParser, # the parsed settings.ini
+                   variant:str, # the variant asked for
+                   path:Path # settings.ini (named in the messages)
+                  ) -> list[str]:
+    "`variant`, the variant it `extends`, that one's, and so on; an unknown variant or a cycle is a one-line error."
     chain, v = [], variant
     while v:
         sec = f'variant:{v}'
@@ -217,11 +214,35 @@ def load_settings(variant:str='default', # a `[variant:NAME]` section of setting
         if v in chain: raise PosterlensError(f"variants extend each other in a cycle: {' -> '.join(chain[chain.index(v):] + [v])} (extends in {path.name})")
         chain.append(v)
         v = cp[sec].get('extends')
+    return chain
+
+# %% ../nbs/00_core.ipynb #5da50748
+def _section_values(cp, sec:str) -> dict:
+    return {k: parse_value(x) for k, x in cp[sec].items() if k != 'extends'}
+
+def _layered(cp:configparser.ConfigParser, # the parsed settings.ini
+             chain:list[str], # `_variant_chain` of the variant
+             name:str # settings.ini's file name (named in `where`)
+            ) -> tuple[dict, dict]:
+    "`[analysis]`, then each variant of `chain` from the most general one: (setting -> value, setting -> where it was set)."
     cfg, where = _section_values(cp, 'analysis'), {}
-    where.update(dict.fromkeys(cfg, f'[analysis] of {path.name}'))
+    where.update(dict.fromkeys(cfg, f'[analysis] of {name}'))
     for v in reversed(chain):
         vals = _section_values(cp, f'variant:{v}')
-        cfg.update(vals); where.update(dict.fromkeys(vals, f'[variant:{v}] of {path.name}'))
+        cfg.update(vals); where.update(dict.fromkeys(vals, f'[variant:{v}] of {name}'))
+    return cfg, where
+
+# %% ../nbs/00_core.ipynb #4c4a03b1
+def load_settings(variant:str='default', # a `[variant:NAME]` section of settings.ini
+                  overrides:Iterable[str]|dict|None=None, # single keys to override on top
+                  path:str|Path|None=None # settings.ini (default: the project's)
+                 ) -> AttrDict:
+    "The validated run configuration of `variant`: `[analysis]` defaults, the variant chain, then `overrides`."
+    path = Path(path) if path else find_root()/'settings.ini'
+    cp = _read_ini(path)
+    if 'analysis' not in cp: raise PosterlensError(f"{path} has no [analysis] section")
+    check_ini(cp, path.name)
+    cfg, where = _layered(cp, _variant_chain(cp, variant, path), path.name)
     ov = parse_overrides(overrides)
     cfg.update(ov); where.update(dict.fromkeys(ov, 'overrides (--set)'))
     cfg = validate_settings(cfg, where)
@@ -236,6 +257,7 @@ def resolve(cfg:AttrDict, # run configuration
     p = Path(p).expanduser()
     return p if p.is_absolute() else Path(cfg.root)/p
 
+# %% ../nbs/00_core.ipynb #bac51d5a
 def run_dir(cfg:AttrDict # run configuration
            ) -> Path:
     "The folder where the stages of `cfg.variant` write their artifacts (created)."
@@ -243,6 +265,7 @@ def run_dir(cfg:AttrDict # run configuration
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/00_core.ipynb #109e2b06
 def cache_dir(cfg:AttrDict, # run configuration
               name:str # sub-cache, e.g. 'captions'
              ) -> Path:
@@ -274,14 +297,17 @@ def write_json(obj, path:str|Path) -> Path:
     "Write `obj` as indented JSON to `path` atomically."
     return _atomic(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2, default=_json_default)))
 
+# %% ../nbs/00_core.ipynb #7a5f4284
 def read_json(path:str|Path):
     "Read the JSON file at `path`."
     return json.loads(Path(path).read_text())
 
+# %% ../nbs/00_core.ipynb #4c6a2e7c
 def write_parquet(df:pd.DataFrame, path:str|Path) -> Path:
     "Write `df` to `path` as parquet atomically."
     return _atomic(path, lambda t: df.to_parquet(t, index=False))
 
+# %% ../nbs/00_core.ipynb #5e3487a0
 def read_parquet(path:str|Path) -> pd.DataFrame:
     "Read the parquet table at `path`."
     return pd.read_parquet(path)
@@ -291,6 +317,7 @@ def hash_bytes(b:bytes) -> str:
     "SHA-256 hex digest of `b`."
     return hashlib.sha256(b).hexdigest()
 
+# %% ../nbs/00_core.ipynb #0391e046
 def hash_file(path:str|Path) -> str:
     "SHA-256 hex digest of the file at `path`."
     h = hashlib.sha256()
@@ -298,10 +325,12 @@ def hash_file(path:str|Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #924b6671
 def hash_obj(obj) -> str:
     "SHA-256 of the canonical JSON of `obj` (dict order does not matter)."
     return hash_bytes(json.dumps(obj, sort_keys=True, default=_json_default).encode())
 
+# %% ../nbs/00_core.ipynb #68d5c16b
 def hash_frame(df:pd.DataFrame) -> str:
     "SHA-256 of a table's content (columns and values)."
     return hash_bytes(pd.util.hash_pandas_object(df, index=False).values.tobytes() + '|'.join(map(str, df.columns)).encode())
@@ -314,6 +343,7 @@ def stage_key(cfg:AttrDict, # run configuration
     "Hash of the settings `keys` of `cfg` plus `extra` inputs: a stage's identity."
     return hash_obj({'settings': {k: cfg.get(k) for k in keys}, **extra})
 
+# %% ../nbs/00_core.ipynb #a831f359
 def is_fresh(out_dir:str|Path, # a stage's artifact folder
              key:str # its `stage_key`
             ) -> bool:
@@ -321,6 +351,7 @@ def is_fresh(out_dir:str|Path, # a stage's artifact folder
     m = Path(out_dir)/'stage.json'
     return m.exists() and read_json(m).get('key') == key
 
+# %% ../nbs/00_core.ipynb #adba8461
 def mark_done(out_dir:str|Path, key:str, **info) -> None:
     "Record that the stage in `out_dir` finished with `key` (written last, atomically)."
     write_json({'key': key, **info}, Path(out_dir)/'stage.json')

@@ -55,6 +55,7 @@ def fake_title(rng:np.random.Generator # per-poster generator
     if rng.random() < 0.3: words.insert(0, 'The')
     return ' '.join(words)
 
+# %% ../nbs/01_data.ipynb #49ad9c75
 def synth_table(n:int, # number of posters
                 seed:int=0 # seed of the attributes, noise and titles
                ) -> pd.DataFrame:
@@ -79,6 +80,21 @@ def _fit(d, text, max_w, size, min_size, stroke=0):
     while size > min_size and d.textlength(text, font=_font(size)) + 2*stroke > max_w: size -= 2
     return _font(size)
 
+# %% ../nbs/01_data.ipynb #5ee47373
+def _background(rng:np.random.Generator, # per-poster generator
+                dark:int, # dark and saturated (1) or light and pastel (0)
+                cool:int # a teal/blue hue (1) or a red/orange one (0)
+               ) -> tuple[Image.Image, float]:
+    "A vertical gradient in one hue (the poster's background) and that hue."
+    hue = rng.uniform(0.52, 0.62) if cool else rng.uniform(-0.02, 0.08)
+    sat, v = (rng.uniform(0.6, 0.9), rng.uniform(0.1, 0.22)) if dark else (rng.uniform(0.35, 0.55), rng.uniform(0.86, 0.97))
+    top = np.array(_rgb(hue, sat, v))
+    bottom = np.array(_rgb(hue + rng.uniform(-.03, .03), sat, v*rng.uniform(0.85, 1.0)))
+    t = np.linspace(0, 1, H)[:, None, None]
+    img = Image.fromarray(np.broadcast_to(top*(1-t) + bottom*t, (H, W, 3)).round().astype(np.uint8))
+    return img, hue
+
+# %% ../nbs/01_data.ipynb #3b940d4b
 def _subject(d, rng, cx, cy, s, col):
     kind = rng.choice(['figure', 'sun', 'mountain', 'tower'])
     if kind == 'figure':
@@ -93,6 +109,7 @@ def _subject(d, rng, cx, cy, s, col):
         d.rectangle([cx-s*0.18, cy-s*0.25, cx+s*0.18, cy+s*0.55], fill=col)
         d.polygon([(cx-s*0.24, cy-s*0.25), (cx, cy-s*0.6), (cx+s*0.24, cy-s*0.25)], fill=col)
 
+# %% ../nbs/01_data.ipynb #719d3955
 def _clutter(d, rng, col):
     for _ in range(rng.integers(50, 90)):
         x, y, s, k = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(5, 22), rng.integers(4)
@@ -101,6 +118,7 @@ def _clutter(d, rng, col):
         elif k == 2: d.line([x, y, x+rng.uniform(-2, 2)*s, y+rng.uniform(-2, 2)*s], fill=col(), width=int(rng.integers(1, 4)))
         else: d.polygon([(x, y), (x+s, y+rng.uniform(-s, s)), (x+rng.uniform(0, s), y+s)], fill=col())
 
+# %% ../nbs/01_data.ipynb #5b8e3ba8
 def _face(d, rng, cx, cy, s):
     "A frontal cartoon face `s` pixels tall: skin oval, hair, eyes with brows, nose and mouth."
     skin = _rgb(rng.uniform(0.04, 0.1), rng.uniform(0.25, 0.5), rng.uniform(0.55, 0.95))
@@ -115,19 +133,20 @@ def _face(d, rng, cx, cy, s):
     d.line([cx, ey+er, cx-s*0.04, cy+s*0.15, cx+s*0.02, cy+s*0.17], fill=_rgb(0.03, 0.4, 0.6), width=max(1, int(s*0.02)))
     d.chord([cx-w*0.2, cy+s*0.2, cx+w*0.2, cy+s*0.32], 0, 180, fill=_rgb(0.98, 0.6, 0.6))
 
+# %% ../nbs/01_data.ipynb #7b43d56c
 def _big_title_layout(d, title):
     "The split of `title` into lines (capitals) that allows the largest letters, and that font."
     words, best = title.upper().split(), None
     for k in range(1, len(words) + 1):
         lines = [' '.join(words[round(i*len(words)/k):round((i+1)*len(words)/k)]) for i in range(k)]
         top = min(48, int(0.45*H/k) - 4)   # k lines fill at most 45% of the height
-        f = min((_fit(d, l, W-16, top, 18, 2) for l in lines), key=lambda f: f.size)
+        f = min((_fit(d, l, max_w=W-16, size=top, min_size=18, stroke=2) for l in lines), key=lambda f: f.size)
         if best is None or f.size > best[1].size: best = lines, f
     return best
 
 def _title(d, rng, title, layout, at_top, ink):
     if layout is None:
-        f = _fit(d, title, W-20, int(rng.integers(11, 14)), 8)
+        f = _fit(d, title, max_w=W-20, size=int(rng.integers(11, 14)), min_size=8)
         d.text((W/2, 12 if at_top else H-12), title, font=f, fill=ink, anchor='mt' if at_top else 'mb')
         return
     lines, f = layout
@@ -136,6 +155,7 @@ def _title(d, rng, title, layout, at_top, ink):
         d.text((W/2, y), l, font=f, fill=ink, anchor='mt', stroke_width=2, stroke_fill=ink)
         y += f.size + 4
 
+# %% ../nbs/01_data.ipynb #ce082c55
 def draw_poster(dark:int, # dark and low-key (1) or bright and high-key (0)
                 cool:int, # cool blue tones (1) or warm red/orange ones (0)
                 bw:int, # black and white (1) or colour (0)
@@ -146,12 +166,7 @@ def draw_poster(dark:int, # dark and low-key (1) or bright and high-key (0)
                 faces:int=0 # cartoon faces to draw over the middle band (not a planted attribute)
                ) -> Image.Image:
     "A 200x300 RGB poster showing the five attributes (see the pixel signatures above), optionally with faces."
-    hue = rng.uniform(0.52, 0.62) if cool else rng.uniform(-0.02, 0.08)
-    sat, v = (rng.uniform(0.6, 0.9), rng.uniform(0.1, 0.22)) if dark else (rng.uniform(0.35, 0.55), rng.uniform(0.86, 0.97))
-    top = np.array(_rgb(hue, sat, v))
-    bottom = np.array(_rgb(hue + rng.uniform(-.03, .03), sat, v*rng.uniform(0.85, 1.0)))
-    t = np.linspace(0, 1, H)[:, None, None]
-    img = Image.fromarray(np.broadcast_to(top*(1-t) + bottom*t, (H, W, 3)).round().astype(np.uint8))
+    img, hue = _background(rng, dark, cool)
     d = ImageDraw.Draw(img)
     fg = (0.35, 0.6) if dark else (0.55, 0.8)
     col = lambda: _rgb(hue + rng.uniform(-.04, .04), rng.uniform(0.55, 0.85), rng.uniform(*fg))
@@ -161,11 +176,11 @@ def draw_poster(dark:int, # dark and low-key (1) or bright and high-key (0)
     else:   # the subject sits in the free space left by the title
         th = len(layout[0])*(layout[1].size + 4) + 10 if layout else 20
         lo, hi = (th, H) if at_top else (0, H - th)
-        _subject(d, rng, W/2 + rng.uniform(-18, 18), (lo + hi)/2 + rng.uniform(-8, 8),
-                 min(rng.uniform(90, 120), 0.8*(hi - lo)), col())
+        _subject(d, rng, cx=W/2 + rng.uniform(-18, 18), cy=(lo + hi)/2 + rng.uniform(-8, 8),
+                 s=min(rng.uniform(90, 120), 0.8*(hi - lo)), col=col())
     ink = _rgb(0, 0, rng.uniform(0.95, 1.0)) if dark else _rgb(0, 0, rng.uniform(0.0, 0.06))
-    _title(d, rng, title, layout, at_top, ink)
-    for _ in range(faces): _face(d, rng, rng.uniform(0.25*W, 0.75*W), rng.uniform(0.35*H, 0.65*H), rng.uniform(0.3, 0.5)*W)
+    _title(d, rng, title=title, layout=layout, at_top=at_top, ink=ink)
+    for _ in range(faces): _face(d, rng, cx=rng.uniform(0.25*W, 0.75*W), cy=rng.uniform(0.35*H, 0.65*H), s=rng.uniform(0.3, 0.5)*W)
     return img.convert('L').convert('RGB') if bw else img
 
 # %% ../nbs/01_data.ipynb #fef96ff1
@@ -175,6 +190,7 @@ def synth_truth(n:int|None=None, seed:int|None=None) -> dict:
             'effects': [dict(e) for e in EFFECTS], 'n': n, 'seed': seed, 'version': SYNTH_VERSION,
             'note': "cool is invisible on bw posters (it still enters the formula)"}
 
+# %% ../nbs/01_data.ipynb #c03aa7fa
 def make_synth(out:str|Path, # folder to write posters.csv, truth.json and images/ into
                n:int=400, # number of posters
                seed:int=0, # random seed: same seed, same posters
@@ -191,7 +207,7 @@ def make_synth(out:str|Path, # folder to write posters.csv, truth.json and image
         (out/'images').mkdir(parents=True, exist_ok=True)
         for i, r in tqdm(df.iterrows(), total=n, desc='synth posters', disable=n < 200):
             rng = np.random.default_rng([seed, i, 1])
-            img = draw_poster(*(int(r[a]) for a in ATTRIBUTES), title=r.title, rng=rng)
+            img = draw_poster(**{a: int(r[a]) for a in ATTRIBUTES}, title=r.title, rng=rng)
             _atomic(out/r.image, lambda t: img.save(t, format='PNG'))
     write_json(synth_truth(n, seed) | {'images': images}, tj)
     _atomic(csv, lambda t: df.to_csv(t, index=False))
@@ -227,16 +243,13 @@ def check_image(path:str|Path # a local file
     return None
 
 # %% ../nbs/01_data.ipynb #ea72f7d4
-_EXT = {'JPEG': '.jpg', 'MPO': '.jpg', 'PNG': '.png', 'WEBP': '.webp', 'GIF': '.gif', 'BMP': '.bmp', 'TIFF': '.tif'}
-_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
 def url_name(url:str) -> str:
     "File stem of a downloaded `url`: the SHA-256 of the URL."
     return hash_bytes(url.encode())
 
 def _is_url(x) -> bool: return isinstance(x, str) and x.strip().lower().startswith(('http://', 'https://'))
 
+# %% ../nbs/01_data.ipynb #329d5476
 _SCHEME = re.compile(r'^([a-zA-Z][a-zA-Z0-9+.-]*)://')
 
 def unsupported_url(ref:str) -> str|None:
@@ -247,6 +260,7 @@ def unsupported_url(ref:str) -> str|None:
     if s == 'file': return f'file:// URLs are not read: give the local path instead ({unquote(urlparse(ref.strip()).path) or "/"})'
     return f'unsupported URL scheme {s}:// (only http and https URLs are downloaded)'
 
+# %% ../nbs/01_data.ipynb #57765771
 def _download_index(dest:Path) -> dict:
     "Downloaded files in `dest` by URL hash (one folder scan, not one glob per URL)."
     if dest is None or not Path(dest).is_dir(): return {}
@@ -256,10 +270,13 @@ def _downloaded(dest:Path, url:str, index:dict|None=None) -> Path|None:
     "The already-downloaded file of `url` in `dest`, if any (`index`: a `_download_index` of `dest`)."
     return (_download_index(dest) if index is None else index).get(url_name(url))
 
+# %% ../nbs/01_data.ipynb #732bd43c
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
 class _RetryableStatus(Exception):
     def __init__(self, status, wait=None): super().__init__(f'HTTP {status}'); self.status, self.wait = status, wait
 
-# %% ../nbs/01_data.ipynb #732bd43c
 def _wait(backoff, max_wait):
     "Exponential backoff with jitter, but never shorter than the server's Retry-After."
     expo = wait_exponential_jitter(initial=backoff, max=max_wait, jitter=backoff)
@@ -268,7 +285,22 @@ def _wait(backoff, max_wait):
         return min(max(expo(rs), getattr(e, 'wait', None) or 0), max_wait)
     return wait
 
-PERMANENT = ('http_error', 'not_image', 'unsupported')   # download statuses that a later run does not ask again (unless forced)
+# %% ../nbs/01_data.ipynb #03edaa1f
+def _get(client:httpx.Client, # the shared client
+         url:str, # an http(s) URL
+         part:Path # the hidden file the body is streamed into
+        ) -> str|None:
+    "One GET of `url` into `part`: None when the body was saved, the reason of a final HTTP error (4xx); a status worth retrying raises."
+    with client.stream('GET', url) as r:
+        if r.status_code in _RETRY_STATUS:
+            raise _RetryableStatus(r.status_code, retry_after(r.headers.get('retry-after')))
+        if r.status_code >= 400: return f'HTTP {r.status_code}'
+        with open(part, 'wb') as f:
+            for chunk in r.iter_bytes(): f.write(chunk)
+    return None
+
+# %% ../nbs/01_data.ipynb #a064e4b0
+_EXT = {'JPEG': '.jpg', 'MPO': '.jpg', 'PNG': '.png', 'WEBP': '.webp', 'GIF': '.gif', 'BMP': '.bmp', 'TIFF': '.tif'}
 
 def _fetch_one(client, url, dest, retries, backoff, max_wait, index=None):
     "Download `url` into `dest`: (path, status, error)."
@@ -280,13 +312,8 @@ def _fetch_one(client, url, dest, retries, backoff, max_wait, index=None):
     try:
         for attempt in Retrying(stop=stop_after_attempt(retries + 1), wait=_wait(backoff, max_wait), reraise=True,
                                 retry=retry_if_exception_type((_RetryableStatus, *_TRANSIENT))):
-            with attempt:
-                with client.stream('GET', url) as r:
-                    if r.status_code in _RETRY_STATUS:
-                        raise _RetryableStatus(r.status_code, retry_after(r.headers.get('retry-after')))
-                    if r.status_code >= 400: return None, 'http_error', f'HTTP {r.status_code}'
-                    with open(part, 'wb') as f:
-                        for chunk in r.iter_bytes(): f.write(chunk)
+            with attempt: err = _get(client, url, part)
+        if err: return None, 'http_error', err
         if (err := check_image(part)) is not None: return None, 'not_image', err.replace(str(part), url)
         with Image.open(part) as im: fmt = im.format
         final = dest/(url_name(url) + _EXT.get(fmt, f'.{str(fmt).lower()}'))
@@ -298,12 +325,16 @@ def _fetch_one(client, url, dest, retries, backoff, max_wait, index=None):
     except Exception as e: return None, 'transient', f'{type(e).__name__}: {e}'.replace(str(part), url)
     finally: part.unlink(missing_ok=True)
 
+# %% ../nbs/01_data.ipynb #bae63dc8
 def _clean_stale_parts(dest:Path):
     "Remove partial downloads left by killed runs (their process no longer exists)."
     for f in dest.glob('.*.part'):
         try: os.kill(int(f.name.split('.')[2]), 0)
         except (ProcessLookupError, ValueError, IndexError): f.unlink(missing_ok=True)
         except PermissionError: pass   # the process exists (another user's)
+
+# %% ../nbs/01_data.ipynb #a792177f
+PERMANENT = ('http_error', 'not_image', 'unsupported')   # download statuses that a later run does not ask again (unless forced)
 
 def _failures(dest:Path) -> dict:
     "The permanent download failures remembered in `dest`: URL hash -> {url, status, error}."
@@ -320,17 +351,32 @@ def _remember(dest:Path, results:dict):
         else: known.pop(url_name(u), None)
     if known != before: write_json(known, dest/'.failures.json')
 
+def _known_failures(dest:Path, # the download folder
+                   urls:list[str], # the URLs asked for
+                   index:dict, # `_download_index` of `dest`
+                   force:bool # ask again for every URL without a file (nothing is known)
+                  ) -> dict:
+    "URL -> (None, status, error) of the `urls` whose permanent failure an earlier run remembered and that still have no file."
+    known, res = ({} if force else _failures(dest)), {}
+    for u in urls:
+        if (f := known.get(url_name(u))) and f.get('url') == u and f.get('status') in PERMANENT and _downloaded(dest, u, index) is None:
+            res[u] = (None, f['status'], f"{f['error']} (an earlier run; --force asks again)")
+    return res
+
+# %% ../nbs/01_data.ipynb #cefc0b07
 def download_settings(cfg:AttrDict # run configuration (checked by the settings schema)
                      ) -> dict:
     "The downloader's keyword arguments from the settings download_timeout, download_attempts and download_concurrency."
     return dict(timeout=float(cfg.download_timeout), retries=int(cfg.download_attempts) - 1, concurrency=int(cfg.download_concurrency))
 
+# %% ../nbs/01_data.ipynb #941337b8
 def downloads_pending(out:Path # the data stage's folder
                      ) -> bool:
     "True when the last data stage left downloads that failed transiently (the next plain run asks again)."
     try: return bool((read_parquet(out/'skipped.parquet').reason == 'download transient').any())
     except (OSError, ValueError, AttributeError, KeyError): return False
 
+# %% ../nbs/01_data.ipynb #5e627e3f
 def download_images(urls:Iterable[str], # image URLs (duplicates are fetched once)
                     dest:str|Path, # folder for the files (created)
                     concurrency:int=8, # parallel requests
@@ -346,17 +392,15 @@ def download_images(urls:Iterable[str], # image URLs (duplicates are fetched onc
     _clean_stale_parts(dest)
     urls = [u.strip() if isinstance(u, str) else u for u in urls]
     uniq = list(dict.fromkeys(u for u in urls if isinstance(u, str)))
-    known, index, res = ({} if force else _failures(dest)), _download_index(dest), {}
-    for u in uniq:                                  # permanent failures of earlier runs are not asked again
-        if (f := known.get(url_name(u))) and f.get('url') == u and f.get('status') in PERMANENT and _downloaded(dest, u, index) is None:
-            res[u] = (None, f['status'], f"{f['error']} (an earlier run; --force asks again)")
+    index = _download_index(dest)
+    res = _known_failures(dest, uniq, index, force)    # permanent failures of earlier runs are not asked again
     uniq = [u for u in uniq if u not in res]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(timeout=timeout, follow_redirects=True, limits=limits,
                       headers={'User-Agent': 'posterlens image downloader'}) as client, \
          ThreadPoolExecutor(max_workers=concurrency) as pool, \
          tqdm(total=len(uniq), desc='download', disable=not progress or not uniq) as bar:
-        futs = {pool.submit(_fetch_one, client, u, dest, retries, backoff, max_wait, index): u for u in uniq}
+        futs = {pool.submit(_fetch_one, client, u, dest, retries=retries, backoff=backoff, max_wait=max_wait, index=index): u for u in uniq}
         try:
             for f in as_completed(futs):
                 res[futs[f]] = f.result(); bar.update()
@@ -369,11 +413,6 @@ def download_images(urls:Iterable[str], # image URLs (duplicates are fetched onc
                          'error': [r[2] for r in rows]})
 
 # %% ../nbs/01_data.ipynb #2b858bd7
-def _as_list(x) -> list[str]:
-    if x is None or x == '': return []
-    if isinstance(x, str): return [c.strip() for c in x.split(',') if c.strip()]
-    return [str(c) for c in x]
-
 def separator_hint(csv:Path # a CSV file
                   ) -> str|None:
     "A one-line error when the header of `csv` is separated by ';', tabs or '|' rather than commas; else None."
@@ -387,6 +426,7 @@ def separator_hint(csv:Path # a CSV file
     return (f"{csv.name} is separated by {names[sep]}, not commas (header: {head.strip()[:80]!r}); save it as a comma-separated "
             f"CSV, e.g. pandas.read_csv(path, sep={py}).to_csv(path, index=False)")
 
+# %% ../nbs/01_data.ipynb #6e1fd0a4
 def encoding_hint(csv:Path, # a CSV file that is not UTF-8
                   e:UnicodeDecodeError # the error reading it
                  ) -> str:
@@ -396,6 +436,7 @@ def encoding_hint(csv:Path, # a CSV file that is not UTF-8
     return (f"{Path(csv).name} is not UTF-8 (byte {e.object[e.start:e.start+1].hex()} at position {e.start}); it looks like {enc}: "
             f"re-save it as UTF-8, e.g. pandas.read_csv(path, encoding={enc!r}).to_csv(path, index=False)")
 
+# %% ../nbs/01_data.ipynb #4ac9d638
 def read_table(csv:str|Path, # the data set
                columns:Iterable[str|None] # column names that must exist (None/'' entries are ignored)
               ) -> pd.DataFrame:
@@ -429,6 +470,12 @@ def parse_covariate(s:pd.Series, # raw text values
     if present and num.notna().sum() >= min_numeric*present: return num.rename(s.name)
     return txt.astype(object).where(txt.notna(), None).rename(s.name)
 
+# %% ../nbs/01_data.ipynb #6eedb3ca
+def _as_list(x) -> list[str]:
+    if x is None or x == '': return []
+    if isinstance(x, str): return [c.strip() for c in x.split(',') if c.strip()]
+    return [str(c) for c in x]
+
 # %% ../nbs/01_data.ipynb #0e2d191d
 def _target(s:pd.Series, name:str):
     "Float target and the reason each unusable value is unusable."
@@ -445,12 +492,28 @@ def _target(s:pd.Series, name:str):
     why[~missing & num.isna()] = 'non-numeric target'
     return num, why
 
+# %% ../nbs/01_data.ipynb #a115a327
 def _ids(df, id_col, refs):
     "Ids from `id_col`, else a short hash of the image reference (`row<line>` when there is none)."
     if id_col: return df[id_col].astype('string').str.strip().replace('', pd.NA)
     return pd.Series([hash_bytes(r.encode())[:12] if r else f'row{i + 2}'
                       for i, r in zip(df.index, refs)], index=df.index, dtype='string')
 
+def _rows(df:pd.DataFrame, # the CSV as text columns
+          image_col:str, # column with image paths or URLs
+          target_col:str, # numeric outcome column
+          id_col:str|None # unique id column (None: hash of the image reference)
+         ) -> AttrDict:
+    "The state of every row as the data set is checked: id, target, image reference, why it is unusable (so far: target and id), detail and image file."
+    target, why = _target(df[target_col], target_col)
+    refs = [r.strip() if isinstance(r, str) and r.strip() else None for r in df[image_col]]
+    ids = _ids(df, id_col, refs)
+    why[ids.isna() & why.isna()] = 'missing id'
+    why[ids.duplicated(keep='first') & ids.notna() & why.isna()] = 'duplicate id'
+    why = [None if pd.isna(w) else w for w in why]                    # plain lists from here on
+    return AttrDict(ids=ids, target=target, refs=refs, why=why, detail=[''] * len(df), path=[None] * len(df))
+
+# %% ../nbs/01_data.ipynb #4ed5f859
 def _local(ref:str, base:Path, root:Path|None) -> Path:
     p = Path(ref).expanduser()
     return p if p.is_absolute() else (root or base)/p
@@ -460,6 +523,59 @@ def _verify(paths, progress):
         return list(tqdm(pool.map(check_image, paths), total=len(paths), desc='check images',
                          disable=not progress or len(paths) < 500))
 
+def _local_images(rows:AttrDict, # `_rows` of the data set (their `why`, `detail` and `path` are filled in)
+                  base:Path, # the CSV's folder
+                  root:Path|None, # base folder of relative image paths (None: `base`)
+                  progress:bool # progress bar
+                 ) -> None:
+    "Find the image file of every usable row that names a local path and check that it decodes; the others get their reason."
+    todo = [i for i, w in enumerate(rows.why) if w is None]
+    for i in todo:
+        ref = rows.refs[i]
+        if ref is None: rows.why[i] = 'missing image'
+        elif (bad := unsupported_url(ref)): rows.why[i], rows.detail[i] = 'unsupported URL', bad
+        elif not _is_url(ref):
+            f = _local(ref, base, root)
+            if f.is_file(): rows.path[i] = str(f.resolve())
+            else: rows.why[i], rows.detail[i] = 'missing file', str(f)
+    local = [i for i in todo if rows.path[i] is not None]
+    for i, err in zip(local, _verify([rows.path[i] for i in local], progress)):
+        if err: rows.why[i], rows.detail[i], rows.path[i] = 'unreadable image', err, None
+
+# %% ../nbs/01_data.ipynb #621e4e5e
+def _url_images(rows:AttrDict, # `_rows` of the data set (their `why`, `detail` and `path` are filled in)
+                dest:Path, # where the downloaded images go
+                progress:bool, # progress bar
+                download_kw:dict # passed on to `download_images` (timeout, retries, concurrency, force...)
+               ) -> None:
+    "Download the image of every usable row that names an http(s) URL; a failed download is the row's reason."
+    urls = [i for i, w in enumerate(rows.why) if w is None and _is_url(rows.refs[i])]
+    if urls:
+        dl = download_images([rows.refs[i] for i in urls], dest, progress=progress, **download_kw)
+        for i, r in zip(urls, dl.itertuples()):
+            if r.status == 'ok': rows.path[i] = str(Path(r.path).resolve())
+            else: rows.why[i], rows.detail[i] = f'download {r.status}', r.error
+
+# %% ../nbs/01_data.ipynb #6aec8650
+def _split_rows(df:pd.DataFrame, # the CSV as text columns
+                rows:AttrDict, # `_rows` of the data set, every check done
+                title_col:str|None, # optional title column
+                covs:list[str] # covariate columns
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "(usable rows: id, image_path, target, title, covariates; skipped rows: id, reason, detail, row, image)."
+    ok = np.array([w is None for w in rows.why])
+    title = df[title_col].astype('string').str.strip().replace('', pd.NA) if title_col else pd.Series(pd.NA, index=df.index)
+    table = pd.DataFrame({'id': rows.ids[ok].astype(str), 'image_path': np.array(rows.path, dtype=object)[ok],
+                          'target': rows.target[ok], 'title': title[ok].astype(object).where(title[ok].notna(), None)})
+    for c in covs: table[c] = parse_covariate(df[c])[ok]
+    bad = np.flatnonzero(~ok)
+    skipped = pd.DataFrame({'id': [None if pd.isna(rows.ids.iloc[i]) else str(rows.ids.iloc[i]) for i in bad],
+                            'reason': [rows.why[i] for i in bad], 'detail': [rows.detail[i] for i in bad],
+                            'row': bad + 2,  # line number in the CSV (the header is line 1)
+                            'image': [rows.refs[i] for i in bad]})
+    return table, skipped
+
+# %% ../nbs/01_data.ipynb #ba9054db
 def load_dataset(csv:str|Path, # the data set
                  image_col:str='image', # column with image paths or URLs
                  target_col:str='target', # numeric outcome column
@@ -477,41 +593,10 @@ def load_dataset(csv:str|Path, # the data set
     if clash: raise PosterlensError(f"covariate name(s) {', '.join(clash)} clash with the table's own columns; rename them in the CSV")
     df = read_table(csv, [image_col, target_col, id_col, title_col, *covs])
     if not len(df): raise PosterlensError(f"empty data set: {csv} has a header but no rows")
-    target, why = _target(df[target_col], target_col)
-    refs = [r.strip() if isinstance(r, str) and r.strip() else None for r in df[image_col]]
-    ids = _ids(df, id_col, refs)
-    why[ids.isna() & why.isna()] = 'missing id'
-    why[ids.duplicated(keep='first') & ids.notna() & why.isna()] = 'duplicate id'
-    why = [None if pd.isna(w) else w for w in why]                    # plain lists from here on
-    detail, path = [''] * len(df), [None] * len(df)
-    base, root = csv.parent, (Path(image_root).expanduser().resolve() if image_root else None)
-    todo = [i for i in range(len(df)) if why[i] is None]
-    urls = [i for i in todo if _is_url(refs[i])]
-    for i in todo:
-        if refs[i] is None: why[i] = 'missing image'
-        elif (bad := unsupported_url(refs[i])): why[i], detail[i] = 'unsupported URL', bad
-        elif not _is_url(refs[i]):
-            f = _local(refs[i], base, root)
-            if f.is_file(): path[i] = str(f.resolve())
-            else: why[i], detail[i] = 'missing file', str(f)
-    local = [i for i in todo if path[i] is not None]
-    for i, err in zip(local, _verify([path[i] for i in local], progress)):
-        if err: why[i], detail[i], path[i] = 'unreadable image', err, None
-    if urls:
-        dl = download_images([refs[i] for i in urls], download_dir or base/'images', progress=progress, **download_kw)
-        for i, r in zip(urls, dl.itertuples()):
-            if r.status == 'ok': path[i] = str(Path(r.path).resolve())
-            else: why[i], detail[i] = f'download {r.status}', r.error
-    ok = np.array([w is None for w in why])
-    title = df[title_col].astype('string').str.strip().replace('', pd.NA) if title_col else pd.Series(pd.NA, index=df.index)
-    table = pd.DataFrame({'id': ids[ok].astype(str), 'image_path': np.array(path, dtype=object)[ok],
-                          'target': target[ok], 'title': title[ok].astype(object).where(title[ok].notna(), None)})
-    for c in covs: table[c] = parse_covariate(df[c])[ok]
-    bad = np.flatnonzero(~ok)
-    skipped = pd.DataFrame({'id': [None if pd.isna(ids.iloc[i]) else str(ids.iloc[i]) for i in bad],
-                            'reason': [why[i] for i in bad], 'detail': [detail[i] for i in bad],
-                            'row': bad + 2,  # line number in the CSV (the header is line 1)
-                            'image': [refs[i] for i in bad]})
+    rows = _rows(df, image_col, target_col, id_col)
+    _local_images(rows, csv.parent, (Path(image_root).expanduser().resolve() if image_root else None), progress)
+    _url_images(rows, download_dir or csv.parent/'images', progress, download_kw)
+    table, skipped = _split_rows(df, rows, title_col, covs)
     if not len(table):
         counts = ', '.join(f'{n} {r}' for r, n in skipped.reason.value_counts().items())
         raise PosterlensError(f"no usable rows in {csv}: all {len(df)} skipped ({counts})")
@@ -526,6 +611,7 @@ def is_synth(cfg:AttrDict) -> bool:
     "True when the configured data set is the generated synthetic one."
     return str(cfg.dataset or '').strip().lower() == 'synth'
 
+# %% ../nbs/01_data.ipynb #ebe51b44
 def dataset_csv(cfg:AttrDict # run configuration
                ) -> Path:
     "The CSV that `cfg.dataset` names; for 'synth', the synthetic posters (generated when missing)."
@@ -537,6 +623,7 @@ def dataset_csv(cfg:AttrDict # run configuration
     if not csv.is_file(): raise PosterlensError(f"dataset CSV not found: {csv}")
     return csv
 
+# %% ../nbs/01_data.ipynb #eb3b817c
 def data_columns(cfg:AttrDict # run configuration
                 ) -> dict:
     "The column settings of the configured data set, as keyword arguments of `load_dataset`."
@@ -548,6 +635,7 @@ def data_columns(cfg:AttrDict # run configuration
     return dict(image_col=str(cfg.image_col), target_col=str(cfg.target_col), id_col=opt('id_col'),
                 title_col=opt('title_col'), covariates=covs)
 
+# %% ../nbs/01_data.ipynb #4d062887
 def _image_state(csv, image_col, root, dest) -> str:
     "Hash of (path, size, mtime) of every image file the CSV points to (missing ones included as None)."
     state, index = [], _download_index(dest)
@@ -558,6 +646,7 @@ def _image_state(csv, image_col, root, dest) -> str:
         except (OSError, AttributeError): state.append(None)
     return hash_obj(state)
 
+# %% ../nbs/01_data.ipynb #8a6925f0
 def data_summary(table:pd.DataFrame, skipped:pd.DataFrame, csv:str|Path, target_col:str='target') -> str:
     "One paragraph describing what the data stage kept and skipped."
     s = f"Loaded {len(table)} usable rows from {csv}"
@@ -571,6 +660,7 @@ def data_summary(table:pd.DataFrame, skipped:pd.DataFrame, csv:str|Path, target_
     return s + (f"\nWarning: the target {target_col!r} is {y.iloc[0]:g} in every usable row: there is nothing to explain "
                 "(is target_col the right column?)" if len(y) > 1 and y.nunique() == 1 else '')
 
+# %% ../nbs/01_data.ipynb #4bc4b804
 def data_fingerprint(cfg:AttrDict # run configuration
                     ) -> dict:
     "What the data stage's output depends on besides its settings: the CSV's bytes and its image files' state."
@@ -581,6 +671,7 @@ def data_fingerprint(cfg:AttrDict # run configuration
     dest = resolve(cfg, str(cfg.get('download_dir') or 'data/images'))
     return dict(csv=hash_file(csv), version=_STAGE_VERSION, images=_image_state(csv, cols['image_col'], root, dest))
 
+# %% ../nbs/01_data.ipynb #dcdfa19d
 def stage_data(cfg:AttrDict, # run configuration
                out:Path, # the stage's folder (runs/<variant>/data)
                force:bool=False # also ask again for images whose download failed for good (404, not an image)
