@@ -50,6 +50,15 @@ def performance_table(results:dict) -> str:
 MODELS = {'ridge': 'ridge word model per fold (stand-in)', 'default': '`default` variant (fine-tuned MiniLM)'}
 
 
+
+def _seed_commits(f:dict) -> str:
+    "Which commits the seeds ran at, when a run was continued at a later commit (`--first-seed`): '' otherwise."
+    by = {}
+    for r in f.get('seeds') or []:
+        if r.get('commit'): by.setdefault(r['commit'][:7], []).append(r['seed'])
+    if len(by) < 2: return ''
+    return ', '.join(f"`{c}` (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, v))})" for c, v in by.items())
+
 def validity_table(results:dict) -> str:
     "The validity figures of the stand-in and the real procedure side by side, then how far apart they are."
     r = results.get('validity')
@@ -63,7 +72,8 @@ def validity_table(results:dict) -> str:
     for k in models:
         f = figs[k]
         done = '' if f.get('complete', True) else ' (partial: the run was still going)'
-        lines.append(f"\n{MODELS[k]}: {f['procedure']}. Measured {f.get('date', '')[:10]} at `{(f.get('commit') or '')[:7]}` "
+        at = _seed_commits(f) or f"`{(f.get('commit') or '')[:7]}`"
+        lines.append(f"\n{MODELS[k]}: {f['procedure']}. Measured {f.get('date', '')[:10]} at {at} "
                      f"on {m.get('cores')} cores, {m.get('gpu') or 'no GPU'}{done}.")
     if set(models) == {'ridge', 'default'}:
         a, b = figs['ridge']['summary'], figs['default']['summary']
