@@ -29,11 +29,11 @@ from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_ve
 
 # %% auto #0
 __all__ = ['CAPTIONERS', 'TRAINING_TABLE', 'STAGES', 'STAGE_RATES', 'captioner_class', 'make_captioner', 'uses_vlm', 'FolderOf',
-           'Derived', 'source_stages', 'Stage', 'captioner_notebooks', 'scores', 'mean_statement', 'top_factors',
-           'factor_label', 'factors_summary', 'run_folds', 'get_stage', 'stage_dir', 'artifact', 'run_lock', 'bind',
-           'source_values', 'stage_fingerprint_key', 'load_fresh', 'compute_stage', 'run_stage', 'needed_stages',
-           'check_folds_fit', 'run_stages', 'estimate_caption_stage', 'estimate_verify_stage', 'preflight',
-           'stage_seconds', 'estimate_run', 'estimate_run_lines']
+           'Derived', 'source_stages', 'Stage', 'captioner_notebooks', 'scores', 'mean_statement', 'pixel_statement',
+           'top_factors', 'factor_label', 'no_findings_reason', 'factors_summary', 'run_folds', 'get_stage',
+           'stage_dir', 'artifact', 'run_lock', 'bind', 'source_values', 'stage_fingerprint_key', 'load_fresh',
+           'compute_stage', 'run_stage', 'needed_stages', 'check_folds_fit', 'run_stages', 'estimate_caption_stage',
+           'estimate_verify_stage', 'preflight', 'stage_seconds', 'estimate_run', 'estimate_run_lines']
 
 # %% ../nbs/04b_pipeline.ipynb #37575294
 CAPTIONERS: dict[str, type[Captioner]] = {c.name: c for c in [
@@ -150,16 +150,33 @@ def mean_statement(metrics:dict|None # metrics.json of the model stage
             f"predicting the mean, {_ci(b)}: on this data the descriptions do not predict the outcome better "
             f"than the average does, and its factors should not be read as effects.")
 
+# %% ../nbs/04b_pipeline.ipynb #7321cc00
+def pixel_statement(metrics:dict|None # metrics.json of the model stage
+                   ) -> str|None:
+    "What the pixel baseline says beside the descriptions, in plain words (None without a pixel baseline)."
+    px = ((metrics or {}).get('vs_mean') or {}).get('pixels')
+    if px is None: return None
+    text, pix = bool(metrics.get('beats_mean')), bool(px.get('better'))
+    if pix and not text:
+        return ("The images carry information the descriptions lose: the pixel baseline beats the mean and the "
+                "descriptions do not; try another prompt or captioner.")
+    if pix: return "The pixel baseline beats the mean too: the images and their descriptions both carry information."
+    if text: return "The descriptions beat the mean; the pixel baseline does not."
+    return "Neither the descriptions nor the pixel baseline beats the mean."
+
 # %% ../nbs/04b_pipeline.ipynb #04d515fa
+def _flagged(factors:pd.DataFrame) -> pd.Series:
+    return factors.get('significant', pd.Series(False, index=factors.index)).fillna(False).astype(bool)
+
 def top_factors(factors:pd.DataFrame|None, # factors.parquet of the explain stage
                 k:int=3 # how many in each direction
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "The `k` factors that push the outcome up most and the `k` that push it down most (flagged ones first)."
+    "The `k` flagged factors that push the outcome up most and the `k` that push it down most (empty when none is flagged)."
     if factors is None or not len(factors): return (pd.DataFrame(),)*2
-    v = _value(factors)
-    f = factors.assign(_sig=factors.get('significant', pd.Series(False, index=factors.index)).fillna(False).astype(bool),
-                       _abs=v.abs())
-    pick = lambda d: d.sort_values(['_sig', '_abs'], ascending=False).head(k).drop(columns=['_sig', '_abs'])
+    f = factors[_flagged(factors)]
+    v = _value(f)
+    f = f.assign(_abs=v.abs())
+    pick = lambda d: d.sort_values('_abs', ascending=False).head(k).drop(columns=['_abs'])
     return pick(f[v > 0]), pick(f[v < 0])
 
 # %% ../nbs/04b_pipeline.ipynb #51543b69
@@ -172,12 +189,27 @@ def factor_label(r) -> str:
     ci = f" [{r.ci_lo:+.2f}, {r.ci_hi:+.2f}]" if 'ci_lo' in r and pd.notna(r.ci_lo) else ''
     return f"{name} ({r.mean_shap:+.2f}{ci}){'*' if r.get('significant', False) else ''}"
 
+# %% ../nbs/04b_pipeline.ipynb #4a767635
+def no_findings_reason(factors:pd.DataFrame|None, # factors.parquet of the explain stage
+                       beats_mean:bool|None=None # whether the model beats the mean (None: not known here)
+                      ) -> str|None:
+    "Why no factor is listed, in one line (None when some are flagged)."
+    if factors is None or not len(factors): return 'no factor was tested'
+    if _flagged(factors).any(): return None
+    n = f"none of the {len(factors)} factors tested is flagged"
+    if beats_mean is False: return f"{n}: the model does not beat the mean, so no factor is read as an effect"
+    if beats_mean is True: return f"{n}: no held-out effect passes the false discovery rate"
+    return f"{n} (no held-out effect passes the false discovery rate, or the model does not beat the mean)"
+
+
 # %% ../nbs/04b_pipeline.ipynb #a9f3f79e
 def factors_summary(factors:pd.DataFrame # factors.parquet of the explain stage
                    ) -> str:
-    "The explain stage in one line: how many factors, and the strongest up and down."
+    "The explain stage in one line: how many factors were tested and flagged, and the strongest flagged up and down."
+    if (why := no_findings_reason(factors)) is not None: return why
     up, down = top_factors(factors)
-    return (f"{len(factors)} factors; up: {'; '.join(factor_label(r) for _, r in up.iterrows()) or 'none'}; "
+    return (f"{len(factors)} factors tested, {int(_flagged(factors).sum())} flagged; "
+            f"up: {'; '.join(factor_label(r) for _, r in up.iterrows()) or 'none'}; "
             f"down: {'; '.join(factor_label(r) for _, r in down.iterrows()) or 'none'}")
 
 # %% ../nbs/04b_pipeline.ipynb #14400718
@@ -201,7 +233,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           inputs=dict(df=TRAINING_TABLE, baselines=Derived(pixel_baselines, dict(df=TRAINING_TABLE, table='data'))),
           outputs=('metrics.json', 'oof.parquet'), keys=(*MODEL_KEYS, 'pixel_baseline'), load=lambda d: read_json(d/'metrics.json'),
           fingerprint=lambda cfg, df: {**train_fingerprint(cfg, df), 'pixels': use_pixels(cfg)},
-          help='cross-validate the text regressor and the baselines', summary=lambda m: f"train: {mean_statement(m)}",
+          help='cross-validate the text regressor and the baselines', summary=lambda m: ' '.join(filter(None, ['train:', mean_statement(m), pixel_statement(m)])),
           notebooks=('03_model', '03b_pixels'), layer=2),
     Stage(name='explain', func=stage_explain,
           inputs=dict(df=TRAINING_TABLE, model_dir=FolderOf('train'), truth=Derived(read_truth, dict(folder=FolderOf('data')))),

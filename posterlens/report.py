@@ -18,7 +18,7 @@ from .core import (PosterlensError, load_settings, list_variants, resolve, run_d
                              write_json, read_parquet, hash_frame, hash_obj)
 from .explain import _value
 from .verify import findings_sentences
-from .pipeline import (STAGES, _ci, artifact, factor_label, mean_statement, run_stages, scores, top_factors,
+from .pipeline import (STAGES, _ci, artifact, factor_label, mean_statement, no_findings_reason, pixel_statement, run_stages, scores, top_factors,
                                  uses_vlm)
 
 # %% auto #0
@@ -533,7 +533,9 @@ def _results_digest(f:dict # from `_run_files`
             'scores': {k: {'rmse': v['rmse'], 'ci': v.get('ci')} for k, v in scores(metrics).items()},
             'target_std': _first(metrics, 'target_std'),
             'beats_mean': _first(metrics, 'beats_mean'), 'beats_mean_text': mean_statement(metrics) if metrics else None,
+            'pixels_text': pixel_statement(metrics),
             'up': [factor_label(r) for _, r in up.iterrows()], 'down': [factor_label(r) for _, r in down.iterrows()],
+            'none_flagged': no_findings_reason(factors, _first(metrics, 'beats_mean')) if factors is not None else None,
             'n_factors': len(factors) if factors is not None else None,
             'planted': planted_text(f['summary']),
             'verify': verify_digest(f['vsum'], f['findings']),
@@ -612,8 +614,9 @@ def _rows(d:dict) -> dict:
     if v: r['Verified on the images'] = (f'<span class="muted">{_e(v["skipped"])}</span>' if v.get('skipped') else
                                          (li(v['sentences']) if v.get('sentences') else '<span class="muted">none</span>')
                                          + f'<br><span class="muted">{_e(v.get("statement"))} {_e(v.get("gold"))}</span>')
-    r['Top factors pushing up'] = li(d.get('up'))
-    r['Top factors pushing down'] = li(d.get('down'))
+    if d.get('pixels_text'): r['Images vs descriptions'] = _e(d['pixels_text'])
+    if d.get('none_flagged'): r['Flagged factors'] = f'<span class="muted">{_e(d["none_flagged"])}</span>'
+    else: r['Flagged factors'] = ('<b>up</b>' + li(d.get('up')) + '<b>down</b>' + li(d.get('down'))) if d.get('up') or d.get('down') else li([])
     if d.get('planted'): r['Planted effects recovered'] = _e(d['planted'])
     r['Captions by status'] = _e(counts)
     r['Mean caption length'] = f"{caps['mean_words']:.1f} words" if caps.get('mean_words') else 'n/a'
@@ -637,8 +640,10 @@ def index_html(digests:list[dict] # from `digest`, one per variant
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>posterlens reports</title>'
             f'<style>{_CSS}</style></head><body><h1>posterlens: variants side by side</h1>'
             f'<p class="sub">Which visual elements of an image drive the outcome? Each column is one run. RMSEs are '
-            f'cross-validated, with 95% bootstrap confidence intervals; factors are mean SHAP contributions in outcome '
-            f'units, * marks an interval that excludes zero. Made {when}.</p>'
+            f'cross-validated, with 95% bootstrap confidence intervals. A factor is a recurring phrase of the descriptions '
+            f'that a fold model relies on (Shapley values), tested on that fold\'s held-out rows (effect in outcome units, '
+            f'95% interval, q-value); only factors flagged by Benjamini-Hochberg while the model beats the mean are '
+            f'listed. Verified findings are those the VLM confirms when asked about the held-out images. Made {when}.</p>'
             f'<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n')
 
 # %% ../nbs/05_report.ipynb #9e521615

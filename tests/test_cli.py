@@ -172,7 +172,7 @@ def test_run_smoke_with_reports(tmp_path):
     assert not (rep/'smoke'/'02b_vlm.html').exists() and (rep/'smoke'/'02a_describe.html').exists()   # the describer's own notebook
     index = (rep/'index.html').read_text()
     for row in ('CV RMSE: model [95% CI]', 'CV RMSE: mean predictor', 'CV RMSE: TF-IDF + ridge',
-                'Beats the mean predictor?', 'Verified on the images', 'Top factors pushing up', 'Top factors pushing down'):
+                'Beats the mean predictor?', 'Verified on the images', 'Flagged factors'):
         assert f'<th scope="row">{row}</th>' in index, row
     assert 'href="smoke/05_report.html"' in index
     summary = (rep/'smoke'/'05_report.html').read_text()

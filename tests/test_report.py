@@ -26,7 +26,7 @@ def standin_run(cfg, model_rmse, beats, factors):
                 'beats_mean': beats, 'seconds': 12.0}, R/'model'/'metrics.json')
     (R/'explain').mkdir(parents=True, exist_ok=True)
     pd.DataFrame([{'factor': f, 'n': 10, 'prevalence': 0.3, 'mean_shap': s, 'ci_lo': s - 0.05, 'ci_hi': s + 0.05,
-                   'direction': 'up' if s > 0 else 'down', 'significant': True} for f, s in factors.items()]
+                   'direction': 'up' if s > 0 else 'down', 'significant': beats} for f, s in factors.items()]
                  ).to_parquet(R/'explain'/'factors.parquet')
     (R/'caption').mkdir(parents=True, exist_ok=True)
     pd.DataFrame({'id': ['a', 'b', 'c'], 'caption': ['The image is dark.', 'It is busy and cluttered here.', ''],
@@ -49,9 +49,10 @@ def test_index_compares_two_variants(tmp_path):
     assert all('0.770' in c for c in cells('CV RMSE: TF-IDF + ridge'))
     beats = cells('Beats the mean predictor?')
     assert beats[0].startswith('<span class="no">No</span>') and beats[1].startswith('<span class="yes">Yes</span>')
-    assert 'dark and low-key (+0.31' in cells('Top factors pushing up')[1]
-    assert 'cluttered (-0.42' in cells('Top factors pushing down')[1]
-    assert 'bright (-0.30' in cells('Top factors pushing down')[0]
+    flagged = cells('Flagged factors')
+    assert 'dark and low-key (+0.31' in flagged[1] and 'cluttered (-0.42' in flagged[1]
+    assert flagged[1].index('dark and low-key') < flagged[1].index('<b>down</b>') < flagged[1].index('cluttered')
+    assert 'bright' not in flagged[0] and 'the model does not beat the mean' in flagged[0]   # nothing listed, and why
     assert cells('Captions by status') == ['1 failed, 2 ok'] * 2
     assert cells('Mean caption length') == ['5.0 words'] * 2
     assert str(tmp_path) not in page
