@@ -64,8 +64,11 @@ test: install-dev nbtest pytest
 nbtest: install-dev
 	$(BIN)/nbdev-test --n-workers 1 --timing
 
+# pytest runs the test files on one worker per core (pytest-xdist). Each test is sent to a free worker, except the
+# modules marked `xdist_group` (their expensive module fixtures are built once); torch uses one thread per worker.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 pytest: install-dev
-	$(BIN)/pytest -q tests
+	OMP_NUM_THREADS=$(if $(filter 1,$(TEST_WORKERS)),$${OMP_NUM_THREADS:-},1) $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # Mutation checks of the claims: each named bug of tests/mutations.toml is planted in a scratch copy and must make
 # its named tests fail; prints the table (mutation, test that killed it) and the kill rate, fails unless all are

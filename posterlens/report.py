@@ -24,9 +24,10 @@ from .pipeline import (STAGES, _ci, artifact, factor_label, mean_statement, no_f
 # %% auto #0
 __all__ = ['REPORT_NOTEBOOK', 'PREDICTORS', 'secret_values', 'scrub', 'scrub_notebook', 'versions', 'input_hash', 'run_record',
            'record_markdown', 'render_math', 'external_refs', 'notebook_html', 'kernel_name', 'report_pages',
-           'stage_notebooks', 'overrides_of', 'report_dir', 'report_notebook', 'test_cells', 'publish', 'run_notebooks',
-           'rmse_table', 'factor_chart', 'thumbnail_uri', 'poster_grid', 'planted_text', 'verify_digest', 'digest',
-           'index_html', 'write_index', 'report_variant', 'not_runnable', 'report_all']
+           'stage_notebooks', 'overrides_of', 'report_dir', 'report_notebook', 'test_cells', 'publish',
+           'report_kernels', 'run_notebooks', 'rmse_table', 'factor_chart', 'thumbnail_uri', 'poster_grid',
+           'planted_text', 'verify_digest', 'digest', 'index_html', 'write_index', 'report_variant', 'not_runnable',
+           'report_all']
 
 # %% ../nbs/05_report.ipynb #3d934baa
 _SECRET_PATTERNS = [
@@ -285,8 +286,8 @@ def report_notebook(src:str|Path # a numbered stage notebook
         raise PosterlensError(f"{Path(src).name} cannot make a report: it needs `#| default_exp` and an `## Analysis` section")
     first = next(i for i, c in enumerate(cells) if _is_section(c) or i == start)
     intro = [c for c in cells[:first] if c.cell_type == 'markdown']
-    setup = new_code_cell(f"#| hide\n# report setup: the stage's module as the installed package defines it\n"
-                          f"import posterlens.{mod} as _stage\n"
+    setup = new_code_cell(f"#| hide\n# report setup: an empty namespace (the kernel may have run another page), then the stage's module\n"
+                          f"# as the installed package defines it\n%reset -f\nimport posterlens.{mod} as _stage\n"
                           f"globals().update({{k: v for k, v in vars(_stage).items() if not k.startswith('__')}})",
                           metadata={'tags': ['report-setup']})
     out = new_notebook(cells=[*intro, setup, *cells[start:]], metadata=nb.metadata)
@@ -341,6 +342,19 @@ def _relative_paths(dst:Path, src:Path):
         nb.metadata.papermill.update(input_path=f'nbs/{src.name}', output_path=dst.name)
         nbformat.write(nb, dst)
 
+# %% ../nbs/05_report.ipynb #2df8c22d
+@contextlib.contextmanager
+def report_kernels(kname:str # the kernel name (`kernel_name`)
+                  ):
+    "Yield `kernel_for(folder)`: one kernel manager per folder, its kernel started by the first page run there; all shut down on exit."
+    from jupyter_core.utils import run_sync
+    kms = {}
+    def kernel_for(folder): return kms.setdefault(str(folder), _kernel_manager()(kernel_name=kname))
+    try: yield kernel_for
+    finally:
+        for km in kms.values():
+            if km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
+
 # %% ../nbs/05_report.ipynb #010a87e4
 def run_notebooks(cfg:AttrDict, # run configuration
                   notebooks:Iterable[str|Path]|None=None, # notebooks to run (default: `stage_notebooks(cfg)`)
@@ -355,20 +369,21 @@ def run_notebooks(cfg:AttrDict, # run configuration
     out.mkdir(parents=True, exist_ok=True)
     params, kname, pages = {'variant': cfg.variant, 'overrides': overrides_of(cfg)}, kernel_name(), []
     bar = tqdm(nbs, desc=f'reports {cfg.variant}', unit='notebook', disable=not progress)
-    for src in bar:
-        bar.set_postfix_str(src.stem)
-        dst, err = out/src.name, None
-        with tempfile.TemporaryDirectory() as tmp, modified_env(TQDM_DISABLE='1', PYTHONWARNINGS=_KERNEL_WARNINGS):
-            nbformat.write(report_notebook(src), Path(tmp)/src.name)
-            try: pm.execute_notebook(str(Path(tmp)/src.name), str(dst), parameters=params, kernel_name=kname, cwd=str(src.parent),
-                                     progress_bar=False, log_output=False, language='python', kernel_manager_class=_kernel_manager(),
-                                     extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
-            except pm.PapermillExecutionError as e: err = f"cell {e.exec_count}: {e.ename}: {_one_line(e.evalue)}"
-            except Exception as e: err = f"{type(e).__name__}: {_one_line(e)}"
-            finally: _relative_paths(dst, src)
-        if not dst.exists(): raise PosterlensError(f"notebook {src.name} could not be run: {err}")
-        pages.append(publish(dst, cfg))
-        if err: raise PosterlensError(f"notebook {src.name} failed at {scrub(err, cfg.root)} (report: {pages[-1]})")
+    with report_kernels(kname) as kernel_for, modified_env(TQDM_DISABLE='1', PYTHONWARNINGS=_KERNEL_WARNINGS):
+        for src in bar:
+            bar.set_postfix_str(src.stem)
+            dst, err = out/src.name, None
+            with tempfile.TemporaryDirectory() as tmp:
+                nbformat.write(report_notebook(src), Path(tmp)/src.name)
+                try: pm.execute_notebook(str(Path(tmp)/src.name), str(dst), parameters=params, kernel_name=kname, cwd=str(src.parent),
+                                         progress_bar=False, log_output=False, language='python', km=kernel_for(src.parent),
+                                         extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
+                except pm.PapermillExecutionError as e: err = f"cell {e.exec_count}: {e.ename}: {_one_line(e.evalue)}"
+                except Exception as e: err = f"{type(e).__name__}: {_one_line(e)}"
+                finally: _relative_paths(dst, src)
+            if not dst.exists(): raise PosterlensError(f"notebook {src.name} could not be run: {err}")
+            pages.append(publish(dst, cfg))
+            if err: raise PosterlensError(f"notebook {src.name} failed at {scrub(err, cfg.root)} (report: {pages[-1]})")
     return pages
 
 # %% ../nbs/05_report.ipynb #1dda6fb0

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group('docs')   # one worker builds this module's fixtures once
+
 _NO_DOCS = 'the docs extras are not installed: run `make docs` first (installs them and builds the site), then `make pytest`'
 pytest.importorskip('sphinx', reason=_NO_DOCS)
 pytest.importorskip('myst_nb', reason=_NO_DOCS)

@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_vertex import FakeVertex as FakeGemini   # noqa: E402  (FakeGemini + countTokens, as the real API serves)
 from fake_openai import FakeOpenAI     # noqa: E402
 
+pytestmark = pytest.mark.xdist_group('howto')   # one worker builds this module's fixtures once
+
 KEY = 'AIza-howto-test-key'
 _re_sh = re.compile(r'^```sh\n(.*?)^```', re.M | re.S)
 
