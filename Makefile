@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(BIN)/pip install -q --disable-pip-version-check --progress-bar off
 # The packages are installed by uv (parallel downloads: about 4x faster than pip here) when it can be installed
-# into the environment, else by pip. UV=0 uses pip only.
+# into the environment, else by pip. uv sees pip's find-links (e.g. a local wheel folder) too. UV=0 uses pip only.
 UV ?= 1
-INSTALL = $(if $(filter 1,$(UV)),{ test -x $(BIN)/uv || $(PIP) uv; } && $(BIN)/uv pip install -q --python $(PY) $(1) || $(PIP) $(1),$(PIP) $(1))
+UV_PIP = { test -x $(BIN)/uv || $(PIP) uv; } && UV_FIND_LINKS="$${UV_FIND_LINKS:-$${PIP_FIND_LINKS:-}}" $(BIN)/uv pip install -q --python $(PY)
+INSTALL = $(if $(filter 1,$(UV)),$(UV_PIP) $(1) || $(PIP) $(1),$(PIP) $(1))
 VARIANT ?= default
 
 # torch: on a Linux machine without an NVIDIA GPU, the CPU wheel (never a CUDA build, which is ten times larger):
@@ -36,14 +37,12 @@ LAB_STAMP := $(VENV)/.lab-installed-$(DEPS)
 
 .PHONY: install install-dev demo test nbtest pytest export clean check readme docs docs-serve bench bench-validity bench-demo lab report-all mutants
 
-# torch goes in first, by uv when it finds the wheel (pip's find-links, e.g. a local wheel folder, count for uv too),
-# else by pip from its configured indexes or PyTorch's CPU index.
+# torch goes in first, by uv when it finds the wheel, else by pip from its configured indexes or PyTorch's CPU index.
 PIP_TORCH = $(PIP) "$(TORCH_SPEC)" 2>/dev/null || $(PIP) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-UV_TORCH = { test -x $(BIN)/uv || $(PIP) uv; } && UV_FIND_LINKS="$${UV_FIND_LINKS:-$${PIP_FIND_LINKS:-}}" $(BIN)/uv pip install -q --python $(PY) "$(TORCH_SPEC)" 2>/dev/null
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(if $(filter 1,$(UV)),$(UV_TORCH) || { $(PIP_TORCH); },$(PIP_TORCH))
+	$(if $(filter 1,$(UV)),$(UV_PIP) "$(TORCH_SPEC)" 2>/dev/null || { $(PIP_TORCH); },$(PIP_TORCH))
 	$(call INSTALL,-e ".[pixels]")
 	@rm -f $(VENV)/.installed-*; touch $@
 

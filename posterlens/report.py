@@ -349,7 +349,9 @@ def report_kernels(kname:str # the kernel name (`kernel_name`)
     "Yield `kernel_for(folder)`: one kernel manager per folder, its kernel started by the first page run there; all shut down on exit."
     from jupyter_core.utils import run_sync
     kms = {}
-    def kernel_for(folder): return kms.setdefault(str(folder), _kernel_manager()(kernel_name=kname))
+    def kernel_for(folder):
+        if str(folder) not in kms: kms[str(folder)] = _kernel_manager()(kernel_name=kname)
+        return kms[str(folder)]
     try: yield kernel_for
     finally:
         for km in kms.values():
