@@ -187,13 +187,19 @@ def test_rate_limiter_is_cancelled_by_a_stopped_run():
     assert rl.acquire(stop) is None                                      # does not wait out the hour
 
 
+class RecordingLimiter(RateLimiter):
+    "A real limiter that keeps the start time it granted to each request."
+    def __init__(self, *a, **kw): super().__init__(*a, **kw); self.granted = []
+    def acquire(self, cancel=None):
+        t = super().acquire(cancel); self.granted.append(t); return t
+
+
 def test_rate_limit_applies_to_retries(tmp_path, fast_backoff):
-    f = Fake(fails=1)
-    t0 = time.monotonic()
-    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=4, rpm=600, progress=False,
-                   wait=fast_backoff)
-    assert f.n_calls == 8
-    assert time.monotonic() - t0 >= 0.65                                # 8 request starts, 0.1 s apart
+    f, rl = Fake(fails=1), RecordingLimiter(600)
+    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=4, progress=False,
+                   wait=fast_backoff, limiter=rl)
+    assert f.n_calls == 8 and len(rl.granted) == 8                       # every request, retries included, took a start
+    assert busiest_window(rl.granted, 0.099) == 1                       # ... paced 0.1 s apart by the limiter
 
 
 KILL_SCRIPT = textwrap.dedent('''

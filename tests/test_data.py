@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from posterlens.core import PosterlensError, load_settings, read_json, read_parquet
-from posterlens.data import ATTRIBUTES, EFFECTS, INTERCEPT, download_images, load_dataset, make_synth, url_name
+from posterlens.data import ATTRIBUTES, EFFECTS, INTERCEPT, _RetryableStatus, _wait, download_images, load_dataset, make_synth, url_name
+from tenacity import RetryCallState, Retrying
 from posterlens.pipeline import run_stage
 
 
@@ -113,11 +114,21 @@ def test_download_final_statuses(server, tmp_path):
     assert res.path[res.status != "ok"].isna().all()
 
 
+def _retry_wait(exc, attempt=1, backoff=FAST["backoff"], max_wait=FAST["max_wait"]):
+    "The wait the downloader's retry policy gives after `attempt` attempts that ended with `exc`."
+    rs = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
+    rs.attempt_number = attempt
+    rs.set_exception((type(exc), exc, None))
+    return _wait(backoff, max_wait)(rs)
+
+
 def test_download_honours_retry_after(server, tmp_path):
-    t0 = time.monotonic()
     res = download_images([server.url("busy/x.jpg")], tmp_path, **FAST)
     assert res.status.tolist() == ["ok"] and server.hits["/busy/x.jpg"] == 2
-    assert time.monotonic() - t0 >= 0.95     # waited as asked, although the backoff alone is 0.01 s
+    # the wait before that retry: what the server asked (Retry-After: 1), although the backoff alone is 0.01 s
+    assert 1.0 <= _retry_wait(_RetryableStatus(429, wait=1.0)) <= FAST["max_wait"]
+    assert _retry_wait(_RetryableStatus(503)) < 0.05                    # no Retry-After: the backoff alone
+    assert _retry_wait(_RetryableStatus(429, wait=600.0)) == FAST["max_wait"]   # never longer than max_wait
 
 
 def test_download_resumes_without_new_requests(server, tmp_path):
