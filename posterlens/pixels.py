@@ -84,17 +84,18 @@ def embed_images(paths:Sequence[str|Path], # image files
         f = None if cache is None else _cache_file(Path(cache), k)
         if f is not None and f.exists(): out[i] = load_file(str(f))['embedding']
         else: todo.append(i)
-    uniq = list(dict.fromkeys(keys[i] for i in todo))            # the same image under two names is embedded once
-    first = {k: next(i for i in todo if keys[i] == k) for k in uniq}
+    rows = {}                                                    # the same image under two names is embedded once
+    for i in todo: rows.setdefault(keys[i], []).append(i)
+    uniq = list(rows)
     if uniq:
         m = load_encoder()
         with torch.inference_mode(), tqdm(total=len(uniq), desc='image embeddings', disable=not progress) as bar:
             for b in range(0, len(uniq), batch_size):
                 ks = uniq[b:b + batch_size]
-                x = torch.stack([image_tensor(datas[first[k]]) for k in ks]).contiguous(memory_format=torch.channels_last)
+                x = torch.stack([image_tensor(datas[rows[k][0]]) for k in ks]).contiguous(memory_format=torch.channels_last)
                 emb = m.extract_features(x).mean((2, 3)).numpy().astype(np.float32)
                 for k, e in zip(ks, emb):
-                    out[[i for i in todo if keys[i] == k]] = e
+                    out[rows[k]] = e
                     if cache is not None: _atomic(_cache_file(Path(cache), k), lambda t, e=e: save_file({'embedding': e}, t))
                 bar.update(len(ks))
     return out
