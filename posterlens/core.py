@@ -14,14 +14,21 @@ from fastcore.basics import AttrDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% auto #0
-__all__ = ['PosterlensError', 'Settings', 'settings_table', 'parse_value', 'find_root', 'list_variants', 'parse_overrides',
-           'validate_settings', 'check_ini', 'load_settings', 'resolve', 'run_dir', 'cache_dir', 'write_json',
-           'read_json', 'write_parquet', 'read_parquet', 'hash_bytes', 'hash_file', 'hash_obj', 'hash_frame',
-           'stage_key', 'is_fresh', 'mark_done', 'retry_after', 'set_seed']
+__all__ = ['FACTOR_UNITS', 'PosterlensError', 'Settings', 'settings_table', 'parse_value', 'find_root', 'list_variants',
+           'parse_overrides', 'validate_settings', 'check_ini', 'load_settings', 'resolve', 'run_dir', 'cache_dir',
+           'write_json', 'read_json', 'write_parquet', 'read_parquet', 'hash_bytes', 'hash_file', 'hash_obj',
+           'hash_frame', 'stage_key', 'is_fresh', 'mark_done', 'retry_after', 'set_seed']
 
 # %% ../nbs/00_core.ipynb #e8064d49
 class PosterlensError(Exception):
     "An error the user can fix; the CLI shows its message as one line."
+
+# %% ../nbs/00_core.ipynb #b8c059c6
+FACTOR_UNITS = {   # what a factor can be (`factor_units`), in words for the settings table and the reports
+    'concepts': 'concepts: groups of description segments that say the same thing in other words, each named by the '
+                'segment that represents it best',
+    'ngrams': 'word n-grams: recurring phrases of the descriptions'}
+
 
 # %% ../nbs/00_core.ipynb #90b4ff18
 def _f(default, help:str, **kw):
@@ -95,6 +102,8 @@ class Settings(BaseModel):
     max_factors: int = _f(12, "most factors each fold model's explanations suggest", ge=1, le=100)
     factor_min_gain: float = _f(0.01, "least share of the Shapley values' sum of squares a selected factor must explain", ge=0, lt=1)
     fdr: float = _f(0.05, 'Benjamini-Hochberg false discovery rate of the flagged factors', gt=0, lt=1)
+    factor_units: Literal[tuple(FACTOR_UNITS)] = _f('concepts', 'what a factor is: ' + '; '.join(f"'{k}', {v}" for k, v in FACTOR_UNITS.items()))
+    concept_min_similarity: float = _f(0.15, 'least mean pairwise cosine similarity of two groups of segments that merge into one concept topic', gt=0, lt=1)
     # -- verification on the images
     verifier: Optional[Literal['gemini', 'openai', 'none']] = _f(None, "VLM answering each concept as a yes/no question about the images: gemini, openai, none (empty: the captioner when it is one)")
     verifier_model: Optional[str] = _f(None, "the verifier's model (empty: caption_model)")

@@ -29,13 +29,19 @@ __all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W
            'data_summary', 'data_fingerprint', 'stage_data', 'data_warnings', 'read_truth', 'image_paths']
 
 # %% ../nbs/01_data.ipynb #cdb06a07
-INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 2
-EFFECTS = [  # one planted effect per latent attribute: coefficient, P(present), describer phrases
-    dict(attribute='dark', coef=0.6, prevalence=0.5, present_phrase='dark', absent_phrase='bright'),
-    dict(attribute='cool', coef=0.4, prevalence=0.5, present_phrase='cool', absent_phrase='warm'),
-    dict(attribute='bw', coef=0.5, prevalence=0.2, present_phrase='black and white', absent_phrase='colour'),
-    dict(attribute='cluttered', coef=-0.7, prevalence=0.5, present_phrase='cluttered', absent_phrase='clean'),
-    dict(attribute='big_title', coef=-0.3, prevalence=0.5, present_phrase='large bold text', absent_phrase='small text'),
+INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 3   # 3: truth.json lists every wording's phrase
+EFFECTS = [  # one planted effect per latent attribute: coefficient, P(present), the describer's phrases (plain; every wording's)
+    dict(attribute='dark', coef=0.6, prevalence=0.5, present_phrase='dark', absent_phrase='bright',
+         present_phrases=['dark', 'deep shadows', 'gloomy', 'darkness'], absent_phrases=['bright', 'light floods', 'brightly lit', 'pale and sunny']),
+    dict(attribute='cool', coef=0.4, prevalence=0.5, present_phrase='cool', absent_phrase='warm',
+         present_phrases=['cool', 'cold', 'chilly'], absent_phrases=['warm', 'hot', 'fiery']),
+    dict(attribute='bw', coef=0.5, prevalence=0.2, present_phrase='black and white', absent_phrase='colour',
+         present_phrases=['black and white', 'monochrome', 'greyscale', 'black, white and grey'], absent_phrases=[]),   # colour: any palette
+    dict(attribute='cluttered', coef=-0.7, prevalence=0.5, present_phrase='cluttered', absent_phrase='clean',
+         present_phrases=['cluttered', 'crowd', 'packed', 'jumble'], absent_phrases=['clean', 'tidy', 'sparse', 'minimal']),
+    dict(attribute='big_title', coef=-0.3, prevalence=0.5, present_phrase='large bold text', absent_phrase='small text',
+         present_phrases=['large bold text', 'huge title', 'big block letters', 'oversized lettering'],
+         absent_phrases=['small text', 'small print', 'tiny', 'discreet text']),
 ]
 ATTRIBUTES = [e['attribute'] for e in EFFECTS]
 

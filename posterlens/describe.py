@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_describe.ipynb #12a13f0e
 from __future__ import annotations
-import threading
+import hashlib, threading
 from pathlib import Path
 
 import cv2
@@ -15,10 +15,11 @@ from fastcore.basics import AttrDict
 from .caption import CaptionResult, Captioner
 
 # %% auto #0
-__all__ = ['SIDE', 'PALETTE', 'WARM', 'NUMBERS', 'DESCRIBER_VERSION', 'load_bgr', 'tone_stats', 'tone_sentence', 'colour_stats',
-           'colour_sentence', 'find_faces', 'face_sentence', 'find_glyphs', 'find_text_lines', 'is_large_text',
-           'text_sentence', 'clutter_stats', 'composition_sentence', 'image_features', 'describe_features',
-           'describe_image', 'DescribeCaptioner', 'describe_captioner', 'planted_agreement']
+__all__ = ['SIDE', 'TONE', 'PALETTE', 'WARM', 'COLOUR', 'NUMBERS', 'TEXT', 'LAYOUT', 'DESCRIBER_VERSION', 'load_bgr',
+           'tone_stats', 'tone_sentence', 'colour_stats', 'colour_sentence', 'find_faces', 'face_sentence',
+           'find_glyphs', 'find_text_lines', 'is_large_text', 'text_sentence', 'clutter_stats', 'composition_sentence',
+           'image_features', 'wording_picks', 'describe_features', 'describe_image', 'DescribeCaptioner',
+           'describe_captioner', 'planted_agreement']
 
 # %% ../nbs/02a_describe.ipynb #49023fe8
 SIDE = 320   # long side (pixels) the describer measures at
@@ -47,12 +48,21 @@ def tone_stats(bgr:np.ndarray # BGR image
     return dict(key=float(np.median((g + v)/2)), contrast=float(g.std()))
 
 # %% ../nbs/02a_describe.ipynb #38a4a89f
-def tone_sentence(key:float, contrast:float) -> str:
+TONE = {   # the tone sentence's wordings (the first is the plain one); `{c}`: the contrast
+    'dark': ['The image is dark and low-key, with {c} contrast.', 'Deep shadows fill most of the frame, with {c} contrast.',
+             'It is a gloomy, dimly lit picture with {c} contrast.', 'Much of the poster sits in darkness; the contrast is {c}.'],
+    'bright': ['The image is bright and high-key, with {c} contrast.', 'Light floods most of the frame, with {c} contrast.',
+               'It is a luminous, brightly lit picture with {c} contrast.', 'Much of the poster is pale and sunny; the contrast is {c}.'],
+    'even': ['The image is evenly lit in middle tones, with {c} contrast.', 'Exposure is balanced, in middle tones, with {c} contrast.']}
+
+def tone_sentence(key:float, contrast:float,
+                  pick:int=0 # which wording (modulo their number)
+                 ) -> str:
     "The tone sentence: dark/low-key, bright/high-key or evenly lit, with the contrast."
     c = 'strong' if contrast >= 0.3 else 'soft' if contrast < 0.22 else 'moderate'
-    if key < 0.4: return f'The image is dark and low-key, with {c} contrast.'
-    if key > 0.55: return f'The image is bright and high-key, with {c} contrast.'
-    return f'The image is evenly lit in middle tones, with {c} contrast.'
+    ways = TONE['dark' if key < 0.4 else 'bright' if key > 0.55 else 'even']
+    return ways[pick % len(ways)].format(c=c)
+
 
 # %% ../nbs/02a_describe.ipynb #d4ddb606
 PALETTE = [('red', 0, 15), ('orange', 15, 40), ('yellow', 40, 70), ('green', 70, 160), ('teal', 160, 200),
@@ -80,9 +90,19 @@ def _names(shares, names):
     keep = [c for x, c in top[:2] if x >= 0.25*top[0][0] and x > 0.02]
     return ' and '.join(c for c in names if c in keep)   # in palette order: 'red and orange'
 
-def colour_sentence(coloured:float, saturation:float, warm:float, shares:dict) -> str:
+COLOUR = {   # the colour sentence's wordings; `{names}`: the dominant hues, `{feel}`: how vivid, `{tail}`: accents
+    'bw': ['It is black and white.', 'The picture is monochrome, in shades of grey.', 'It is rendered in greyscale.',
+           'Only black, white and greys appear.'],
+    'Cool': ['Cool {names} tones dominate, in {feel} colour{tail}.', 'The palette is cool, mostly {names}, in {feel} colour{tail}.',
+             'Cold {names} hues set the mood, in {feel} colour{tail}.', 'A chilly {names} cast covers the scene, in {feel} colour{tail}.'],
+    'Warm': ['Warm {names} tones dominate, in {feel} colour{tail}.', 'The palette is warm, mostly {names}, in {feel} colour{tail}.',
+             'Hot {names} hues set the mood, in {feel} colour{tail}.', 'A fiery {names} glow covers the scene, in {feel} colour{tail}.']}
+
+def colour_sentence(coloured:float, saturation:float, warm:float, shares:dict,
+                    pick:int=0 # which wording (modulo their number)
+                   ) -> str:
     "The colour sentence: black and white, or the dominant warm/cool hues, how vivid, and accents."
-    if coloured < 0.03: return 'It is black and white.'
+    if coloured < 0.03: return COLOUR['bw'][pick % len(COLOUR['bw'])]
     feel = 'vivid' if saturation >= 0.55 else 'soft' if saturation >= 0.35 else 'muted'
     cool = [c for c in ('green', 'teal', 'blue', 'purple')]
     if warm >= 0.6: side, main, other = 'Warm', list(WARM), cool
@@ -92,7 +112,7 @@ def colour_sentence(coloured:float, saturation:float, warm:float, shares:dict) -
         return f'{w.capitalize()} and {c} tones are mixed, in {feel} colour.'
     acc = max(other, key=lambda c: shares[c])
     tail = f', with {acc} accents' if shares[acc] >= 0.08 else ''
-    return f'{side} {_names(shares, main)} tones dominate, in {feel} colour{tail}.'
+    return COLOUR[side][pick % len(COLOUR[side])].format(names=_names(shares, main), feel=feel, tail=tail)
 
 # %% ../nbs/02a_describe.ipynb #77af5229
 _CASCADES = threading.local()   # a CascadeClassifier keeps per-call state: one pair per thread, never shared
@@ -227,8 +247,15 @@ def is_large_text(line:dict, shape:tuple) -> bool:
     return line['glyph_h'] >= 0.05*shape[0] and line['w'] >= 0.3*shape[1] and line['contrast'] >= 80
 
 # %% ../nbs/02a_describe.ipynb #acd0546d
+TEXT = {   # the wordings of large bold text and of a little small text; `{pos}`: where
+    'large': ['Large bold text dominates the image {pos}.', 'A huge title is printed {pos}.', 'Big block letters take up the space {pos}.',
+              'Oversized lettering stands out {pos}.'],
+    'small': ['There is only a little small text {pos}.', 'Just a line of small print sits {pos}.', 'The only lettering is tiny, {pos}.',
+              'A little discreet text appears {pos}.']}
+
 def text_sentence(lines:list, # from `find_text_lines`
-                  shape:tuple # (height, width) of the image
+                  shape:tuple, # (height, width) of the image
+                  pick:int=0 # which wording (modulo their number)
                  ) -> str:
     "The text sentence: large bold text, large but faint lettering, only a little small text, several small lines, or none."
     if not lines: return 'There is no visible text.'
@@ -237,11 +264,11 @@ def text_sentence(lines:list, # from `find_text_lines`
     large = [l for l in lines if is_large_text(l, shape)]
     if large:
         l = max(large, key=lambda l: l['glyph_h']*l['w'])
-        return f"Large bold text dominates the image {pos(l)}."
+        return TEXT['large'][pick % len(TEXT['large'])].format(pos=pos(l))
     faint = [l for l in lines if l['glyph_h'] >= 0.08*H and l['w'] >= 0.3*shape[1]]
     if faint: return f"Large but faint lettering runs across the image {pos(max(faint, key=lambda l: l['glyph_h']*l['w']))}."
     if len(lines) >= 4: return 'Several lines of small text are spread over the image.'
-    return f"There is only a little small text {pos(max(lines, key=lambda l: l['w']*l['h']*l['contrast']))}."
+    return TEXT['small'][pick % len(TEXT['small'])].format(pos=pos(max(lines, key=lambda l: l['w']*l['h']*l['contrast'])))
 
 # %% ../nbs/02a_describe.ipynb #21546e5c
 def clutter_stats(gray:np.ndarray, # grayscale image
@@ -265,19 +292,30 @@ def clutter_stats(gray:np.ndarray, # grayscale image
     return dict(coverage=float(cover[keep].mean()) if keep.any() else 0.0, cx=cx, cy=cy)
 
 # %% ../nbs/02a_describe.ipynb #b2cef952
+LAYOUT = {   # the composition sentence's wordings
+    'centred': ['The composition is clean and minimal, centred on a single subject.', 'A simple, tidy frame centres on a single subject.',
+                'The layout is sparse, with one subject in the middle.', 'Minimal framing puts a single subject at the centre.'],
+    'empty': ['The composition is clean and minimal, with plenty of empty space.', 'A simple, tidy frame leaves plenty of empty space.',
+              'The layout is sparse, with lots of open space.', 'Minimal framing leaves much of the poster empty.'],
+    'layered': ['The composition is layered, with one main subject set against a detailed background.'],
+    'very busy': ['The composition is very busy and cluttered, crowded with detail from edge to edge.',
+                  'Detail crowds every corner of a very packed frame.', 'A dense jumble of shapes fills the picture from edge to edge.',
+                  'The layout is extremely packed and chaotic.'],
+    'busy': ['The composition is busy and cluttered, with many elements spread across the frame.', 'Many elements crowd the frame.',
+             'The layout is packed and chaotic, full of detail.', 'A jumble of shapes fills the picture.']}
+
 def composition_sentence(coverage:float, cx:float, cy:float, # from `clutter_stats`
-                         closeup:bool=False # a face close-up anchors the frame
+                         closeup:bool=False, # a face close-up anchors the frame
+                         pick:int=0 # which wording (modulo their number)
                         ) -> str:
     "The composition sentence: clean and minimal (centred or with empty space), anchored, or busy and cluttered."
-    if coverage < 0.2:
-        if abs(cx - 0.5) < 0.15 and abs(cy - 0.5) < 0.2: return 'The composition is clean and minimal, centred on a single subject.'
-        return 'The composition is clean and minimal, with plenty of empty space.'
-    if closeup: return 'The composition is layered, with one main subject set against a detailed background.'
-    if coverage >= 0.8: return 'The composition is very busy and cluttered, crowded with detail from edge to edge.'
-    return 'The composition is busy and cluttered, with many elements spread across the frame.'
+    if coverage < 0.2: kind = 'centred' if abs(cx - 0.5) < 0.15 and abs(cy - 0.5) < 0.2 else 'empty'
+    else: kind = 'layered' if closeup else 'very busy' if coverage >= 0.8 else 'busy'
+    return LAYOUT[kind][pick % len(LAYOUT[kind])]
+
 
 # %% ../nbs/02a_describe.ipynb #e21eab5c
-DESCRIBER_VERSION = 3   # 3: thread-safe face detection, boxes and lines in a fixed order
+DESCRIBER_VERSION = 4   # 3: thread-safe face detection, boxes and lines in a fixed order; 4: several wordings of each sentence
 
 def image_features(image:bytes|str|Path|np.ndarray # encoded bytes, a file path or an array
                   ) -> dict:
@@ -289,16 +327,24 @@ def image_features(image:bytes|str|Path|np.ndarray # encoded bytes, a file path 
                 **clutter_stats(gray, lines))
 
 # %% ../nbs/02a_describe.ipynb #01a8ee1a
+def wording_picks(f:dict # from `image_features`
+                 ) -> list[int]:
+    "Which wording each of the five sentences uses: numbers drawn from the image's own measurements (same image, same words)."
+    m = [round(float(f[k]), 4) for k in ('key', 'contrast', 'coloured', 'saturation', 'warm', 'coverage', 'cx', 'cy')]
+    return list(hashlib.sha256(repr(m).encode()).digest()[:5])
+
 def describe_features(f:dict # from `image_features`
                      ) -> list[str]:
     "The five sentences for the measurements `f`."
     area = f['shape'][0]*f['shape'][1]
     closeup = any(w*h >= 0.05*area for x, y, w, h in f['faces'])
-    return [tone_sentence(f['key'], f['contrast']),
-            colour_sentence(f['coloured'], f['saturation'], f['warm'], f['shares']),
+    tone, colour, _, text, layout = wording_picks(f)
+    return [tone_sentence(f['key'], f['contrast'], tone),
+            colour_sentence(f['coloured'], f['saturation'], f['warm'], f['shares'], colour),
             face_sentence(f['faces'], f['shape']),
-            text_sentence(f['lines'], f['shape']),
-            composition_sentence(f['coverage'], f['cx'], f['cy'], closeup)]
+            text_sentence(f['lines'], f['shape'], text),
+            composition_sentence(f['coverage'], f['cx'], f['cy'], closeup, layout)]
+
 
 # %% ../nbs/02a_describe.ipynb #8cc935c0
 def describe_image(image:bytes|str|Path|np.ndarray # encoded bytes, a file path or an array
@@ -325,15 +371,16 @@ def describe_captioner(cfg:AttrDict) -> DescribeCaptioner:
 # %% ../nbs/02a_describe.ipynb #7f77ccfb
 def planted_agreement(caps:pd.DataFrame, # captions with columns id, caption
                       attrs:pd.DataFrame, # the synthetic posters' attributes (id + one 0/1 column each)
-                      effects:list # `truth.json` effects: attribute, present_phrase
+                      effects:list # `truth.json` effects: attribute, present_phrase [, present_phrases: every wording's]
                      ) -> pd.DataFrame:
-    "Per planted attribute: how often the caption's key phrase agrees with the attribute (percent)."
+    "Per planted attribute: how often the caption says it (in any wording) exactly when it is present (percent)."
     d = caps[['id', 'caption']].merge(attrs.assign(id=attrs.id.astype(str)), on='id')
     rows = []
     for e in effects:
         a, ph = e['attribute'], e['present_phrase'].lower()
         s = d[d.bw == 0] if a == 'cool' and 'bw' in d else d
-        said = s.caption.str.lower().str.contains(ph, regex=False)
+        low = s.caption.str.lower()
+        said = np.logical_or.reduce([low.str.contains(w.lower(), regex=False) for w in e.get('present_phrases') or [ph]])
         rows.append(dict(attribute=a, phrase=ph, n=len(s), prevalence=float(s[a].mean()),
                          agreement_pct=round(100*float((said == s[a].astype(bool)).mean()), 1)))
     return pd.DataFrame(rows)

@@ -21,16 +21,17 @@ from fastcore.basics import AttrDict, patch
 from .core import (PosterlensError, load_settings, run_dir, write_json, read_json, write_parquet,
                              read_parquet, hash_frame, hash_obj, stage_key, is_fresh, mark_done, set_seed)
 from .model import (TextRegressor, batch_tokens, covariate_columns, encode_covariates, fit_covariates, load_fold_model,
-                              make_folds, train_fold)
+                              make_folds, resolve_text_model, train_fold)
 
 # %% auto #0
-__all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'EXPLAIN_KEYS', 'split_segments', 'shapley_matrix', 'shapley_bruteforce',
-           'torch_threads', 'coalition_inputs', 'forward_batches', 'explain_segments', 'explain_tokens', 'tokens_frame',
-           'tokens_to_explanation', 'text_plot', 'normalise', 'phrases', 'find_factors', 'factor_membership',
-           'relative_shap', 'factor_contributions', 'factor_stats', 'WordWeights', 'planted_recovery',
-           'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations', 'merge_factors',
-           'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds', 'bh_adjust', 'validation_statement',
-           'crossfit_factors', 'stage_explain']
+__all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'CONCEPT_COLUMNS', 'EXPLAIN_KEYS', 'split_segments', 'shapley_matrix',
+           'shapley_bruteforce', 'torch_threads', 'coalition_inputs', 'forward_batches', 'explain_segments',
+           'explain_tokens', 'tokens_frame', 'tokens_to_explanation', 'text_plot', 'normalise', 'phrases',
+           'find_factors', 'factor_membership', 'relative_shap', 'factor_contributions', 'factor_stats', 'WordWeights',
+           'planted_recovery', 'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations',
+           'merge_factors', 'forward_select', 'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds',
+           'bh_adjust', 'validation_statement', 'crossfit_factors', 'sentence_embeddings', 'concept_tree',
+           'concept_sides', 'crossfit_concepts', 'stage_explain']
 
 # %% ../nbs/04_explain.ipynb #8c96b88d
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'eg', 'ie', 'e.g', 'i.e', 'no', 'fig', 'approx',
@@ -436,8 +437,27 @@ def fit(cls:WordWeights, tokenizer, # a `transformers` tokenizer
     return m
 
 # %% ../nbs/04_explain.ipynb #3a8429b4
-def _matches(factors:pd.DataFrame, phrase:str|None, own:bool=False) -> list[tuple[int, int]]:
+def _concept_phrases(factors:pd.DataFrame, # concepts (with `sentences`)
+                     truth:dict # `truth.json`
+                    ) -> dict[int, str]:
+    "For each concept, the planted side that most of its carriers' segments say, in any of its wordings: {row: that side's plain phrase}."
+    sides = [(e[f'{k}_phrase'], e[f'{k}_phrases'] if f'{k}_phrases' in e else [e[f'{k}_phrase']]) for k in ('present', 'absent')
+             for e in truth.get('effects', []) if e.get(f'{k}_phrase')]            # present sides first: they win ties
+    norm = lambda x: f" {' '.join(normalise(x))} "
+    out = {}
+    weights = factors['sentence_counts'] if 'sentence_counts' in factors else [[1]*len(ss) for ss in factors.sentences]
+    for i, (ss, wt) in enumerate(zip(factors.sentences, weights)):    # each segment weighted by the captions that say it
+        words, wt = [norm(x) for x in ss], np.asarray(wt, float)
+        said = [float(wt @ [any(norm(w) in x for w in ws) for x in words]) for _, ws in sides]
+        j = max(range(len(sides)), key=lambda j: (said[j], -j), default=None)
+        if j is not None and 2*said[j] > wt.sum(): out[i] = sides[j][0]
+    return out
+
+def _matches(factors:pd.DataFrame, phrase:str|None, own:bool=False,
+             said:dict|None=None # concepts: `_concept_phrases` (a concept matches only the phrase it says)
+            ) -> list[tuple[int, int]]:
     "(row, side) of the factors whose own phrases include `phrase` (side +1) or whose `versus` does (-1); `own=False`: else their parts', else their names."
+    if said is not None: return [(i, 1) for i, p in said.items() if p == phrase]
     if not phrase: return []
     p = ' '.join(normalise(phrase))
     if not p: return []
@@ -458,17 +478,18 @@ def planted_recovery(factors:pd.DataFrame, # factor table (factor, phrases, n, e
     "Per planted effect: the matched factors and estimates, their difference, whether the signs agree and whether it was flagged with the right sign (by the factors whose own phrases name it)."
     factors = factors.reset_index(drop=True)
     val, sig = _value(factors).to_numpy(float), factors.get('significant', pd.Series(False, index=factors.index)).to_numpy(bool)
+    said = _concept_phrases(factors, truth) if 'sentences' in factors else None
     rows = []
     for e in truth.get('effects', []):
         s = np.sign(e['coef'])
-        mp, ma = _matches(factors, e.get('present_phrase')), _matches(factors, e.get('absent_phrase'))
+        mp, ma = _matches(factors, e.get('present_phrase'), said=said), _matches(factors, e.get('absent_phrase'), said=said)
         best = lambda m: min(m, key=lambda t: (factors.n[t[0]], t[0])) if m else None   # the most specific
         pres, absn = best(mp), best(ma)
         if pres is not None and absn is not None and pres[0] == absn[0]: absn = None    # one factor: present versus absent
         ps = np.nan if pres is None else pres[1]*val[pres[0]]
         as_ = np.nan if absn is None else absn[1]*val[absn[0]]
         diff = np.nan if pres is None and absn is None else np.nan_to_num(ps) - np.nan_to_num(as_)
-        own = ((_matches(factors, e.get('present_phrase'), own=True), s), (_matches(factors, e.get('absent_phrase'), own=True), -s))
+        own = ((_matches(factors, e.get('present_phrase'), own=True, said=said), s), (_matches(factors, e.get('absent_phrase'), own=True, said=said), -s))
         flagged = [np.sign(side*val[i])*want for m, want in own for i, side in m if sig[i]]
         rows.append({'attribute': e['attribute'], 'coef': float(e['coef']),
                      'present_factor': None if pres is None else factors.factor[pres[0]], 'present_value': ps,
@@ -483,7 +504,9 @@ def unplanted_flagged(factors:pd.DataFrame, # factor table (factor, phrases, sig
                       truth:dict # `truth.json`
                      ) -> list[str]:
     "Flagged factors that name none of the planted attributes' words (present or absent)."
-    hit = {i for e in truth.get('effects', []) for k in ('present_phrase', 'absent_phrase') for i, _ in _matches(factors.reset_index(drop=True), e.get(k))}
+    factors = factors.reset_index(drop=True)
+    said = _concept_phrases(factors, truth) if 'sentences' in factors else None
+    hit = {i for e in truth.get('effects', []) for k in ('present_phrase', 'absent_phrase') for i, _ in _matches(factors, e.get(k), said=said)}
     sig = factors.get('significant', pd.Series(False, index=factors.index)).to_numpy(bool)
     return [f for i, f in enumerate(factors.factor) if sig[i] and i not in hit]
 
@@ -555,20 +578,17 @@ def merge_factors(candidates:pd.DataFrame, # from `find_factors`
     out['phrases'] = [list(dict.fromkeys([*ph[f], *(p for g in parts for p in ph[g])])) for f, parts in zip(out.factor, out.parts)]
     return out
 
-# %% ../nbs/04_explain.ipynb #16b8807d
-def select_factors(seg:pd.DataFrame, # segments explained by ONE model (id, text, shap, base, pred)
-                   candidates:pd.DataFrame, # factors to choose from (factor, phrases)
-                   max_factors:int=12, # most factors selected
-                   min_gain:float=0.01, # stop when the best next factor explains less than this share of the values' sum of squares
-                   max_n:int=3
-                  ) -> pd.DataFrame:
-    "The factors that explain the segments' relative Shapley values best, by forward selection: factor, gain, shap, segments."
-    r = relative_shap(seg.reset_index(drop=True)).to_numpy(float)
-    M = segment_matrix(seg.text.tolist(), candidates, max_n)
-    names, total, norm0 = list(candidates.factor), float(r @ r), (M*M).sum(0)
+# %% ../nbs/04_explain.ipynb #23d3d56a
+def forward_select(r:np.ndarray, # the values to explain, one per segment
+                   M:np.ndarray, # segments x candidates, 0/1
+                   max_factors:int=12, # most candidates chosen
+                   min_gain:float=0.01 # stop when the best next one explains less than this share of the sum of squares of `r`
+                  ) -> tuple[list[int], list[float]]:
+    "(the chosen columns of `M`, in order; the share of the sum of squares of `r` each one explains beyond those before it)."
+    total, norm0 = float(r @ r), (M*M).sum(0)
     Q, res, picked, gains = np.zeros((len(r), 0)), r.copy(), [], []
     for _ in range(int(max_factors)):
-        Xr = M - Q @ (Q.T @ M)                                  # what the selected factors do not already say
+        Xr = M - Q @ (Q.T @ M)                                  # what the selected candidates do not already say
         den = (Xr*Xr).sum(0)
         ok = den > np.maximum(0.05*norm0, 1e-9)
         ok[picked] = False
@@ -579,6 +599,21 @@ def select_factors(seg:pd.DataFrame, # segments explained by ONE model (id, text
         q = Xr[:, j]/math.sqrt(den[j])
         Q, res = np.column_stack([Q, q]), res - q*(q @ res)
         picked.append(j); gains.append(float(gain[j]/total))
+    return picked, gains
+
+
+# %% ../nbs/04_explain.ipynb #16b8807d
+def select_factors(seg:pd.DataFrame, # segments explained by ONE model (id, text, shap, base, pred)
+                   candidates:pd.DataFrame, # factors to choose from (factor, phrases)
+                   max_factors:int=12, # most factors selected
+                   min_gain:float=0.01, # stop when the best next factor explains less than this share of the values' sum of squares
+                   max_n:int=3
+                  ) -> pd.DataFrame:
+    "The factors that explain the segments' relative Shapley values best, by forward selection: factor, gain, shap, segments."
+    r = relative_shap(seg.reset_index(drop=True)).to_numpy(float)
+    M = segment_matrix(seg.text.tolist(), candidates, max_n)
+    picked, gains = forward_select(r, M, max_factors, min_gain)
+    names = list(candidates.factor)
     beta = np.linalg.lstsq(M[:, picked], r, rcond=None)[0] if picked else np.zeros(0)
     return pd.DataFrame({'factor': [names[j] for j in picked], 'gain': gains, 'shap': beta,
                          'segments': M[:, picked].sum(0).astype(int)})
@@ -674,6 +709,16 @@ def _candidates(rows:pd.DataFrame, # one row per caption: id (str), caption
     X = caption_matrix(allseg, cand, ids=rows.id)
     return cand, X, relations(X, tol)
 
+# %% ../nbs/04_explain.ipynb #d426f644
+def _heldout_covariates(covariates:pd.DataFrame|None, # covariate columns, row-aligned with the captions (None: none)
+                        held:np.ndarray # a fold's held-out rows
+                       ) -> np.ndarray|None:
+    "The held-out rows' covariates, encoded on those rows (None without covariates)."
+    if covariates is None or not covariates.shape[1]: return None
+    cv = covariates.iloc[held]
+    return encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
+
+
 # %% ../nbs/04_explain.ipynb #bd5239ce
 def _fold_tests(seg:pd.DataFrame, # explained segments (id as str) with the fold of the model that explained them
                 cand:pd.DataFrame, # candidate factors (from `_candidates`)
@@ -693,12 +738,8 @@ def _fold_tests(seg:pd.DataFrame, # explained segments (id as str) with the fold
         held = np.flatnonzero(held_of == k)
         sel.append(s)
         if not len(s) or not len(held): continue
-        Z = None
-        if covariates is not None and covariates.shape[1]:
-            cv = covariates.iloc[held]
-            Z = encode_covariates(cv, fit_covariates(cv, list(cv.columns)))
-        tests.append(heldout_effects(y[held], X.iloc[held][s.factor.tolist()], rel, parents=X.iloc[held], covariates=Z,
-                                     min_n=min_n).assign(fold=int(k)))
+        tests.append(heldout_effects(y[held], X.iloc[held][s.factor.tolist()], rel, parents=X.iloc[held],
+                                     covariates=_heldout_covariates(covariates, held), min_n=min_n).assign(fold=int(k)))
     tests = pd.concat(tests, ignore_index=True) if tests else heldout_effects(y[:0], X.iloc[:0, :0], rel).assign(fold=0)
     sel = pd.concat(sel, ignore_index=True) if sel else pd.DataFrame(columns=['factor', 'fold'])
     return tests, sel
@@ -749,14 +790,15 @@ def _describe(out:pd.DataFrame, # from `_combine`: one row per tested factor
 def validation_statement(s:dict # the summary of `crossfit_factors`
                         ) -> str:
     "How the factors were tested and which were flagged, in plain words."
-    how = (f"{s['tested']} factors, chosen by each fold's model from {s['candidates']} candidates, were tested on the "
-           f"{s['heldout_rows']} rows that model did not train on (regression of the outcome on the factors' indicators, HC3 "
+    unit = s.get('units', 'factors')
+    how = (f"{s['tested']} {unit}, chosen by each fold's model from {s['candidates']} candidates, were tested on the "
+           f"{s['heldout_rows']} rows that model did not train on (regression of the outcome on the {unit}' indicators, HC3 "
            f"standard errors, folds combined by inverse-variance weighting); multiple testing: {s['method']} at a false "
            f"discovery rate of {s['level']:g}.")
     if s['beats_mean'] is not True:
         why = ("the model does not predict the outcome better than the mean" if s['beats_mean'] is False else
                "it is not known whether the model predicts better than the mean")
-        return (f"{how} No factor is flagged: {why} (cross-validated), so what it relies on is not evidence about the "
+        return (f"{how} No {unit[:-1]} is flagged: {why} (cross-validated), so what it relies on is not evidence about the "
                 f"outcome ({s['q_below_level']} of {s['tested']} would pass the test alone).")
     return f"{how} {s['significant']} of {s['tested']} are flagged."
 
@@ -798,9 +840,225 @@ def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, bas
     summary['statement'] = validation_statement(summary)
     return out, tests, summary
 
+# %% ../nbs/04_explain.ipynb #e825ded9
+@lru_cache(maxsize=2)
+def _sentence_encoder(name:str='minilm'):
+    from transformers import AutoModel, AutoTokenizer
+    path = resolve_text_model(name)
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+def sentence_embeddings(texts:Sequence[str], # segments
+                        batch_size:int=128, # texts per forward pass
+                        name:str='minilm' # the sentence encoder (the embedded all-MiniLM-L6-v2)
+                       ) -> np.ndarray:
+    "Unit-length mean-pooled sentence embeddings of `texts` (rows)."
+    tok, enc = _sentence_encoder(name)
+    out = [np.zeros((0, enc.config.hidden_size), np.float32)]
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            b = tok([str(t) for t in texts[i:i + batch_size]], padding=True, truncation=True, max_length=128, return_tensors='pt')
+            h, m = enc(**b).last_hidden_state, b['attention_mask'].unsqueeze(-1).float()
+            out.append(torch.nn.functional.normalize((h*m).sum(1)/m.sum(1), dim=-1).numpy())
+    return np.concatenate(out)
+
+
+# %% ../nbs/04_explain.ipynb #a9b91208
+def concept_tree(E:np.ndarray, # unit-length embeddings of the distinct segments (rows)
+                 said:np.ndarray, # segments x captions, 1 where the caption has the segment
+                 min_similarity:float=0.15, # least mean pairwise cosine similarity of two groups that merge
+                 together:float=0.25, # most captions two merging groups share, as a share of those expected if independent
+                 min_expected:float=3.0 # the "said together" rule applies once this many shared captions are expected
+                ) -> list[list[int]]:
+    "Every group of segments formed by average-linkage merges of groups that are similar and never said together (leaves first)."
+    n, N = len(E), max(said.shape[1], 1)
+    S, size, B = E.astype(np.float64).copy(), np.ones(n), np.asarray(said, np.float32).copy()
+    members, alive, out = [[i] for i in range(n)], np.ones(n, bool), [[i] for i in range(n)]
+    sim, co, p = S @ S.T, B @ B.T, B.sum(1)/N
+    def blocked(i, others):
+        exp = p[i]*p[others]*N
+        return (exp >= min_expected) & (co[i, others] > together*exp)
+    bad = np.array([blocked(i, np.arange(n)) for i in range(n)]).reshape(n, n) | np.eye(n, dtype=bool)
+    while n > 1:
+        s = np.where(bad | ~alive[None, :] | ~alive[:, None], -np.inf, sim/np.outer(size, size))
+        i, j = np.unravel_index(np.argmax(s), s.shape)
+        if not s[i, j] >= min_similarity: break
+        S[i] += S[j]; size[i] += size[j]; B[i] = np.maximum(B[i], B[j]); alive[j] = False
+        members[i] = members[i] + members[j]; out.append(sorted(members[i]))
+        sim[i] = sim[:, i] = S @ S[i]; co[i] = co[:, i] = B @ B[i]; p[i] = B[i].sum()/N
+        bad[i] = bad[:, i] = blocked(i, np.arange(n)); bad[i, i] = True
+    return out
+
+
+# %% ../nbs/04_explain.ipynb #0bb5cb09
+def concept_sides(topics:list[list[int]], # from `concept_tree`
+                  total:np.ndarray, # each distinct segment's summed relative Shapley value under one model (0: not seen)
+                  seen:np.ndarray, # how many times the model saw each distinct segment
+                  n:int # how many captions the model explained
+                 ) -> tuple[list[str], list[set]]:
+    "The up and down part of every topic: (ids such as '7+' and '7-', member sets of distinct segments)."
+    ids, parts = [], []
+    for k, g in enumerate(topics):
+        g = np.asarray(g); s = seen[g] > 0
+        c, ref = total[g]/np.maximum(seen[g], 1), total[g].sum()/max(n, 1)
+        for sign, part in (('+', s & (c > ref)), ('-', s & (c < ref))):
+            if part.any(): ids.append(f'{k}{sign}'); parts.append(set(g[part].tolist()))
+    return ids, parts
+
+
+# %% ../nbs/04_explain.ipynb #b27d5326
+def _concept_topics(rows:pd.DataFrame, # one row per caption: id (str), caption
+                    max_segments:int, mode:str, # segmentation, as for the explanations
+                    min_similarity:float # least mean pairwise cosine similarity of two groups that merge
+                   ) -> tuple[list[str], np.ndarray, np.ndarray, list[list[int]]]:
+    "(the distinct segments, segments x captions said, their embeddings, the topics from `concept_tree`)."
+    allseg = [(j, s) for j, c in enumerate(rows.caption) for s in split_segments(c, max_segments, mode)]
+    texts = list(dict.fromkeys(s for _, s in allseg))
+    at = {t: i for i, t in enumerate(texts)}
+    said = np.zeros((len(texts), len(rows)), np.float32)
+    for j, s in allseg: said[at[s], j] = 1
+    E = sentence_embeddings(texts)
+    return texts, said, E, concept_tree(E, said, min_similarity)
+
+
+# %% ../nbs/04_explain.ipynb #17e4bcb6
+def _outermost(ids:Sequence[str], # selected concept ids ('7+')
+               topics:list[list[int]] # from `concept_tree`
+              ) -> dict[str, str]:
+    "For each id, the id of the largest selected group on the same side that contains its group."
+    out = {}
+    for a in ids:
+        ga = set(topics[int(a[:-1])])
+        out[a] = max((b for b in ids if b[-1] == a[-1] and ga <= set(topics[int(b[:-1])])),
+                     key=lambda b: (len(topics[int(b[:-1])]), b))
+    return out
+
+
+# %% ../nbs/04_explain.ipynb #a95b2fee
+def _concept_fold(g:pd.DataFrame, # one fold model's explained segments (id, text, shap, base, pred)
+                  texts:list[str], said:np.ndarray, topics:list[list[int]], # from `_concept_topics`
+                  root:np.ndarray, # each distinct segment's largest topic
+                  max_factors:int, min_gain:float, # forward selection
+                  min_prevalence:float # least share of captions carrying a concept (and not carrying it)
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Steps 2 and the selection for one fold's model: (its concepts: factor, gain, way, members; captions x those concepts)."
+    g = g.reset_index(drop=True)
+    r, t, n = relative_shap(g).to_numpy(float), g.text.map({s: i for i, s in enumerate(texts)}).to_numpy(), g.id.nunique()
+    total, seen = np.bincount(t, r, len(texts)), np.bincount(t, minlength=len(texts))
+    ids, parts = concept_sides(topics, total, seen, n)
+    r = r - (np.bincount(root, total, len(topics))/n)[root[t]]  # against its topic's mean contribution per caption, as the sides
+    X = np.stack([said[sorted(p)].max(0) for p in parts], 1) if parts else np.zeros((said.shape[1], 0))
+    ok = (X.mean(0) >= min_prevalence) & (X.mean(0) <= 1 - min_prevalence)
+    M = np.stack([np.isin(t, sorted(p)) for p in parts], 1).astype(float)*ok if parts else np.zeros((len(g), 0))
+    picked, gains = forward_select(r, M, max_factors, min_gain)
+    way = [float(np.sign(r[M[:, j] > 0].mean())) for j in picked]   # how the model says each pushes, against its topic's usual say
+    sel = pd.DataFrame({'factor': [ids[j] for j in picked], 'gain': gains, 'way': way, 'members': [sorted(parts[j]) for j in picked]})
+    return sel, pd.DataFrame(X[:, picked], columns=[ids[j] for j in picked])
+
+
+# %% ../nbs/04_explain.ipynb #523ad24b
+def _merge_nested(tests:pd.DataFrame, sel:pd.DataFrame, # per-fold tests and selections (factor: concept id)
+                  topics:list[list[int]] # from `concept_tree`
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Both tables with each concept id mapped by `_outermost`; a fold that picked nested ones keeps the larger one's row."
+    outer = _outermost(list(dict.fromkeys(sel.factor)), topics)
+    size = lambda c: len(topics[int(c[:-1])])
+    merge = lambda d: (d.assign(size=d.factor.map(size), factor=d.factor.map(outer)).sort_values('size', ascending=False, kind='stable')
+                        .drop_duplicates(['fold', 'factor']).drop(columns='size').sort_values(['fold', 'factor']).reset_index(drop=True))
+    return merge(tests), merge(sel)
+
+
+# %% ../nbs/04_explain.ipynb #ac1be46c
+def _concept_fold_tests(seg:pd.DataFrame, # explained segments (id as str) with the fold of the model that explained them
+                        texts:list[str], said:np.ndarray, topics:list[list[int]], # from `_concept_topics`
+                        y:np.ndarray, # outcome of each caption
+                        held_of:np.ndarray, # the fold whose model did not train on each caption (-1: none)
+                        covariates:pd.DataFrame|None, # covariate columns, row-aligned with the captions (None: none)
+                        max_factors:int, min_gain:float, # forward selection
+                        min_prevalence:float, # least share of captions carrying a concept (and not carrying it)
+                        min_n:int # least carriers and non-carriers of a concept among a fold's held-out rows
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "(the tests, one row per fold and tested concept; the concepts each fold's model selected, with their member segments)."
+    root = np.zeros(len(texts), int)
+    for j, grp in enumerate(topics): root[grp] = j               # groups come leaves first: the last one holding a segment is its root
+    tests, sel = [], []
+    for k, g in seg.groupby('fold', sort=True):
+        s, X = _concept_fold(g, texts, said, topics, root, max_factors=max_factors, min_gain=min_gain, min_prevalence=min_prevalence)
+        sel.append(s.assign(fold=int(k)))
+        held = np.flatnonzero(held_of == k)
+        if not len(s) or not len(held): continue
+        tests.append(heldout_effects(y[held], X.iloc[held].reset_index(drop=True), relations(X),
+                                     covariates=_heldout_covariates(covariates, held), min_n=min_n).assign(fold=int(k)))
+    tests = pd.concat(tests, ignore_index=True) if tests else heldout_effects(y[:0], pd.DataFrame(), pd.DataFrame()).assign(fold=0)
+    sel = pd.concat(sel, ignore_index=True) if sel else pd.DataFrame(columns=['factor', 'gain', 'way', 'members', 'fold'])
+    return _merge_nested(tests, sel, topics)
+
+
+# %% ../nbs/04_explain.ipynb #c9f1cc6f
+def _name_concepts(out:pd.DataFrame, # from `combine_folds`: one row per tested concept id
+                   seg:pd.DataFrame, # explained segments (every fold)
+                   texts:list[str], said:np.ndarray, E:np.ndarray, # from `_concept_topics`
+                   sel:pd.DataFrame # the concepts each fold's model selected, with their members
+                  ) -> pd.DataFrame:
+    "`out` with name, sentences (member segments) and how many captions say each (sentence_counts), n, mean_shap, selected_folds and way (+1/-1: how the fold models say it pushes)."
+    at = {t: i for i, t in enumerate(texts)}
+    r, t = relative_shap(seg.reset_index(drop=True)).to_numpy(float), seg.text.map(at).to_numpy()
+    count = said.sum(1)
+    names, sents, counts, n, shap, folds, way = [], [], [], [], [], [], []
+    for cid in out.factor:
+        picks = sel.members[sel.factor == cid]
+        votes = Counter(i for ms in picks for i in ms)
+        m = np.array(sorted(i for i, v in votes.items() if 2*v >= len(picks)), int)
+        central = (E[m] @ E[m].T) @ count[m]
+        names.append(texts[m[int(np.argmax(central))]])
+        order = m[np.argsort(-count[m], kind='stable')]
+        sents.append([texts[i] for i in order]); counts.append([int(count[i]) for i in order])
+        n.append(int(said[m].max(0).sum())); on = np.isin(t, m)
+        shap.append(float(r[on].mean()) if on.any() else np.nan); folds.append(len(picks))
+        way.append(1 if sel.way[sel.factor == cid].sum() >= 0 else -1)
+    return out.assign(name=names, sentences=sents, sentence_counts=counts, n=n, mean_shap=shap, selected_folds=folds, way=way)
+
+
+# %% ../nbs/04_explain.ipynb #45a21351
+CONCEPT_COLUMNS = [*FACTOR_COLUMNS, 'name', 'sentences', 'sentence_counts']
+
+def crossfit_concepts(seg:pd.DataFrame, # explained segments: id, text, shap, base, pred, fold (the model that explained it)
+                      rows:pd.DataFrame, # one row per caption: id, caption, target, heldout (the fold whose model did not train on it; -1: none)
+                      covariates:pd.DataFrame|None=None, # covariate columns, row-aligned with `rows` (None: none)
+                      min_prevalence:float=0.03, # least share of captions carrying a concept (and not carrying it)
+                      max_factors:int=12, # most concepts each fold's model is summarised by
+                      min_gain:float=0.01, # least share of the Shapley values' sum of squares a selected concept explains
+                      fdr:float=0.05, # Benjamini-Hochberg false discovery rate
+                      beats_mean:bool|None=True, # whether the model predicts better than the mean (otherwise nothing is flagged)
+                      max_segments:int=8, mode:str='sentence', # segmentation, as for the explanations
+                      min_n:int=5, # least carriers and non-carriers of a concept among a fold's held-out rows
+                      min_similarity:float=0.15 # least mean pairwise cosine similarity of two groups of segments that merge
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "Concepts (groups of segments that say the same thing) chosen by each fold's model, tested on its held-out rows, adjusted for multiple testing."
+    rows = rows.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
+    texts, said, E, topics = _concept_topics(rows, max_segments=max_segments, mode=mode, min_similarity=min_similarity)
+    seg, y, held_of = seg.assign(id=seg.id.astype(str)), rows.target.to_numpy(float), rows.heldout.to_numpy()
+    tests, sel = _concept_fold_tests(seg, texts, said, topics, y=y, held_of=held_of, covariates=covariates, max_factors=max_factors,
+                                     min_gain=min_gain, min_prevalence=min_prevalence, min_n=min_n)
+    out = _name_concepts(combine_folds(tests), seg, texts, said, E, sel)
+    twice = out.name.duplicated(keep=False).to_numpy()
+    label = [f'{n} ({i})' if d else n for n, i, d in zip(out.name, out.factor, twice)]   # a name used twice gets its id
+    tests = tests.assign(factor=tests.factor.map(dict(zip(out.factor, label))))
+    out = out.assign(id=out.factor, factor=label)
+    out = out.assign(versus=None, versus_shap=np.nan, example=out.name, phrases=[[]]*len(out), versus_phrases=[[]]*len(out),
+                     core_phrases=[[]]*len(out), versus_core=[[]]*len(out), q=bh_adjust(out.p), prevalence=out.n/max(len(rows), 1))
+    out['direction'] = np.where(out.effect >= 0, 'up', 'down')
+    out['significant'] = (out.q <= fdr) & (np.sign(out.effect) == out.way) & (beats_mean is True)
+    out = out.sort_values(['significant', 'p', 'factor'], ascending=[False, True, True]).reset_index(drop=True)[CONCEPT_COLUMNS]
+    summary = {'method': 'Benjamini-Hochberg', 'level': float(fdr), 'candidates': 2*len(topics), 'tested': len(out), 'units': 'concepts',
+               'folds': sorted(int(k) for k in tests.fold.unique()), 'heldout_rows': int((held_of >= 0).sum()),
+               'q_below_level': int((out.q <= fdr).sum()), 'significant': int(out.significant.sum()), 'beats_mean': beats_mean}
+    summary['statement'] = validation_statement(summary)
+    return out, tests, summary
+
+
 # %% ../nbs/04_explain.ipynb #1e4e23f2
 EXPLAIN_KEYS = ['segmenter', 'max_segments', 'explain_max', 'explain_examples', 'token_max_evals', 'min_prevalence',
-                'max_factors', 'factor_min_gain', 'fdr', 'use_covariates', 'covariates', 'seed']
+                'max_factors', 'factor_min_gain', 'fdr', 'factor_units', 'concept_min_similarity', 'use_covariates', 'covariates', 'seed']
 
 def _explained_rows(cfg:AttrDict, # run configuration
                     table:pd.DataFrame, # id (str), caption, target of the training table
@@ -864,9 +1122,12 @@ def _stage_factors(cfg:AttrDict, # run configuration
     table = df[['id', 'caption', 'target']].assign(id=lambda d: d.id.astype(str))
     covs = covariate_columns(cfg)
     rows = table.assign(heldout=_heldout_folds(len(table), cfg, run))
-    return crossfit_factors(seg, rows, covariates=df[covs] if covs else None, min_prevalence=float(cfg.min_prevalence),
-                            max_factors=int(cfg.max_factors), min_gain=float(cfg.factor_min_gain), fdr=float(cfg.fdr),
-                            beats_mean=beats_mean, max_segments=int(cfg.max_segments), mode=str(cfg.segmenter))
+    kw = dict(covariates=df[covs] if covs else None, min_prevalence=float(cfg.min_prevalence), max_factors=int(cfg.max_factors),
+              min_gain=float(cfg.factor_min_gain), fdr=float(cfg.fdr), beats_mean=beats_mean, max_segments=int(cfg.max_segments),
+              mode=str(cfg.segmenter))
+    if cfg.get('factor_units', 'concepts') == 'concepts':
+        return crossfit_concepts(seg, rows, min_similarity=float(cfg.concept_min_similarity), **kw)
+    return crossfit_factors(seg, rows, **kw)
 
 # %% ../nbs/04_explain.ipynb #40cc32ea
 def _examples(seg:pd.DataFrame, k:int) -> list:

@@ -180,9 +180,17 @@ def top_factors(factors:pd.DataFrame|None, # factors.parquet of the explain stag
     return pick(f[v > 0]), pick(f[v < 0])
 
 # %% ../nbs/04b_pipeline.ipynb #51543b69
-def factor_label(r) -> str:
+def _examples(r, k:int) -> str:
+    "Up to `k` of a concept's other segments, quoted after `also:`; empty for n-gram factors."
+    s = r.get('sentences') if hasattr(r, 'get') else None
+    more = [str(x) for x in (list(s) if s is not None and not isinstance(s, float) else []) if str(x) != r.factor][:k]
+    return f" (also: {'; '.join(chr(34) + x + chr(34) for x in more)})" if k and more else ''
+
+def factor_label(r, # a row of factors.parquet
+                 examples:int=0 # a concept's segments to quote besides its name
+                ) -> str:
     "One factor as text: `dark vs bright (+0.62 [+0.50, +0.73], q=0.000)*` (* flagged), or its mean SHAP when untested."
-    name = r.factor + (f" vs {r.versus}" if isinstance(r.get('versus'), str) and r.get('versus') else '')
+    name = r.factor + (f" vs {r.versus}" if isinstance(r.get('versus'), str) and r.get('versus') else '') + _examples(r, examples)
     if 'effect' in r and pd.notna(r.effect):
         q = f", q={r.q:.3f}" if 'q' in r and pd.notna(r.q) else ''
         return f"{name} ({r.effect:+.2f} [{r.effect_lo:+.2f}, {r.effect_hi:+.2f}]{q}){'*' if r.get('significant', False) else ''}"

@@ -14,7 +14,7 @@ import pandas as pd
 from fastcore.basics import AttrDict
 from fastcore.xtras import modified_env
 
-from .core import (PosterlensError, load_settings, list_variants, resolve, run_dir, read_json,
+from .core import (FACTOR_UNITS, PosterlensError, load_settings, list_variants, resolve, run_dir, read_json,
                              write_json, read_parquet, hash_frame, hash_obj)
 from .explain import _value
 from .verify import findings_sentences
@@ -537,7 +537,8 @@ def _setup_digest(cfg:AttrDict # run configuration
             'prompt': str(cfg.get('prompt')), 'prompt_used': uses_vlm(cfg),
             'prompt_text': _maybe(prompt, lambda p: p.read_text()) if prompt else None,
             'text_model': cfg.text_model, 'folds': cfg.folds, 'fold_subset': cfg.fold_subset, 'epochs': cfg.epochs,
-            'use_covariates': cfg.get('use_covariates'), 'covariates': cfg.get('covariates')}
+            'use_covariates': cfg.get('use_covariates'), 'covariates': cfg.get('covariates'),
+            'factor_units': cfg.get('factor_units', 'concepts')}
 
 # %% ../nbs/05_report.ipynb #842dbedd
 def _results_digest(f:dict # from `_run_files`
@@ -551,7 +552,7 @@ def _results_digest(f:dict # from `_run_files`
             'target_std': _first(metrics, 'target_std'),
             'beats_mean': _first(metrics, 'beats_mean'), 'beats_mean_text': mean_statement(metrics) if metrics else None,
             'pixels_text': pixel_statement(metrics),
-            'up': [factor_label(r) for _, r in up.iterrows()], 'down': [factor_label(r) for _, r in down.iterrows()],
+            'up': [factor_label(r, examples=2) for _, r in up.iterrows()], 'down': [factor_label(r, examples=2) for _, r in down.iterrows()],
             'none_flagged': no_findings_reason(factors, _first(metrics, 'beats_mean')) if factors is not None else None,
             'n_factors': len(factors) if factors is not None else None,
             'planted': planted_text(f['summary']),
@@ -604,6 +605,15 @@ def _posters(n_data, n_cv) -> str:
     return f'{n_data}' + (f' ({n_cv} validated in the folds run)' if n_cv is not None and n_cv != n_data else '')
 
 # %% ../nbs/05_report.ipynb #b8dc4f67
+def _factor_cells(d:dict, # a digest
+                  li:Callable # a list of texts as HTML
+                 ) -> dict:
+    "The index's factor rows: what a factor is in this run, and the flagged ones (else why none is listed)."
+    out = {'Factors': _e(FACTOR_UNITS.get(d.get('factor_units') or 'concepts', d.get('factor_units')))}
+    if d.get('none_flagged'): out['Flagged factors'] = f'<span class="muted">{_e(d["none_flagged"])}</span>'
+    else: out['Flagged factors'] = ('<b>up</b>' + li(d.get('up')) + '<b>down</b>' + li(d.get('down'))) if d.get('up') or d.get('down') else li([])
+    return out
+
 def _rows(d:dict) -> dict:
     "The index's cells for one digest (HTML), keyed by row label."
     if d.get('status') == 'skipped':
@@ -632,8 +642,7 @@ def _rows(d:dict) -> dict:
                                          (li(v['sentences']) if v.get('sentences') else '<span class="muted">none</span>')
                                          + f'<br><span class="muted">{_e(v.get("statement"))} {_e(v.get("gold"))}</span>')
     if d.get('pixels_text'): r['Images vs descriptions'] = _e(d['pixels_text'])
-    if d.get('none_flagged'): r['Flagged factors'] = f'<span class="muted">{_e(d["none_flagged"])}</span>'
-    else: r['Flagged factors'] = ('<b>up</b>' + li(d.get('up')) + '<b>down</b>' + li(d.get('down'))) if d.get('up') or d.get('down') else li([])
+    r.update(_factor_cells(d, li))
     if d.get('planted'): r['Planted effects recovered'] = _e(d['planted'])
     r['Captions by status'] = _e(counts)
     r['Mean caption length'] = f"{caps['mean_words']:.1f} words" if caps.get('mean_words') else 'n/a'
@@ -657,7 +666,8 @@ def index_html(digests:list[dict] # from `digest`, one per variant
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>posterlens reports</title>'
             f'<style>{_CSS}</style></head><body><h1>posterlens: variants side by side</h1>'
             f'<p class="sub">Which visual elements of an image drive the outcome? Each column is one run. RMSEs are '
-            f'cross-validated, with 95% bootstrap confidence intervals. A factor is a recurring phrase of the descriptions '
+            f'cross-validated, with 95% bootstrap confidence intervals. A factor is something the descriptions say (a recurring '
+            f'phrase, or a concept: segments that say the same thing in other words; the Factors row says which) '
             f'that a fold model relies on (Shapley values), tested on that fold\'s held-out rows (effect in outcome units, '
             f'95% interval, q-value); only factors flagged by Benjamini-Hochberg while the model beats the mean are '
             f'listed. Verified findings are those the VLM confirms when asked about the held-out images. Made {when}.</p>'

@@ -30,7 +30,9 @@ application/json, else 400 INVALID_ARGUMENT as the real API answers) gets a JSON
 property. Boolean properties are yes/no questions (their `description`) about a synthetic poster: `attributes`
 ({image sha256: {'dark': 1, 'cool': 0, ...}}) gives the planted answer of the first attribute word in the question
 (`ATTRIBUTE_WORDS`, several wordings each), other questions get a stable coin; `flip` flips that share of the answers
-(per image and question); captions of those posters say each attribute in one sentence (`planted_caption`).
+(per image and question); captions of those posters say each attribute in one sentence (`planted_caption`), or,
+with `captions='freeform'`, as a vision-language model would: in one of several wordings or not at all, with filler
+sentences, in any order (`freeform_caption`).
 Per image, `rate_not_json` answers prose instead of JSON, `rate_missing` leaves out the last
 property, `rate_refusal` declines in prose (OpenAI: `message.refusal`). String properties (a text-only request) get a
 question written from the item's text.
@@ -128,6 +130,42 @@ def planted_caption(image_sha:str, attributes:dict) -> str:
     return ' '.join([f'A fake caption for image {image_sha[:12]}.'] +
                     [PLANTED_SENTENCES[a][0 if v else 1] for a, v in attributes.items() if a in PLANTED_SENTENCES])
 
+FREEFORM = {   # what the fake writes with captions='freeform': each attribute's (present, absent) side in several wordings
+    'dark': (('The poster is steeped in shadow.', 'A dim, night-time mood hangs over it.', 'Lighting is low and moody.',
+              'Dark tones swallow most of the frame.'),
+             ('The poster is flooded with light.', 'A sunny, daytime mood fills it.', 'Lighting is high and airy.',
+              'Pale, bright tones cover most of the frame.')),
+    'cool': (('Blue and teal dominate the palette.', 'The colours feel cold and wintry.', 'An icy, bluish tint covers the scene.',
+              'Cool greens and blues prevail.'),
+             ('Orange and red dominate the palette.', 'The colours feel hot and summery.', 'A golden, amber tint covers the scene.',
+              'Warm reds and yellows prevail.')),
+    'bw': (('The picture has no colour, only greys.', 'It is a monochrome image.', 'Everything is in black and white.',
+            'The photo is grayscale.'), ()),
+    'cluttered': (('Many objects crowd the frame.', 'The layout is busy and chaotic.', 'Detail fills every corner.',
+                   'It looks cluttered and dense.'),
+                  ('One subject stands in a lot of empty space.', 'The layout is sparse and simple.', 'Little else competes for attention.',
+                   'It looks clean and uncrowded.')),
+    'big_title': (('A huge title spans the poster.', 'The lettering is large and bold.', 'Big block type shouts the name.',
+                   'The title takes up much of the space.'),
+                  ('The title is small and discreet.', 'Only fine print appears.', 'The lettering is tiny.',
+                   'Text plays a minor part.')),
+}
+FREEFORM_FILLER = ('It has a cinematic quality.', 'The texture looks a little grainy.', 'The mood is hard to pin down.',
+                   'It would stand out on a shelf.', 'The framing is vertical.', 'There is a hint of mystery.',
+                   'It looks like a recent release.', 'The edges are slightly soft.')
+
+def freeform_caption(image_sha:str, attributes:dict) -> str:
+    "A caption as a vision-language model writes one: each attribute in one of several wordings (or left unsaid), filler, any order (stable per image)."
+    rng = random.Random(image_sha)
+    parts = []
+    for a, v in attributes.items():
+        ways = FREEFORM.get(a, ((), ()))[0 if v else 1]
+        if a == 'cool' and attributes.get('bw'): continue              # a black-and-white poster has no palette to speak of
+        if ways and rng.random() >= 0.15: parts.append(rng.choice(ways))
+    parts += rng.sample(FREEFORM_FILLER, rng.randint(1, 3))
+    rng.shuffle(parts)
+    return ' '.join(parts)
+
 def written_question(item:str) -> str:
     "The question the fake's 'language model' writes for a concept item 'name (e.g. sentence; sentence)'."
     name = item.split(' (e.g.')[0].strip()
@@ -179,7 +217,8 @@ class FakeServer:
                  rate_maxtokens=0., hang_s=3., latency=0., retry_after:float|None=0.05, seed=0,
                  script:dict|None=None, queue:list|None=None, api_keys=None, tokens=None, denied_projects=(),
                  service_disabled=False, rpm_limit:int|None=None, rpm_window:float=60.0, host='127.0.0.1', port=0,
-                 attributes:dict|None=None, flip:float=0., rate_not_json:float=0., rate_missing:float=0., rate_refusal:float=0.):
+                 attributes:dict|None=None, flip:float=0., rate_not_json:float=0., rate_missing:float=0., rate_refusal:float=0.,
+                 captions:str='plain'):
         self.rate429, self.rate500, self.rate503, self.rate_hang = rate429, rate500, rate503, rate_hang
         self.rate_block, self.rate_prompt_block, self.rate_maxtokens = rate_block, rate_prompt_block, rate_maxtokens
         self.hang_s, self.latency, self.retry_after, self.seed = hang_s, latency, retry_after, seed
@@ -192,6 +231,7 @@ class FakeServer:
         # structured yes/no answers: planted attributes per image sha256, share of flipped answers (per image and question),
         # and per-image shares of answers that are not JSON, lack their last property, or (OpenAI) are refusals
         self.attributes, self.flip = dict(attributes or {}), flip
+        self.captions = {'plain': planted_caption, 'freeform': freeform_caption}[captions]   # how captions of known posters read
         self.rate_not_json, self.rate_missing, self.rate_refusal = rate_not_json, rate_missing, rate_refusal
         self._rng, self._lock = random.Random(seed), threading.Lock()
         self.requests: list[dict] = []          # one row per caption request: t, route, model, image, outcome
@@ -374,7 +414,7 @@ class FakeGemini(FakeServer):
             text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop())
             if self.malformed(sha) == 'refusal':   # Gemini has no refusal field: a model that declines writes prose
                 text = "I'm sorry, but I can't help with answering questions about this image."
-        else: text = planted_caption(sha, self.attributes[sha]) if sha in self.attributes else caption_for(sha)
+        else: text = self.captions(sha, self.attributes[sha]) if sha in self.attributes else caption_for(sha)
         if out == 'maxtokens': text = text[:30]
         n_out = len(text.split())
         cand = {'content': {'parts': [{'text': text}], 'role': 'model'}, 'index': 0,
@@ -509,7 +549,10 @@ def serve(cls, argv=None):
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--rpm_limit', type=int, default=None, help='refuse requests beyond this many in any sliding minute')
     ap.add_argument('--api_key', dest='api_keys', action='append', default=None, help='the only valid API key (repeatable)')
+    ap.add_argument('--synth', default=None, help="a folder of synthetic posters (posters.csv, images/): captions and yes/no answers from their planted attributes")
+    ap.add_argument('--captions', default=None, choices=['plain', 'freeform'], help="how captions of the --synth posters read")
     kw = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
+    if 'synth' in kw: kw['attributes'] = synth_attributes(kw.pop('synth'))
     srv = cls(**kw).start()
     print(f'{cls.__name__} listening on {srv.url}  (GET /_stats for the bookkeeping)', flush=True)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_gemini import FakeServer, JSONHandler, caption_for, planted_caption, serve  # noqa: E402
+from fake_gemini import FakeServer, JSONHandler, caption_for, serve  # noqa: E402
 
 
 def _err(message, type_, code=None):
@@ -67,7 +67,7 @@ class FakeOpenAI(FakeServer):
         if out == 'prompt_block':
             return 400, _err("The response was filtered due to the prompt triggering content management policy.",
                              'invalid_request_error', 'content_filter'), {}, out, sha
-        text, finish, refusal = planted_caption(sha, self.attributes[sha]) if sha in self.attributes else caption_for(sha), 'stop', None
+        text, finish, refusal = self.captions(sha, self.attributes[sha]) if sha in self.attributes else caption_for(sha), 'stop', None
         if schema is not None:
             kinds = {str(v.get('type', '')).upper() for v in schema['properties'].values()}
             text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop())

@@ -141,13 +141,21 @@ def check_reports(tmp, variant, captioner, secret=None):
 
 @pytest.mark.slow
 def test_gemini_api_key_variant(tmp_path, imdb_csv, tiny_bert, planted):
-    with FakeGemini(attributes=planted, flip=0.1) as g:
+    "Free-form captions (several wordings, filler, any order) with concepts as factors, through the real client and the reports."
+    with FakeGemini(attributes=planted, flip=0.1, captions='freeform') as g:
         env = {'GEMINI_API_KEY': 'AIzaSyTEST-not-a-real-key-0123456789abcdef', 'GOOGLE_GEMINI_BASE_URL': g.url}
-        rc, out, err = run_report('imdb-gemini', tmp_path, env, dataset=str(imdb_csv), text_model=tiny_bert)
+        kw = dict(dataset=str(imdb_csv), text_model=tiny_bert, factor_units='concepts')
+        rc, out, err = run_report('imdb-gemini', tmp_path, env, **kw)
         assert rc == 0, err[-3000:]
         assert {r['route'] for r in g.requests} == {'apikey'} and g.duplicates() == 0
-        check_verify(tmp_path, 'imdb-gemini', g, env, dataset=str(imdb_csv), text_model=tiny_bert)
-    check_reports(tmp_path, 'imdb-gemini', 'gemini', secret=env['GEMINI_API_KEY'])
+        check_verify(tmp_path, 'imdb-gemini', g, env, **kw)
+    rep = check_reports(tmp_path, 'imdb-gemini', 'gemini', secret=env['GEMINI_API_KEY'])
+    f = pd.read_parquet(tmp_path/'runs'/'imdb-gemini'/'explain'/'factors.parquet')
+    assert {'name', 'sentences'} <= set(f.columns) and len(f), f.columns     # concepts, each with its segments
+    caps = set(pd.read_parquet(tmp_path/'runs'/'imdb-gemini'/'caption'/'captions.parquet').caption)
+    assert all(any(s in c for c in caps) for ss in f.sentences for s in ss)  # every member is a segment of some caption
+    assert ' concepts, chosen by each fold' in (rep/'04_explain.html').read_text()
+    assert 'groups of description segments that say the same thing' in (tmp_path/'reports'/'index.html').read_text()
 
 
 @pytest.mark.slow
