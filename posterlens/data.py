@@ -29,7 +29,7 @@ __all__ = ['INTERCEPT', 'NOISE_SD', 'SYNTH_VERSION', 'EFFECTS', 'ATTRIBUTES', 'W
            'data_summary', 'data_fingerprint', 'stage_data', 'data_warnings', 'read_truth', 'image_paths']
 
 # %% ../nbs/01_data.ipynb #cdb06a07
-INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 3   # 3: truth.json lists every wording's phrase
+INTERCEPT, NOISE_SD, SYNTH_VERSION = 6.0, 0.5, 4   # 4: truth.json lists every wording's phrase
 EFFECTS = [  # one planted effect per latent attribute: coefficient, P(present), the describer's phrases (plain; every wording's)
     dict(attribute='dark', coef=0.6, prevalence=0.5, present_phrase='dark', absent_phrase='bright',
          present_phrases=['dark', 'deep shadows', 'gloomy', 'darkness'], absent_phrases=['bright', 'light floods', 'brightly lit', 'pale and sunny']),

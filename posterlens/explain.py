@@ -803,7 +803,7 @@ def validation_statement(s:dict # the summary of `crossfit_factors`
     return f"{how} {s['significant']} of {s['tested']} are flagged."
 
 # %% ../nbs/04_explain.ipynb #3fb35d47
-FACTORS_VERSION = 2   # of the factor table's columns and rules (part of the explain stage's key)
+FACTORS_VERSION = 3   # of the factor table's columns and rules (part of the explain stage's key); 3: concepts
 FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
                   'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
                   'core_phrases', 'versus_core']
@@ -862,7 +862,7 @@ def sentence_embeddings(texts:Sequence[str], # segments
     return np.concatenate(out)
 
 
-# %% ../nbs/04_explain.ipynb #a9b91208
+# %% ../nbs/04_explain.ipynb #4d9b3029
 def concept_tree(E:np.ndarray, # unit-length embeddings of the distinct segments (rows)
                  said:np.ndarray, # segments x captions, 1 where the caption has the segment
                  min_similarity:float=0.15, # least mean pairwise cosine similarity of two groups that merge
@@ -873,19 +873,28 @@ def concept_tree(E:np.ndarray, # unit-length embeddings of the distinct segments
     n, N = len(E), max(said.shape[1], 1)
     S, size, B = E.astype(np.float64).copy(), np.ones(n), np.asarray(said, np.float32).copy()
     members, alive, out = [[i] for i in range(n)], np.ones(n, bool), [[i] for i in range(n)]
-    sim, co, p = S @ S.T, B @ B.T, B.sum(1)/N
-    def blocked(i, others):
-        exp = p[i]*p[others]*N
-        return (exp >= min_expected) & (co[i, others] > together*exp)
-    bad = np.array([blocked(i, np.arange(n)) for i in range(n)]).reshape(n, n) | np.eye(n, dtype=bool)
+    co, p = B @ B.T, B.sum(1)/N
+    def row(i):                                   # group i's mean similarity to every group it may merge with (else -inf)
+        exp = p[i]*p*N
+        a = (S @ S[i])/(size*size[i])
+        a[((exp >= min_expected) & (co[i] > together*exp)) | ~alive] = -np.inf
+        a[i] = -np.inf
+        return a
+    A = np.stack([row(i) for i in range(n)]) if n else np.zeros((0, 0))
+    best = A.argmax(1) if n else np.zeros(0, int)
     while n > 1:
-        s = np.where(bad | ~alive[None, :] | ~alive[:, None], -np.inf, sim/np.outer(size, size))
-        i, j = np.unravel_index(np.argmax(s), s.shape)
-        if not s[i, j] >= min_similarity: break
+        bv = A[np.arange(n), best]
+        i = int(np.argmax(bv)); j = int(best[i])
+        if not bv[i] >= min_similarity: break
         S[i] += S[j]; size[i] += size[j]; B[i] = np.maximum(B[i], B[j]); alive[j] = False
         members[i] = members[i] + members[j]; out.append(sorted(members[i]))
-        sim[i] = sim[:, i] = S @ S[i]; co[i] = co[:, i] = B @ B[i]; p[i] = B[i].sum()/N
-        bad[i] = bad[:, i] = blocked(i, np.arange(n)); bad[i, i] = True
+        co[i] = co[:, i] = B @ B[i]; p[i] = B[i].sum()/N
+        A[j, :] = A[:, j] = -np.inf
+        A[i, :] = A[:, i] = row(i)
+        stale = np.flatnonzero((best == i) | (best == j))
+        best[stale] = A[stale].argmax(1)
+        better = A[:, i] > A[np.arange(n), best]
+        best[better] = i; best[i] = A[i].argmax()
     return out
 
 
