@@ -1049,8 +1049,9 @@ def crossfit_concepts(seg:pd.DataFrame, # explained segments: id, text, shap, ba
     tests, sel = _concept_fold_tests(seg, texts, said, topics, y=y, held_of=held_of, covariates=covariates, max_factors=max_factors,
                                      min_gain=min_gain, min_prevalence=min_prevalence, min_n=min_n)
     out = _name_concepts(combine_folds(tests), seg, texts, said, E, sel)
+    nth = out.groupby('name').cumcount().to_numpy() + 1
     twice = out.name.duplicated(keep=False).to_numpy()
-    label = [f'{n} ({i})' if d else n for n, i, d in zip(out.name, out.factor, twice)]   # a name used twice gets its id
+    label = [f'{n} ({k})' if d else n for n, k, d in zip(out.name, nth, twice)]   # a name two concepts share gets a number
     tests = tests.assign(factor=tests.factor.map(dict(zip(out.factor, label))))
     out = out.assign(id=out.factor, factor=label)
     out = out.assign(versus=None, versus_shap=np.nan, example=out.name, phrases=[[]]*len(out), versus_phrases=[[]]*len(out),
