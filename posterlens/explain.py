@@ -902,13 +902,16 @@ def concept_tree(E:np.ndarray, # unit-length embeddings of the distinct segments
 def concept_sides(topics:list[list[int]], # from `concept_tree`
                   total:np.ndarray, # each distinct segment's summed relative Shapley value under one model (0: not seen)
                   seen:np.ndarray, # how many times the model saw each distinct segment
-                  n:int # how many captions the model explained
+                  n:int, # how many captions the model explained
+                  root:np.ndarray|None=None # each distinct segment's largest topic (None: every group is split against its own mean)
                  ) -> tuple[list[str], list[set]]:
     "The up and down part of every topic: (ids such as '7+' and '7-', member sets of distinct segments)."
     ids, parts = [], []
+    ref_of = None if root is None else np.bincount(root, total, len(topics))/max(n, 1)   # each largest topic's mean say per caption
     for k, g in enumerate(topics):
         g = np.asarray(g); s = seen[g] > 0
-        c, ref = total[g]/np.maximum(seen[g], 1), total[g].sum()/max(n, 1)
+        c = total[g]/np.maximum(seen[g], 1)
+        ref = total[g].sum()/max(n, 1) if ref_of is None else ref_of[root[g[0]]]
         for sign, part in (('+', s & (c > ref)), ('-', s & (c < ref))):
             if part.any(): ids.append(f'{k}{sign}'); parts.append(set(g[part].tolist()))
     return ids, parts
@@ -953,7 +956,7 @@ def _concept_fold(g:pd.DataFrame, # one fold model's explained segments (id, tex
     g = g.reset_index(drop=True)
     r, t, n = relative_shap(g).to_numpy(float), g.text.map({s: i for i, s in enumerate(texts)}).to_numpy(), g.id.nunique()
     total, seen = np.bincount(t, r, len(texts)), np.bincount(t, minlength=len(texts))
-    ids, parts = concept_sides(topics, total, seen, n)
+    ids, parts = concept_sides(topics, total, seen, n, root=root)
     r = r - (np.bincount(root, total, len(topics))/n)[root[t]]  # against its topic's mean contribution per caption, as the sides
     X = np.stack([said[sorted(p)].max(0) for p in parts], 1) if parts else np.zeros((said.shape[1], 0))
     ok = (X.mean(0) >= min_prevalence) & (X.mean(0) <= 1 - min_prevalence)
