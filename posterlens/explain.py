@@ -31,7 +31,7 @@ __all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'CONCEPT_COLUMNS', 'EXPLAIN_KEYS
            'planted_recovery', 'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations',
            'merge_factors', 'forward_select', 'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds',
            'bh_adjust', 'validation_statement', 'crossfit_factors', 'sentence_embeddings', 'concept_tree',
-           'concept_sides', 'crossfit_concepts', 'stage_explain']
+           'concept_sides', 'crossfit_concepts', 'stage_explain', 'load_factors']
 
 # %% ../nbs/04_explain.ipynb #8c96b88d
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'eg', 'ie', 'e.g', 'i.e', 'no', 'fig', 'approx',
@@ -1239,4 +1239,14 @@ def stage_explain(cfg:AttrDict, # run configuration
                'seconds_per_caption': secs['segments']/max(n_caps, 1), 'seconds': secs, 'factors': _flagged(factors),
                'validation': check, 'planted': planted, 'beats_mean': metrics.get('beats_mean')}
     write_json(summary, out/'summary.json')
+    factors.attrs['beats_mean'] = metrics.get('beats_mean')   # for the one-line summary: why nothing is flagged
     return factors
+
+# %% ../nbs/04_explain.ipynb #d086565b
+def load_factors(folder:Path # the explain stage's folder
+                ) -> pd.DataFrame:
+    "factors.parquet, with `attrs['beats_mean']` from summary.json (None when unknown)."
+    f = read_parquet(Path(folder)/'factors.parquet')
+    f.attrs['beats_mean'] = read_json(Path(folder)/'summary.json').get('beats_mean') if (Path(folder)/'summary.json').exists() else None
+    return f
+

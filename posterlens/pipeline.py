@@ -23,7 +23,7 @@ from .describe import DescribeCaptioner
 from .vlm import GeminiCaptioner, OpenAICaptioner, TransformersCaptioner
 from .model import MODEL_KEYS, folds_to_run, stage_train, train_fingerprint, training_table
 from .pixels import pixel_baselines, use_pixels
-from .explain import EXPLAIN_KEYS, FACTORS_VERSION, _value, stage_explain
+from .explain import EXPLAIN_KEYS, FACTORS_VERSION, _value, load_factors, stage_explain
 from .verify import (VERIFY_KEYS, estimate_verification, read_concepts, stage_verify, verifier_name, verify_fingerprint,
                                verify_heldout, verify_stale, verify_summary_line)
 
@@ -211,10 +211,10 @@ def no_findings_reason(factors:pd.DataFrame|None, # factors.parquet of the expla
 
 
 # %% ../nbs/04b_pipeline.ipynb #a9f3f79e
-def factors_summary(factors:pd.DataFrame # factors.parquet of the explain stage
+def factors_summary(factors:pd.DataFrame # factors.parquet of the explain stage (`attrs['beats_mean']`: the model's verdict, when known)
                    ) -> str:
     "The explain stage in one line: how many factors were tested and flagged, and the strongest flagged up and down."
-    if (why := no_findings_reason(factors)) is not None: return why
+    if (why := no_findings_reason(factors, factors.attrs.get('beats_mean') if factors is not None else None)) is not None: return why
     up, down = top_factors(factors)
     return (f"{len(factors)} factors tested, {int(_flagged(factors).sum())} flagged; "
             f"up: {'; '.join(factor_label(r) for _, r in up.iterrows()) or 'none'}; "
@@ -246,7 +246,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(name='explain', func=stage_explain,
           inputs=dict(df=TRAINING_TABLE, model_dir=FolderOf('train'), truth=Derived(read_truth, dict(folder=FolderOf('data')))),
           outputs=('factors.parquet', 'summary.json', 'segments.parquet'), keys=tuple(EXPLAIN_KEYS),
-          load=lambda d: read_parquet(d/'factors.parquet'), fingerprint=lambda: {'factors': FACTORS_VERSION},
+          load=load_factors, fingerprint=lambda: {'factors': FACTORS_VERSION},
           help='Shapley values of every description, factors tested out of sample', summary=lambda f: f"explain: {factors_summary(f)}",
           notebooks=('04_explain',), layer=3),
     Stage(name='verify', func=stage_verify,
