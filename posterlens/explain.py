@@ -808,6 +808,26 @@ FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_sh
                   'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
                   'core_phrases', 'versus_core']
 
+def _flag(out:pd.DataFrame, # one row per tested factor: p, effect, n (from the combined tests)
+          tests:pd.DataFrame, # the per-fold tests
+          n_rows:int, held_of:np.ndarray, # the captions, and the fold that did not train on each (-1: none)
+          fdr:float, beats_mean:bool|None, # the false discovery rate; the model's verdict
+          candidates:int, # how many candidates the folds chose from
+          columns:list, # the table's columns, in order
+          agrees:pd.Series|bool=True, # per row, whether the held-out effect has the sign the models gave it (concepts)
+          units:str|None=None # 'concepts' (None: factors)
+         ) -> tuple[pd.DataFrame, dict]:
+    "Step 4 for factors and concepts alike: q-values, prevalence, direction, the flag, the order; and the summary."
+    out = out.assign(q=bh_adjust(out.p), prevalence=out.n/max(n_rows, 1), direction=np.where(out.effect >= 0, 'up', 'down'))
+    out['significant'] = (out.q <= fdr) & agrees & (beats_mean is True)
+    out = out.sort_values(['significant', 'p', 'factor'], ascending=[False, True, True]).reset_index(drop=True)[columns]
+    summary = {'method': 'Benjamini-Hochberg', 'level': float(fdr), 'candidates': candidates, 'tested': len(out),
+               **({'units': units} if units else {}), 'folds': sorted(int(k) for k in tests.fold.unique()),
+               'heldout_rows': int((held_of >= 0).sum()), 'q_below_level': int((out.q <= fdr).sum()),
+               'significant': int(out.significant.sum()), 'beats_mean': beats_mean}
+    summary['statement'] = validation_statement(summary)
+    return out, summary
+
 def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, base, pred, fold (the model that explained it)
                      rows:pd.DataFrame, # one row per caption: id, caption, target, heldout (the fold whose model did not train on it; -1: none)
                      covariates:pd.DataFrame|None=None, # covariate columns, row-aligned with `rows` (None: none)
@@ -829,15 +849,8 @@ def crossfit_factors(seg:pd.DataFrame, # explained segments: id, text, shap, bas
     tested = list(dict.fromkeys(tests.factor))
     versus = _complements(tested, X, rel, tol)
     out = _describe(_combine(tests, versus), seg=seg, cand=cand[cand.factor.isin(tested)], X=X, versus=versus, sel=sel)
-    out['q'] = bh_adjust(out.p)
-    out['prevalence'] = out.n/max(len(rows), 1)
-    out['direction'] = np.where(out.effect >= 0, 'up', 'down')
-    out['significant'] = (out.q <= fdr) & (beats_mean is True)
-    out = out.sort_values(['significant', 'p', 'factor'], ascending=[False, True, True]).reset_index(drop=True)[FACTOR_COLUMNS]
-    summary = {'method': 'Benjamini-Hochberg', 'level': float(fdr), 'candidates': len(cand), 'tested': len(out),
-               'folds': sorted(int(k) for k in tests.fold.unique()), 'heldout_rows': int((held_of >= 0).sum()),
-               'q_below_level': int((out.q <= fdr).sum()), 'significant': int(out.significant.sum()), 'beats_mean': beats_mean}
-    summary['statement'] = validation_statement(summary)
+    out, summary = _flag(out, tests, n_rows=len(rows), held_of=held_of, fdr=fdr, beats_mean=beats_mean, candidates=len(cand),
+                         columns=FACTOR_COLUMNS)
     return out, tests, summary
 
 # %% ../nbs/04_explain.ipynb #e825ded9
@@ -1058,14 +1071,9 @@ def crossfit_concepts(seg:pd.DataFrame, # explained segments: id, text, shap, ba
     tests = tests.assign(factor=tests.factor.map(dict(zip(out.factor, label))))
     out = out.assign(id=out.factor, factor=label)
     out = out.assign(versus=None, versus_shap=np.nan, example=out.name, phrases=[[]]*len(out), versus_phrases=[[]]*len(out),
-                     core_phrases=[[]]*len(out), versus_core=[[]]*len(out), q=bh_adjust(out.p), prevalence=out.n/max(len(rows), 1))
-    out['direction'] = np.where(out.effect >= 0, 'up', 'down')
-    out['significant'] = (out.q <= fdr) & (np.sign(out.effect) == out.way) & (beats_mean is True)
-    out = out.sort_values(['significant', 'p', 'factor'], ascending=[False, True, True]).reset_index(drop=True)[CONCEPT_COLUMNS]
-    summary = {'method': 'Benjamini-Hochberg', 'level': float(fdr), 'candidates': 2*len(topics), 'tested': len(out), 'units': 'concepts',
-               'folds': sorted(int(k) for k in tests.fold.unique()), 'heldout_rows': int((held_of >= 0).sum()),
-               'q_below_level': int((out.q <= fdr).sum()), 'significant': int(out.significant.sum()), 'beats_mean': beats_mean}
-    summary['statement'] = validation_statement(summary)
+                     core_phrases=[[]]*len(out), versus_core=[[]]*len(out))
+    out, summary = _flag(out, tests, n_rows=len(rows), held_of=held_of, fdr=fdr, beats_mean=beats_mean, candidates=2*len(topics),
+                         columns=CONCEPT_COLUMNS, agrees=np.sign(out.effect) == out.way, units='concepts')
     return out, tests, summary
 
 
