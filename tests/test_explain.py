@@ -15,7 +15,7 @@ from posterlens.explain import (split_segments, shapley_matrix, shapley_brutefor
                                 factor_membership, factor_contributions, factor_stats, relative_shap, planted_recovery,
                                 recovery_summary, WordWeights, merge_factors, caption_matrix, relations,
                                 select_factors, heldout_effects, combine_folds, bh_adjust, crossfit_factors, unplanted_flagged,
-                                FACTOR_COLUMNS, CONCEPT_COLUMNS)
+                                crossfit_concepts, concept_tree, sentence_embeddings, FACTOR_COLUMNS, CONCEPT_COLUMNS)
 from posterlens.pipeline import artifact, run_stage
 
 TRUTH = {'effects': [{'attribute': 'dark', 'coef': 0.6, 'present_phrase': 'dark', 'absent_phrase': 'bright'},
@@ -255,6 +255,111 @@ def test_crossfit_factors_finds_planted_and_flags_nothing_without_a_model(tok):
     f0, _, s0 = _crossfit_words(tok, toy, toy.target.to_numpy(), beats_mean=False)
     assert f0.significant.sum() == 0 and s0['q_below_level'] == s['q_below_level'] > 0
     assert 'does not predict the outcome better than the mean' in s0['statement']
+
+
+# Captions that say two planted attributes in several wordings each (not the notebook's), in random order, sometimes
+# not at all, with a filler sentence that carries nothing.
+WORDINGS = {'night': ['The scene is steeped in darkness.', 'Heavy shadow swallows most of the picture.',
+                      'A murky, dim light hangs over it.'],
+            'day': ['Bright light floods the picture.', 'The scene glows in clear sunshine.',
+                    'Everything is lit up and radiant.'],
+            'crowd': ['Dozens of people fill every corner.', 'A packed crowd surrounds the hero.',
+                      'Many faces are crammed into the frame.'],
+            'alone': ['One lone person stands in the middle.', 'A single character is shown by himself.',
+                      'Only one individual appears.'],
+            'filler': ['A road curves into the distance.', 'The poster has a matte finish.',
+                       'There is a hint of motion.', 'A door stands half open.']}
+
+
+def paraphrased(n, seed):
+    g = np.random.default_rng(seed)
+    night, crowd = g.random(n) < 0.5, g.random(n) < 0.4
+    say = lambda side: [g.choice(WORDINGS[side])] if g.random() > 0.1 else []
+    caps = [' '.join(g.permutation(say('night' if a else 'day') + say('crowd' if b else 'alone') + [g.choice(WORDINGS['filler'])]))
+            for a, b in zip(night, crowd)]
+    y = 6 + 0.6*night - 0.5*crowd + g.normal(0, 0.5, n)
+    return pd.DataFrame({'id': [f'p{i}' for i in range(n)], 'caption': caps}), y
+
+
+def _crossfit_concepts(tok, df, y, y_test=None, k=3, **kw):
+    "Word models fitted on `y`, held-out tests on `y_test` (default `y`)."
+    from posterlens.model import make_folds
+    parts, held = [], np.full(len(df), -1)
+    for j, (tr, va) in enumerate(make_folds(len(df), k, 0)):
+        m = WordWeights.fit(tok, df.caption.iloc[tr], y[tr])
+        parts.append(explain_segments(m, df.caption.iloc[va].tolist(), ids=df.id.iloc[va].tolist(), progress=False).assign(fold=j))
+        held[va] = j
+    kw.setdefault('beats_mean', True)
+    rows = df[['id', 'caption']].assign(target=y if y_test is None else y_test, heldout=held)
+    return crossfit_concepts(pd.concat(parts, ignore_index=True), rows, **kw)
+
+
+@pytest.fixture(scope='module')
+def para():
+    return paraphrased(300, seed=5)
+
+
+def test_concepts_group_wordings_and_flag_each_side_with_its_sign(tok, para):
+    df, y = para
+    fac, tests, s = _crossfit_concepts(tok, df, y)
+    assert list(fac.columns) == CONCEPT_COLUMNS and s['units'] == 'concepts' and fac.versus.isna().all()
+    side = {t: k for k, ws in WORDINGS.items() for t in ws}
+    flagged = [(sorted({side[t] for t in r.sentences}), r.effect) for r in fac[fac.significant].itertuples()]
+    assert all(len(sides) == 1 and sides[0] != 'filler' for sides, _ in flagged), flagged   # one side, never filler
+    found = {sides[0] for sides, _ in flagged}
+    assert found & {'night', 'day'} and found & {'crowd', 'alone'}, flagged                   # both attributes
+    up = {'night', 'alone'}
+    assert all((e > 0) == (sides[0] in up) for sides, e in flagged), flagged                 # with the planted sign
+    several = [r for r in fac[fac.significant].itertuples() if len(r.sentences) > 1]
+    assert several, 'no flagged concept groups two wordings'
+    assert (fac.name.map(lambda n: n in side)).all()                                          # named by one of its segments
+    np.testing.assert_allclose(fac.q, bh_adjust(fac.p))
+
+
+def test_concepts_flag_nothing_on_shuffled_outcomes(tok, para):
+    df, y = para
+    _, _, s = _crossfit_concepts(tok, df, np.random.default_rng(1).permutation(y))
+    assert s['significant'] == 0
+
+
+def test_segments_said_together_never_share_a_topic():
+    "Sentences built on one template are all alike to the encoder; only what a caption says together tells lighting from company."
+    light = ['The picture is dark.', 'The picture is bright.', 'The picture is gloomy.', 'The picture is sunny.']
+    company = ['The picture is crowded.', 'The picture is empty.', 'The picture is busy.', 'The picture is lonely.']
+    texts = light + company
+    g = np.random.default_rng(0)
+    said = np.zeros((len(texts), 200))
+    for c in range(200):                                          # each caption: one lighting and one company sentence
+        said[g.integers(4), c] = said[4 + g.integers(4), c] = 1
+    E = sentence_embeddings(texts)
+    assert (E[:4] @ E[4:].T).min() > 0.3                          # the encoder alone would merge them
+    groups = concept_tree(E, said)
+    assert all(set(grp) <= {0, 1, 2, 3} or set(grp) <= {4, 5, 6, 7} for grp in groups), groups
+    assert any(set(grp) == {0, 1, 2, 3} for grp in groups) and any(set(grp) == {4, 5, 6, 7} for grp in groups), groups
+
+
+def test_concept_folds_are_tested_on_exactly_their_heldout_rows(tok, para):
+    from posterlens.model import make_folds
+    df, y = para
+    folds = make_folds(len(df), 3, 0)
+    _, tests, s = _crossfit_concepts(tok, df, y)
+    assert {k: set(g.rows) for k, g in tests.groupby('fold')} == {j: {len(va)} for j, (tr, va) in enumerate(folds)}
+    assert s['heldout_rows'] == len(df)
+    # other outcomes for fold 1's held-out rows only (the models are unchanged): only fold 1's tests change
+    y2, v1 = y.copy(), folds[1][1]
+    y2[v1] = np.random.default_rng(0).permutation(y[v1])
+    _, tests2, _ = _crossfit_concepts(tok, df, y, y_test=y2)
+    per = lambda t, k: t[t.fold == k].set_index('factor')[['effect', 'se']]
+    for k in (0, 2): pd.testing.assert_frame_equal(per(tests, k), per(tests2, k))
+    assert not np.allclose(per(tests, 1).effect, per(tests2, 1).reindex(per(tests, 1).index).effect)
+
+
+def test_a_concept_is_flagged_only_in_the_direction_its_models_gave_it(tok, para):
+    "Held-out outcomes that run against the fold models: the tests are as strong, and nothing is flagged."
+    df, y = para
+    fac, _, s = _crossfit_concepts(tok, df, y, y_test=12 - y)
+    assert s['q_below_level'] > 0 and s['significant'] == 0 and not fac.significant.any()
+    assert ((fac.q <= 0.05) & (np.sign(fac.effect) != np.sign(fac.mean_shap))).any()   # against the credit the models gave
 
 
 def test_flagging_is_exactly_q_at_most_the_level(tok):
