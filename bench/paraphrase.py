@@ -1,17 +1,21 @@
 """Paraphrase benchmark of the factor stage: free-form captions that say each planted attribute in several wordings.
 
-    .venv/bin/python bench/paraphrase.py [--seeds 10] [--n 400] [--pools A B C] [--shuffled 10] [--cached] [--smoke]
+    .venv/bin/python bench/paraphrase.py [--seeds 10] [--n 400] [--pools A B C D E] [--shuffled 10] [--cached] [--smoke]
 
 Procedure (printed again with the figures). For each seed, the known-answer generator's attributes of `--n` posters
 (outcome = 6 + 0.6 dark + 0.4 cool + 0.5 bw - 0.7 cluttered - 0.3 big title + N(0, 0.5^2)) are written up as a
 vision-language model would: each planted attribute's side in one of 4-5 wordings (left unsaid in 15% of the
 captions), 1-3 filler sentences that carry no signal, in random order. Three pools of wordings and fillers, written
 separately: A, on which the method was built; B, looked at once (one seed), which lowered the similarity floor from
-0.25 to 0.15 (abstract wordings of an uncluttered layout stayed apart); C, written afterwards and never tuned to. The
-default variant's model is cross-validated on the captions (5 folds), each fold's model explains its held-out captions
-(exact segment Shapley values), and both factor kinds run on the same values:
+0.25 to 0.15 (abstract wordings of an uncluttered layout stayed apart); C, written afterwards and not tuned to at first,
+then inspected for its misses (black and white merged with cool); D, written to develop the answer to them (each side
+of a topic split once more by its credits); E, written at the same time as D and left unscored until that change was
+final, then run once. The default variant's model is cross-validated on the captions (5 folds), each fold's model
+explains its held-out captions (exact segment Shapley values), and three factor kinds run on the same values:
 
-- concepts (`crossfit_concepts`): groups of segments that say the same thing, split by each fold's model;
+- concepts (`crossfit_concepts`): groups of segments that say the same thing, split by each fold's model into up and
+  down parts and each part again in two (the shipped method);
+- concepts, sides only (`levels=1`): the same without the second split, as the method stood before it;
 - n-grams (`crossfit_factors`): phrases of the captions' words, for comparison.
 
 A flagged factor belongs to the attribute side that most of its carriers' segments speak of (the pool knows which wording says
@@ -101,11 +105,54 @@ POOLS = {
           ["The lines are sharp.", "It feels professional.", "There is some symmetry.", "The photo seems recent.",
            "An animal is in the picture.", "Someone wears a hat.", "The background is blurry.", "It looks like a sequel.",
            "A hand is raised.", "The horizon is tilted.", "It has a retro vibe.", "Water appears somewhere."]),
+    'D': ({'dark': ["Shadows eat up most of the poster.", "The lighting is dim and brooding.", "It is a dark, nighttime shot.",
+                    "Only a faint glow breaks the gloom."],
+           'bright': ["The poster is full of light.", "The lighting is bright and open.", "It is a daytime shot, brightly lit.",
+                      "Sunlight reaches every corner."],
+           'cool': ["Blue dominates the colour scheme.", "The hues are cold: blues and cyans.", "A blue wash covers the picture.",
+                    "Cool, bluish colours throughout."],
+           'warm': ["Orange dominates the colour scheme.", "The hues are warm: reds and oranges.", "A golden wash covers the picture.",
+                    "Warm, reddish colours throughout."],
+           'bw': ["The poster is in black and white.", "It has no colour, only grey tones.", "A colourless, grayscale photograph.",
+                  "Monochrome throughout, without any hue."],
+           'cluttered': ["Many objects fill the poster.", "The design is crowded and busy.", "There is clutter everywhere.",
+                         "Detail upon detail covers the image."],
+           'clean': ["The poster shows a single subject.", "The design is clean, with a lot of empty space.", "There is hardly anything else in view.",
+                     "A minimal layout leaves room to breathe."],
+           'big_title': ["The title is printed very large.", "Huge letters cover a big part of the poster.", "The lettering is massive.",
+                         "A dominant title banner stands out."],
+           'small_text': ["The title is printed small.", "Only a few small words appear.", "The lettering is tiny.",
+                          "Text is barely noticeable."]},
+          ["The corners are rounded.", "It has a dreamy feel.", "A tree stands to one side.", "The figure wears a coat.",
+           "It looks expensive.", "The edges are sharp.", "A window is visible.", "It feels like an indie film.",
+           "The pose is dramatic.", "Smoke drifts across.", "It seems to be evening.", "A shadow falls on the wall."]),
+    'E': ({'dark': ["Most of the frame is plunged in darkness.", "The picture is lit very low.", "A dark, shadow-heavy image.",
+                    "Murky blackness fills the background."],
+           'bright': ["A brightly illuminated scene.", "The picture is lit very high.", "A light, shadowless image.",
+                      "Brilliant light fills the background."],
+           'cool': ["Steel blue is the main colour.", "The colour temperature is cold.", "Aqua and cobalt tones prevail.",
+                    "It is tinted a wintry blue."],
+           'warm': ["Rust and gold are the main colours.", "The colour temperature is warm.", "Scarlet and amber tones prevail.",
+                    "It is tinted a fiery orange."],
+           'bw': ["The image lacks colour entirely.", "Shades of grey only, like an old photo.", "The poster is black-and-white.",
+                  "It is printed in monochrome."],
+           'cluttered': ["The poster is overloaded with imagery.", "It is a busy collage of elements.", "Objects are piled up across the whole space.",
+                         "The scene is dense and hectic."],
+           'clean': ["A lone subject against a plain background.", "It is an uncluttered, restrained design.", "Plenty of blank space surrounds the subject.",
+                     "The scene is calm and sparse."],
+           'big_title': ["The film's name is huge.", "Towering letters form the title.", "A very large title grabs attention.",
+                         "The typography is oversized and loud."],
+           'small_text': ["The film's name is modest in size.", "Small letters form the title.", "A very small title sits low.",
+                          "The typography is subtle and small."]},
+          ["The image is slightly out of focus.", "It has an epic scale.", "A bird flies overhead.", "Someone is running.",
+           "It looks handmade.", "A mountain rises behind.", "The costume is elaborate.", "It feels mysterious.",
+           "Rain is falling.", "A weapon is visible.", "The sky is cloudy.", "It suggests a journey."]),
 }
 SIDES = {'dark': ('dark', 1), 'bright': ('dark', -1), 'cool': ('cool', 1), 'warm': ('cool', -1), 'bw': ('bw', 1),
          'cluttered': ('cluttered', 1), 'clean': ('cluttered', -1), 'big_title': ('big_title', 1), 'small_text': ('big_title', -1)}
 COEF = {e['attribute']: e['coef'] for e in EFFECTS}
 CONCEPT_KW = {}   # settings of crossfit_concepts beyond its defaults (none: the shipped method)
+KIND_LABELS = {'concepts': 'concepts', 'sides': 'concepts, sides only', 'ngrams': 'word n-grams'}
 SIDE_OF = {t: s for pool, _ in POOLS.values() for s, ws in pool.items() for t in ws}
 
 
@@ -171,9 +218,13 @@ def score(flagged:list[tuple[list, float, str|None]]) -> dict:
             'name_fidelity': float(np.mean(named)) if named else None}
 
 
-def concept_flags(seg, rows, beats_mean) -> tuple[list, pd.DataFrame]:
-    f, _, _ = crossfit_concepts(seg, rows[['id', 'caption', 'target', 'heldout']], beats_mean=beats_mean, **CONCEPT_KW)
+def concept_flags(seg, rows, beats_mean, **kw) -> tuple[list, pd.DataFrame]:
+    f, _, _ = crossfit_concepts(seg, rows[['id', 'caption', 'target', 'heldout']], beats_mean=beats_mean, **{**CONCEPT_KW, **kw})
     return [([(t, 1, int(w)) for t, w in zip(r.sentences, r.sentence_counts)], r.effect, r.name) for r in f[f.significant].itertuples()], f
+
+
+def sides_flags(seg, rows, beats_mean) -> tuple[list, pd.DataFrame]:
+    return concept_flags(seg, rows, beats_mean, levels=1)
 
 
 def ngram_flags(seg, rows, beats_mean) -> tuple[list, pd.DataFrame]:
@@ -184,6 +235,9 @@ def ngram_flags(seg, rows, beats_mean) -> tuple[list, pd.DataFrame]:
         m = factor_membership(texts, pd.DataFrame({'factor': ['x', 'v'], 'phrases': [list(r.phrases), list(r.versus_phrases)]}))
         out.append(([(texts[i], 1 if fa == 'x' else -1, 1) for i, fa in zip(m.row, m.factor)], r.effect, None))   # every segment using it
     return out, f
+
+
+KINDS = {'concepts': concept_flags, 'sides': sides_flags, 'ngrams': ngram_flags}
 
 
 def summarise(rows:list[dict], what:str) -> dict:
@@ -198,7 +252,7 @@ def summarise(rows:list[dict], what:str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--seeds', type=int, default=10); ap.add_argument('--n', type=int, default=400)
-    ap.add_argument('--pools', nargs='+', default=['A', 'B', 'C']); ap.add_argument('--shuffled', type=int, default=10)
+    ap.add_argument('--pools', nargs='+', default=list(POOLS)); ap.add_argument('--shuffled', type=int, default=10)
     ap.add_argument('--cached', action='store_true', help='only the runs already in the cache (evaluate, compute nothing)')
     ap.add_argument('--smoke', action='store_true', help='tiny sizes (1 seed, 60 captions, 2 folds, 1 epoch)')
     a = ap.parse_args(argv)
@@ -210,7 +264,7 @@ def main(argv=None) -> int:
     for seed, pool, shuffled in plan:
         if a.cached and not (cache/f"{pool}-n{a.n}-seed{seed}{'-shuffled' if shuffled else ''}"/'metrics.json').exists(): continue
         seg, rows, m = explained_run(seed, pool, shuffled, a.n, cfg, cache)
-        for kind, flags in (('concepts', concept_flags), ('ngrams', ngram_flags)):
+        for kind, flags in KINDS.items():
             raw, f = flags(seg, rows, True)                          # the held-out tests alone; the gate only clears the flags
             fl = raw if m['beats_mean'] is True else []
             r = {'seed': seed, 'pool': pool, 'shuffled': shuffled, 'kind': kind, 'beats_mean': m['beats_mean'],
@@ -223,7 +277,7 @@ def main(argv=None) -> int:
     figures = {'procedure': __doc__.split('\n\n', 2)[2].split('Each run')[0].strip(), 'n': a.n, 'seeds': a.seeds, 'runs': runs}
     table = []
     for pool in a.pools:
-        for kind in ('concepts', 'ngrams'):
+        for kind in KINDS:
             g = d[(d.pool == pool) & (d.kind == kind) & ~d.shuffled]
             s = figures[f'{pool}_{kind}'] = summarise(g.to_dict('records'), kind)
             if not s['runs']: continue
@@ -237,9 +291,9 @@ def main(argv=None) -> int:
                           (f'pool {pool}, concepts: unplanted (filler) flagged per seed (target <= 0.2)', f"{s['unplanted_per_seed']:.2f}"),
                           (f'pool {pool}, concepts: seeds with at most 2 flagged per attribute', f"{s['seeds_at_most_2_per_attribute']} of {s['runs']}")]
             else:
-                table += [(f'pool {pool}, word n-grams: seeds with all 5 flagged; unplanted per seed; seeds with at most 2 per attribute',
+                table += [(f'pool {pool}, {KIND_LABELS[kind]}: seeds with all 5 flagged; unplanted per seed; seeds with at most 2 per attribute',
                            f"{s['all_recovered_seeds']} of {s['runs']}; {s['unplanted_per_seed']:.2f}; {s['seeds_at_most_2_per_attribute']} of {s['runs']}")]
-    for kind in ('concepts', 'ngrams'):
+    for kind in KINDS:
         g = d[d.shuffled & (d.kind == kind)]
         if len(g):
             figures[f'shuffled_{kind}'] = {'runs': len(g), 'nothing_flagged': int((g.flagged == 0).sum()),

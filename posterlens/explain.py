@@ -31,7 +31,7 @@ __all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'CONCEPT_COLUMNS', 'EXPLAIN_KEYS
            'planted_recovery', 'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations',
            'merge_factors', 'forward_select', 'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds',
            'bh_adjust', 'validation_statement', 'crossfit_factors', 'sentence_embeddings', 'concept_tree',
-           'concept_sides', 'crossfit_concepts', 'stage_explain', 'load_factors']
+           'concept_sides', 'concept_key', 'crossfit_concepts', 'stage_explain', 'load_factors']
 
 # %% ../nbs/04_explain.ipynb #8c96b88d
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'eg', 'ie', 'e.g', 'i.e', 'no', 'fig', 'approx',
@@ -916,9 +916,10 @@ def concept_sides(topics:list[list[int]], # from `concept_tree`
                   total:np.ndarray, # each distinct segment's summed relative Shapley value under one model (0: not seen)
                   seen:np.ndarray, # how many times the model saw each distinct segment
                   n:int, # how many captions the model explained
-                  root:np.ndarray|None=None # each distinct segment's largest topic (None: every group is split against its own mean)
+                  root:np.ndarray|None=None, # each distinct segment's largest topic (None: every group is split against its own mean)
+                  levels:int=2 # 2: each part is split again around its own mean credit per saying (1: up and down only)
                  ) -> tuple[list[str], list[set]]:
-    "The up and down part of every topic: (ids such as '7+' and '7-', member sets of distinct segments)."
+    "The up and down part of every topic, and with `levels=2` their halves: (ids such as '7+', '7-', '7++', '7+-', member sets of distinct segments)."
     ids, parts = [], []
     ref_of = None if root is None else np.bincount(root, total, len(topics))/max(n, 1)   # each largest topic's mean say per caption
     for k, g in enumerate(topics):
@@ -926,8 +927,18 @@ def concept_sides(topics:list[list[int]], # from `concept_tree`
         c = total[g]/np.maximum(seen[g], 1)
         ref = total[g].sum()/max(n, 1) if ref_of is None else ref_of[root[g[0]]]
         for sign, part in (('+', s & (c > ref)), ('-', s & (c < ref))):
-            if part.any(): ids.append(f'{k}{sign}'); parts.append(set(g[part].tolist()))
+            if not part.any(): continue
+            ids.append(f'{k}{sign}'); parts.append(set(g[part].tolist()))
+            if levels < 2 or part.sum() < 2: continue
+            mid = total[g][part].sum()/seen[g][part].sum()              # the part's own mean credit per saying
+            for sub, half in (('+', part & (c > mid)), ('-', part & (c <= mid))):
+                if half.any() and half.sum() < part.sum(): ids.append(f'{k}{sign}{sub}'); parts.append(set(g[half].tolist()))
     return ids, parts
+
+def concept_key(cid:str) -> tuple[int, str]:
+    "A concept id's (group, side): '7+-' -> (7, '+-')."
+    i = len(cid.rstrip('+-'))
+    return int(cid[:i]), cid[i:]
 
 
 # %% ../nbs/04_explain.ipynb #b27d5326
@@ -952,9 +963,9 @@ def _outermost(ids:Sequence[str], # selected concept ids ('7+')
     "For each id, the id of the largest selected group on the same side that contains its group."
     out = {}
     for a in ids:
-        ga = set(topics[int(a[:-1])])
-        out[a] = max((b for b in ids if b[-1] == a[-1] and ga <= set(topics[int(b[:-1])])),
-                     key=lambda b: (len(topics[int(b[:-1])]), b))
+        ka, sa = concept_key(a); ga = set(topics[ka])
+        inside = lambda b: concept_key(b)[1] in (sa, sa[0]) and ga <= set(topics[concept_key(b)[0]])
+        out[a] = max((b for b in ids if inside(b)), key=lambda b: (len(topics[concept_key(b)[0]]), -len(concept_key(b)[1]), b))
     return out
 
 
@@ -963,13 +974,14 @@ def _concept_fold(g:pd.DataFrame, # one fold model's explained segments (id, tex
                   texts:list[str], said:np.ndarray, topics:list[list[int]], # from `_concept_topics`
                   root:np.ndarray, # each distinct segment's largest topic
                   max_factors:int, min_gain:float, # forward selection
-                  min_prevalence:float # least share of captions carrying a concept (and not carrying it)
+                  min_prevalence:float, # least share of captions carrying a concept (and not carrying it)
+                  levels:int=2 # `concept_sides`
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Steps 2 and the selection for one fold's model: (its concepts: factor, gain, way, members; captions x those concepts)."
     g = g.reset_index(drop=True)
     r, t, n = relative_shap(g).to_numpy(float), g.text.map({s: i for i, s in enumerate(texts)}).to_numpy(), g.id.nunique()
     total, seen = np.bincount(t, r, len(texts)), np.bincount(t, minlength=len(texts))
-    ids, parts = concept_sides(topics, total, seen, n, root=root)
+    ids, parts = concept_sides(topics, total, seen, n, root=root, levels=levels)
     r = r - (np.bincount(root, total, len(topics))/n)[root[t]]  # against its topic's mean contribution per caption, as the sides
     X = np.stack([said[sorted(p)].max(0) for p in parts], 1) if parts else np.zeros((said.shape[1], 0))
     ok = (X.mean(0) >= min_prevalence) & (X.mean(0) <= 1 - min_prevalence)
@@ -986,7 +998,7 @@ def _merge_nested(tests:pd.DataFrame, sel:pd.DataFrame, # per-fold tests and sel
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Both tables with each concept id mapped by `_outermost`; a fold that picked nested ones keeps the larger one's row."
     outer = _outermost(list(dict.fromkeys(sel.factor)), topics)
-    size = lambda c: len(topics[int(c[:-1])])
+    size = lambda c: (len(topics[concept_key(c)[0]]), -len(concept_key(c)[1]))
     merge = lambda d: (d.assign(size=d.factor.map(size), factor=d.factor.map(outer)).sort_values('size', ascending=False, kind='stable')
                         .drop_duplicates(['fold', 'factor']).drop(columns='size').sort_values(['fold', 'factor']).reset_index(drop=True))
     return merge(tests), merge(sel)
@@ -1000,14 +1012,15 @@ def _concept_fold_tests(seg:pd.DataFrame, # explained segments (id as str) with 
                         covariates:pd.DataFrame|None, # covariate columns, row-aligned with the captions (None: none)
                         max_factors:int, min_gain:float, # forward selection
                         min_prevalence:float, # least share of captions carrying a concept (and not carrying it)
-                        min_n:int # least carriers and non-carriers of a concept among a fold's held-out rows
+                        min_n:int, # least carriers and non-carriers of a concept among a fold's held-out rows
+                        levels:int=2 # `concept_sides`
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(the tests, one row per fold and tested concept; the concepts each fold's model selected, with their member segments)."
     root = np.zeros(len(texts), int)
     for j, grp in enumerate(topics): root[grp] = j               # groups come leaves first: the last one holding a segment is its root
     tests, sel = [], []
     for k, g in seg.groupby('fold', sort=True):
-        s, X = _concept_fold(g, texts, said, topics, root, max_factors=max_factors, min_gain=min_gain, min_prevalence=min_prevalence)
+        s, X = _concept_fold(g, texts, said, topics, root, max_factors=max_factors, min_gain=min_gain, min_prevalence=min_prevalence, levels=levels)
         sel.append(s.assign(fold=int(k)))
         held = np.flatnonzero(held_of == k)
         if not len(s) or not len(held): continue
@@ -1056,14 +1069,15 @@ def crossfit_concepts(seg:pd.DataFrame, # explained segments: id, text, shap, ba
                       beats_mean:bool|None=True, # whether the model predicts better than the mean (otherwise nothing is flagged)
                       max_segments:int=8, mode:str='sentence', # segmentation, as for the explanations
                       min_n:int=5, # least carriers and non-carriers of a concept among a fold's held-out rows
-                      min_similarity:float=0.15 # least mean pairwise cosine similarity of two groups of segments that merge
+                      min_similarity:float=0.15, # least mean pairwise cosine similarity of two groups of segments that merge
+                      levels:int=2 # 2: each side of a topic is also split in two by its credits (`concept_sides`); 1: sides only
                      ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     "Concepts (groups of segments that say the same thing) chosen by each fold's model, tested on its held-out rows, adjusted for multiple testing."
     rows = rows.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
     texts, said, E, topics = _concept_topics(rows, max_segments=max_segments, mode=mode, min_similarity=min_similarity)
     seg, y, held_of = seg.assign(id=seg.id.astype(str)), rows.target.to_numpy(float), rows.heldout.to_numpy()
     tests, sel = _concept_fold_tests(seg, texts, said, topics, y=y, held_of=held_of, covariates=covariates, max_factors=max_factors,
-                                     min_gain=min_gain, min_prevalence=min_prevalence, min_n=min_n)
+                                     min_gain=min_gain, min_prevalence=min_prevalence, min_n=min_n, levels=levels)
     out = _name_concepts(combine_folds(tests), seg, texts, said, E, sel)
     nth = out.groupby('name').cumcount().to_numpy() + 1
     twice = out.name.duplicated(keep=False).to_numpy()

@@ -546,13 +546,17 @@ def _results_digest(f:dict # from `_run_files`
     "What a digest says about the run's results: scores, factors, planted effects, verification, captions, cost."
     metrics, factors, caps, usage = f['metrics'], f['factors'], f['caps'], f['usage']
     up, down = top_factors(factors)
+    fi = f['findings']
+    named = ({} if fi is None or 'name_source' not in fi else
+             dict(zip(fi.concept[fi.name_source == 'model'], fi.name[fi.name_source == 'model'])))   # the verifier's model's names
+    label = lambda r: (f'"{named[r["name"]]}": ' if r.get('name') in named else '') + factor_label(r, examples=2)
     good = caps[caps.status.isin(['ok', 'truncated'])] if caps is not None else None
     return {'n': _first(metrics, 'n'), 'n_data': _first(f['info'], 'n'),
             'scores': {k: {'rmse': v['rmse'], 'ci': v.get('ci')} for k, v in scores(metrics).items()},
             'target_std': _first(metrics, 'target_std'),
             'beats_mean': _first(metrics, 'beats_mean'), 'beats_mean_text': mean_statement(metrics) if metrics else None,
             'pixels_text': pixel_statement(metrics),
-            'up': [factor_label(r, examples=2) for _, r in up.iterrows()], 'down': [factor_label(r, examples=2) for _, r in down.iterrows()],
+            'up': [label(r) for _, r in up.iterrows()], 'down': [label(r) for _, r in down.iterrows()],
             'none_flagged': no_findings_reason(factors, _first(metrics, 'beats_mean')) if factors is not None else None,
             'n_factors': len(factors) if factors is not None else None,
             'planted': planted_text(f['summary']),

@@ -19,17 +19,19 @@ from .caption import (Backoff, CaptionCache, CaptionResult, Captioner, Retryable
                                 caption_images)
 from .vlm import (GEMINI_DEFAULT_MODEL, GeminiCaptioner, OpenAICaptioner, gemini_error, gemini_request, gemini_result,
                             openai_error, openai_result)
-from .explain import bh_adjust, caption_matrix, combine_folds, heldout_effects, normalise, relations, split_segments
+from .explain import bh_adjust, caption_matrix, combine_folds, heldout_effects, normalise, relations, sentence_embeddings, split_segments
 from .model import covariate_columns, encode_covariates, fit_covariates, make_folds
 
 # %% auto #0
-__all__ = ['VERIFY_VERSION', 'INSTRUCTION', 'WRITER_INSTRUCTION', 'VERIFIERS', 'ANSWER_STATUSES', 'FINDINGS_COLUMNS',
-           'VERIFY_KEYS', 'read_concepts', 'caption_concepts', 'template_question', 'predicates_frame', 'ask_spec',
-           'read_spec', 'spec_text', 'gemini_schema', 'json_schema', 'GeminiVerifier', 'OpenAIVerifier',
-           'verifier_name', 'verifier_hint', 'make_verifier', 'parse_answers', 'ask_images', 'answer_matrix',
-           'write_questions', 'image_effects', 'cohen_kappa', 'dsl_ols', 'read_gold', 'findings_table',
-           'finding_sentence', 'findings_sentences', 'verify_heldout', 'verify_fingerprint', 'verify_stale',
-           'stage_verify', 'estimate_verification', 'verify_summary_line', 'estimate_verification_lines']
+__all__ = ['VERIFY_VERSION', 'INSTRUCTION', 'WRITER_INSTRUCTION', 'VERIFIERS', 'ANSWER_STATUSES', 'NAMER_INSTRUCTION',
+           'LABEL_INSTRUCTION', 'NAME_EXAMPLES', 'LABEL_SAMPLE', 'NAMES_COLUMNS', 'FINDINGS_COLUMNS', 'VERIFY_KEYS',
+           'read_concepts', 'caption_concepts', 'template_question', 'predicates_frame', 'ask_spec', 'read_spec',
+           'spec_text', 'gemini_schema', 'json_schema', 'GeminiVerifier', 'OpenAIVerifier', 'verifier_name',
+           'verifier_hint', 'make_verifier', 'parse_answers', 'ask_images', 'answer_matrix', 'ask_text',
+           'write_questions', 'naming_items', 'label_sample', 'name_fidelity', 'name_concepts', 'image_effects',
+           'cohen_kappa', 'dsl_ols', 'read_gold', 'findings_table', 'finding_sentence', 'findings_sentences',
+           'verify_heldout', 'verify_fingerprint', 'verify_stale', 'stage_verify', 'estimate_verification',
+           'verify_summary_line', 'estimate_verification_lines']
 
 # %% ../nbs/04c_verify.ipynb #46bb637f
 def _list(v) -> list[str]:
@@ -303,22 +305,18 @@ def answer_matrix(answers:pd.DataFrame, # from `ask_images`
     return M.reindex(index=[str(i) for i in ids], columns=list(pids)).astype(float)
 
 # %% ../nbs/04c_verify.ipynb #6bbc5b6c
-def write_questions(verifier:Captioner, # from `make_verifier`
-                    concepts:pd.DataFrame, # from `read_concepts`
-                    cache:CaptionCache, # answers are cached here (a text-only key)
-                    max_retries:int=6,
-                    wait:Backoff=backoff, # seconds before a retry, as for `caption_images`
-                    unreachable_after:int=3 # connection failures in a row that stop, as for `caption_images`
-                   ) -> tuple[dict, str]:
-    "({concept: question} written by the verifier's model, a note on what happened)."
-    items = {f'c{i+1:02d}': f"{r.concept}" + (f" (e.g. {'; '.join(s.rstrip('.') for s in r.sentences[:3])})" if r.sentences else '')
-             for i, r in enumerate(concepts.itertuples())}
-    if not items: return {}, 'no concept to ask about'
-    spec = ask_spec(items, 'STRING', WRITER_INSTRUCTION)
+def ask_text(verifier:Captioner, # from `make_verifier`
+             spec:str, # from `ask_spec` (no image)
+             cache:CaptionCache, # answers are cached here (a text-only key)
+             max_retries:int=6,
+             wait:Backoff=backoff, # seconds before a retry, as for `caption_images`
+             unreachable_after:int=3 # connection failures in a row that stop, as for `caption_images`
+            ) -> tuple[dict|None, CaptionResult, bool]:
+    "One text-only structured request, cached and retried: (the JSON object answered or None, the result, whether it was sent)."
     key = hash_obj({'text-only': True, 'prompt': spec, 'backend': verifier.name, 'model': verifier.model, 'settings': verifier.settings()})
-    r = cache.get(key)
+    r, sent = cache.get(key), False
     if r is None or r.status == 'failed':
-        verifier.open()
+        verifier.open(); sent = True
         for n in range(1, max_retries + 2):
             try: r = verifier.caption(None, '', spec); break
             except Retryable as e:
@@ -328,11 +326,120 @@ def write_questions(verifier:Captioner, # from `make_verifier`
                 if n > max_retries: r = CaptionResult('', 'failed', f'gave up after {n} attempts: {e}'); break
                 time.sleep(wait(n, e.retry_after))
         cache.put(key, r)
-    obj = _json_object(r.text or '') if r.status in ('ok', 'truncated') else None
+    return (_json_object(r.text or '') if r.status in ('ok', 'truncated') else None), r, sent
+
+
+def write_questions(verifier:Captioner, # from `make_verifier`
+                    concepts:pd.DataFrame, # from `read_concepts`
+                    cache:CaptionCache, # answers are cached here (a text-only key)
+                    names:dict|None=None, # {concept: name written by the model} (`name_concepts`), used in place of the concept's own name
+                    wait:Backoff=backoff # seconds before a retry, as for `caption_images`
+                   ) -> tuple[dict, str]:
+    "({concept: question} written by the verifier's model, a note on what happened)."
+    names = names or {}
+    items = {f'c{i+1:02d}': f"{names.get(r.concept) or r.concept}" +
+             (f" (e.g. {'; '.join(s.rstrip('.') for s in r.sentences[:3])})" if r.sentences else '')
+             for i, r in enumerate(concepts.itertuples())}
+    if not items: return {}, 'no concept to ask about'
+    obj, r, _ = ask_text(verifier, ask_spec(items, 'STRING', WRITER_INSTRUCTION), cache, wait=wait)
     if obj is None: return {}, f'the model wrote no questions ({r.status}: {r.reason or "not a JSON object"}); template questions used'
     names = dict(zip(items, concepts.concept))
     got = {names[k]: str(v).strip() for k, v in obj.items() if k in names and isinstance(v, str) and str(v).strip()}
     return got, f'{len(got)} of {len(items)} questions written by {verifier.model}'
+
+# %% ../nbs/04c_verify.ipynb #afb3e060
+NAMER_INSTRUCTION = ("Each item below is a group of sentences an image captioner wrote about movie posters or ad images (after "
+                     "'with:'), then sentences it wrote about images outside the group (after 'without:'). For every item id, write "
+                     "a short name, at most 8 words, for what the sentences with it say and the others do not, in plain words a "
+                     "person would use, with no proper nouns. Return a JSON object with one name (a string) per item id.")
+LABEL_INSTRUCTION = ("Each item below is a sentence an image captioner wrote about one image. For every item id, answer true when "
+                     "the sentence says that the image has this property, else false: \"{name}\". Return a JSON object with one "
+                     "boolean per item id.")
+NAME_EXAMPLES = 5    # sentences with and without a concept shown to the model that names it
+LABEL_SAMPLE = 24    # sentences the model labels per name to measure its fidelity (half members, half not)
+
+def _sample(pool:Sequence[str], k:int, salt:str) -> list[str]:
+    "`k` of `pool` at random, the same for the same pool and salt."
+    pool = sorted(set(pool))
+    g = np.random.default_rng(int(hash_obj(salt)[:8], 16))
+    return [pool[i] for i in sorted(g.choice(len(pool), size=min(k, len(pool)), replace=False))] if pool else []
+
+def naming_items(concepts:pd.DataFrame, # from `read_concepts`
+                 sentences:Sequence[str], # every distinct sentence of the captions
+                 k:int=NAME_EXAMPLES # sentences with and without each concept
+                ) -> dict:
+    "{item id: 'with: ... | ...; without: ... | ...'} for the naming request."
+    out = {}
+    for i, r in enumerate(concepts.itertuples()):
+        mine = set(r.sentences)
+        others = _sample([s for s in sentences if s not in mine], k, f'without|{r.concept}')
+        out[f'c{i+1:02d}'] = f"with: {' | '.join(list(r.sentences)[:k])}; without: {' | '.join(others)}"
+    return out
+
+# %% ../nbs/04c_verify.ipynb #ce3ec690
+def label_sample(members:Sequence[str], # the concept's sentences
+                 sentences:Sequence[str], # every distinct sentence of the captions
+                 salt:str, # makes the draw reproducible per concept
+                 n:int=LABEL_SAMPLE # sentences drawn
+                ) -> pd.DataFrame:
+    "text, member (bool): a random sample, members first drawn up to half of `n`, then non-members."
+    mine = set(members)
+    a = _sample(list(mine), n//2, f'members|{salt}')
+    b = _sample([s for s in sentences if s not in mine], n - len(a), f'others|{salt}')
+    return pd.DataFrame({'text': a + b, 'member': [True]*len(a) + [False]*len(b)})
+
+# %% ../nbs/04c_verify.ipynb #4337699d
+def name_fidelity(labels:np.ndarray, # 1.0 (says the name), 0.0, NaN (no usable label)
+                  member:np.ndarray, # whether each sentence is one of the concept's
+                  score:np.ndarray # the concept's score of each sentence (similarity to its members)
+                 ) -> dict:
+    "{'labelled': usable labels, 'f1': F1 of the labels against membership, 'r': Pearson r of the labels with the score}."
+    l, m, s = np.asarray(labels, float), np.asarray(member, bool), np.asarray(score, float)
+    ok = ~np.isnan(l); l, m, s = l[ok], m[ok], s[ok]
+    tp, fp, fn = float(((l == 1) & m).sum()), float(((l == 1) & ~m).sum()), float(((l == 0) & m).sum())
+    f1 = 2*tp/(2*tp + fp + fn) if tp + fp + fn else np.nan
+    r = float(np.corrcoef(l, s)[0, 1]) if len(l) > 2 and l.std() > 0 and s.std() > 0 else np.nan
+    return {'labelled': int(ok.sum()), 'f1': f1, 'r': r}
+
+# %% ../nbs/04c_verify.ipynb #5407f91f
+NAMES_COLUMNS = ['concept', 'name', 'name_source', 'labelled', 'name_f1', 'name_r']
+
+def name_concepts(verifier:Captioner, # from `make_verifier`
+                  concepts:pd.DataFrame, # from `read_concepts`
+                  sentences:Sequence[str], # every distinct sentence of the captions
+                  cache:CaptionCache, # answers are cached here (a text-only key)
+                  wait:Backoff=backoff, # seconds before a retry
+                  n:int=LABEL_SAMPLE # sentences labelled per name
+                 ) -> tuple[pd.DataFrame, str, int]:
+    "(one row per concept: NAMES_COLUMNS; a note on what happened; requests sent, not from the cache)."
+    rows = pd.DataFrame({'concept': concepts.concept, 'name': concepts.concept, 'name_source': 'segment', 'labelled': 0,
+                         'name_f1': np.nan, 'name_r': np.nan})[NAMES_COLUMNS]
+    if not len(concepts): return rows, 'no concept to name', 0
+    items = naming_items(concepts, sentences)
+    obj, r, sent = ask_text(verifier, ask_spec(items, 'STRING', NAMER_INSTRUCTION), cache, wait=wait)
+    sent = int(sent)
+    if obj is None: return rows, f'the model named no concept ({r.status}: {r.reason or "not a JSON object"}); their own sentences name them', sent
+    for i, (cid, c) in enumerate(zip(items, concepts.itertuples())):
+        name = str(obj.get(cid) or '').strip() if isinstance(obj.get(cid), str) else ''
+        if not name or len(name) > 120: continue
+        rows.loc[i, ['name', 'name_source']] = [name, 'model']
+        s = label_sample(c.sentences, sentences, salt=c.concept, n=n)
+        if not len(s): continue
+        ids = [f's{j+1:02d}' for j in range(len(s))]
+        lab, _, one = ask_text(verifier, ask_spec(dict(zip(ids, s.text)), 'BOOLEAN', LABEL_INSTRUCTION.format(name=name)), cache, wait=wait)
+        sent += int(one)
+        if lab is None: continue
+        labels = np.array([float(lab[k]) if isinstance(lab.get(k), bool) else np.nan for k in ids])
+        E = sentence_embeddings(list(dict.fromkeys([*c.sentences, *s.text])))
+        at = {t: j for j, t in enumerate(dict.fromkeys([*c.sentences, *s.text]))}
+        centre = E[[at[t] for t in c.sentences]].mean(0)
+        f = name_fidelity(labels, s.member.to_numpy(), E[[at[t] for t in s.text]] @ centre)
+        rows.loc[i, ['labelled', 'name_f1', 'name_r']] = [f['labelled'], f['f1'], f['r']]
+    named = rows.name_source.eq('model')
+    note = (f"{int(named.sum())} of {len(rows)} concepts named by {verifier.model}; median fidelity F1 "
+            f"{rows.name_f1[named].median():.2f}, r {rows.name_r[named].median():.2f} on {int(rows.labelled.sum())} labelled sentences"
+            if named.any() else 'the model named no concept; their own sentences name them')
+    return rows.astype({'labelled': int}), note, sent
 
 # %% ../nbs/04c_verify.ipynb #043c88ab
 def image_effects(answers:pd.DataFrame, # rows x predicates: 1.0, 0.0 or NaN (`answer_matrix`)
@@ -418,7 +525,8 @@ def read_gold(path:str|Path, # the gold-label CSV
 # %% ../nbs/04c_verify.ipynb #b2fa2dd9
 FINDINGS_COLUMNS = ['predicate', 'concept', 'caption_effect', 'effect', 'effect_lo', 'effect_hi', 'p', 'q', 'verified', 'fidelity',
                     'prevalence', 'answered', 'failed', 'pid', 'source', 'caption_lo', 'caption_hi', 'caption_q', 'caption_significant',
-                    'agreement', 'tested_rows', 'dsl_effect', 'dsl_lo', 'dsl_hi', 'gold_n', *(f'n_{s}' for s in ANSWER_STATUSES[2:])]
+                    'agreement', 'tested_rows', 'dsl_effect', 'dsl_lo', 'dsl_hi', 'gold_n', *(f'n_{s}' for s in ANSWER_STATUSES[2:]),
+                    'name', 'name_source', 'name_f1', 'name_r']
 
 def findings_table(predicates:pd.DataFrame, # from `predicates_frame`
                    concepts:pd.DataFrame, # from `read_concepts`
@@ -427,7 +535,8 @@ def findings_table(predicates:pd.DataFrame, # from `predicates_frame`
                    C:pd.DataFrame, # `caption_concepts` of those rows (same row order)
                    effects:pd.DataFrame, # `image_effects`
                    fdr:float=0.05, # Benjamini-Hochberg false discovery rate
-                   dsl:dict|None=None # {pid: (effect, se, n gold)} from `dsl_ols`
+                   dsl:dict|None=None, # {pid: (effect, se, n gold)} from `dsl_ols`
+                   names:pd.DataFrame|None=None # from `name_concepts` (None: each concept is named by its own sentence)
                   ) -> pd.DataFrame:
     "One row per predicate with the image-based and caption-based effects, fidelity and answer counts; verified first."
     from scipy.stats import norm
@@ -454,6 +563,11 @@ def findings_table(predicates:pd.DataFrame, # from `predicates_frame`
                      'dsl_effect': d[0] if d else np.nan, 'dsl_lo': d[0] - z*d[1] if d else np.nan,
                      'dsl_hi': d[0] + z*d[1] if d else np.nan, 'gold_n': int(d[2]) if d else 0,
                      **{f'n_{s}': cnt[s] for s in ANSWER_STATUSES[2:]}})
+    nm = (names if names is not None else pd.DataFrame(columns=NAMES_COLUMNS)).drop_duplicates('concept').set_index('concept')
+    for row in rows:
+        has = row['concept'] in nm.index
+        row.update(name=nm.name[row['concept']] if has else row['concept'], name_source=nm.name_source[row['concept']] if has else 'segment',
+                   name_f1=float(nm.name_f1[row['concept']]) if has else np.nan, name_r=float(nm.name_r[row['concept']]) if has else np.nan)
     out = pd.DataFrame(rows, columns=[c for c in FINDINGS_COLUMNS if c != 'q' and c != 'verified'])
     out['q'] = bh_adjust(out.p) if len(out) else []
     out['verified'] = (out.q <= fdr) & (np.sign(out.effect) == np.sign(out.caption_effect)) & out.q.notna()
@@ -462,6 +576,13 @@ def findings_table(predicates:pd.DataFrame, # from `predicates_frame`
 
 # %% ../nbs/04c_verify.ipynb #0611509c
 def _signed(x:float) -> str: return f'{x:+.2f}'
+
+def _named(r) -> str:
+    "A finding's concept as the report names it: the model's name (with its fidelity), else the concept's own sentence."
+    name, src = r.get('name'), r.get('name_source')
+    if src != 'model' or not isinstance(name, str) or not name: return f'"{r["concept"]}"'
+    f1 = r.get('name_f1')
+    return f'"{name}"' + ('' if f1 is None or pd.isna(f1) else f' (name fidelity F1 {f1:.2f})')
 
 def finding_sentence(r) -> str:
     "One finding in plain words."
@@ -472,7 +593,7 @@ def finding_sentence(r) -> str:
     head = 'Verified on the images' if r['verified'] else 'Not verified'
     return (f'{head}: images for which the model answers yes to "{q}?" score {_signed(r["effect"])} '
             f'[{_signed(r["effect_lo"])}, {_signed(r["effect_hi"])}] (q = {r["q"]:.3g}); from the captions\' concept '
-            f'"{r["concept"]}": {_signed(r["caption_effect"])}{fid}.')
+            f'{_named(r)}: {_signed(r["caption_effect"])}{fid}.')
 
 # %% ../nbs/04c_verify.ipynb #b56dde71
 def findings_sentences(findings:pd.DataFrame, # from `findings_table`
@@ -518,15 +639,25 @@ def _skip(cfg:AttrDict, # run configuration
     print(f'verify: {verifier_hint(cfg)}')
     return empty
 
+# %% ../nbs/04c_verify.ipynb #5015ee73
+def _distinct_sentences(df:pd.DataFrame, # the training table (caption)
+                        cfg:AttrDict # run configuration (max_segments, segmenter)
+                       ) -> list[str]:
+    "Every distinct caption segment, in order of first appearance."
+    m, mode = int(cfg.get('max_segments') or 8), str(cfg.get('segmenter') or 'sentence')
+    return list(dict.fromkeys(s for c in df.caption.fillna('') for s in split_segments(str(c), m, mode)))
+
 # %% ../nbs/04c_verify.ipynb #8109754a
 def _questions(verifier:Captioner, # the open verifier
                concepts:pd.DataFrame, # from `read_concepts`
                cache:CaptionCache, # the answers' cache
                out:Path, # the stage's folder (predicates.parquet)
-               wait:Backoff # seconds before a retry
+               wait:Backoff, # seconds before a retry
+               names:dict|None=None # {concept: the model's name}
               ) -> tuple[pd.DataFrame, str]:
     "(the predicates, written to predicates.parquet; a note on who wrote the questions)."
-    written, note = ({}, 'template questions (no concept)') if not len(concepts) else write_questions(verifier, concepts, cache, wait=wait)
+    written, note = (({}, 'template questions (no concept)') if not len(concepts) else
+                     write_questions(verifier, concepts, cache, names=names, wait=wait))
     preds = predicates_frame(concepts, written)
     write_parquet(preds, out/'predicates.parquet')
     return preds, note
@@ -590,7 +721,8 @@ def _findings(cfg:AttrDict, # run configuration
               concepts:pd.DataFrame, # from `read_concepts`
               rows:pd.DataFrame, # the held-out rows (id, caption, target, covariates)
               held:np.ndarray, # the held-out fold of every row of the training table (-1: none)
-              answers:pd.DataFrame # from `ask_images`
+              answers:pd.DataFrame, # from `ask_images`
+              names:pd.DataFrame|None=None # from `name_concepts`
              ) -> tuple[pd.DataFrame, dict|None, str]:
     "(the findings table, the DSL estimates or None, the gold-label note)."
     A = answer_matrix(answers, rows.id, preds.pid)
@@ -599,7 +731,7 @@ def _findings(cfg:AttrDict, # run configuration
     y, h = rows.target.to_numpy(float), held[held >= 0]
     effects = image_effects(A, y, h, rows[covs].reset_index(drop=True) if covs else None)
     dsl, gold_note = _gold_correction(cfg, preds=preds, rows=rows, A=A, y=y, covs=covs)
-    findings = findings_table(preds, concepts, answers, A=A, C=C, effects=effects, fdr=float(cfg.fdr), dsl=dsl)
+    findings = findings_table(preds, concepts, answers, A=A, C=C, effects=effects, fdr=float(cfg.fdr), dsl=dsl, names=names)
     return findings, dsl, gold_note
 
 # %% ../nbs/04c_verify.ipynb #2f4ffed6
@@ -639,7 +771,10 @@ def stage_verify(cfg:AttrDict, # run configuration
     if verifier is None: return _skip(cfg, out)
     cache = CaptionCache(cache_dir(cfg, 'verify'))
     with verifier:
-        preds, note = _questions(verifier, concepts, cache=cache, out=out, wait=wait)
+        names, name_note, name_sent = name_concepts(verifier, concepts, _distinct_sentences(df, cfg), cache, wait=wait)
+        write_parquet(names, out/'names.parquet')
+        named = dict(zip(names.concept[names.name_source == 'model'], names.name[names.name_source == 'model']))
+        preds, note = _questions(verifier, concepts, cache=cache, out=out, wait=wait, names=named)
         df = df.reset_index(drop=True).assign(id=lambda d: d.id.astype(str))
         held = verify_heldout(len(df), cfg, list(folds_run))
         rows = df[held >= 0]
@@ -647,13 +782,14 @@ def stage_verify(cfg:AttrDict, # run configuration
         usage = _usage(requests.astype({'cached': bool, 'tokens_in': int, 'tokens_out': int}), verifier)
     write_parquet(answers.astype({'answer': object}), out/'answers.parquet')
     write_parquet(requests, out/'requests.parquet')
-    findings, dsl, gold_note = _findings(cfg, preds=preds, concepts=concepts, rows=rows, held=held, answers=answers)
+    findings, dsl, gold_note = _findings(cfg, preds=preds, concepts=concepts, rows=rows, held=held, answers=answers, names=names)
     write_parquet(findings, out/'findings.parquet')
     kinds, n_ver, statement = _outcome(verifier, preds=preds, rows=rows, answers=answers, findings=findings, fdr=float(cfg.fdr))
-    summary = {'verifier': verifier.name, 'model': verifier.model, 'questions': note, 'predicates': len(preds), 'rows': len(rows),
+    summary = {'verifier': verifier.name, 'model': verifier.model, 'names': name_note, 'naming_requests_sent': name_sent, 'questions': note, 'predicates': len(preds), 'rows': len(rows),
                'answers': kinds, 'requests': usage, 'verified': n_ver, 'gold': gold_note, 'dsl': dsl is not None,
                'statement': statement, 'seconds': round(time.time() - t0, 2)}
     write_json(summary, out/'summary.json')
+    print(f"verify: names: {name_note}")
     print(f"verify: {statement} Requests: {usage['sent']} sent, {usage['cached']} from the cache"
           + (f"; est. ${usage['cost_usd']:.4f}" if usage['cost_usd'] is not None else ''))
     if usage['failed']: print(f"verify: {usage['failed']} requests failed (reasons in {out/'requests.parquet'}); a rerun asks for them again")
@@ -678,13 +814,18 @@ def estimate_verification(cfg:AttrDict, # run configuration
         if t is None: img = None; break
         img += t
     per_q = 14                                                    # tokens of one question line, typically
-    tin = None if img is None else img + len(images)*(60 + per_q*n_predicates)
-    tout = len(images)*(4 + 8*n_predicates)                       # '"p01": true, ' is about 8 tokens
+    per_s = 14                                                    # tokens of one caption sentence, typically
+    name_in = 90 + n_predicates*(4 + 2*NAME_EXAMPLES*per_s) + n_predicates*(80 + LABEL_SAMPLE*per_s)   # naming, then labelling
+    name_out = n_predicates*(12 + 8*LABEL_SAMPLE)
+    tin = None if img is None else img + len(images)*(60 + per_q*n_predicates) + name_in
+    tout = len(images)*(4 + 8*n_predicates) + name_out            # '"p01": true, ' is about 8 tokens
     usd = lambda batch: None if tin is None else v.price(tin, tout, batch)
     rpm = float(cfg.get('rpm') or 0)
-    return {'backend': v.name, 'model': v.model, 'requests': len(images) + 1, 'predicates': n_predicates, 'known': known,
+    naming = 1 + n_predicates                                     # the names, then each name's labelled sample
+    return {'backend': v.name, 'model': v.model, 'requests': len(images) + 1 + naming, 'naming_requests': naming,
+            'predicates': n_predicates, 'known': known,
             'tokens_in': tin, 'tokens_out': tout, 'usd_online': usd(False), 'usd_batch': usd(True), 'batch': bool(v.batch),
-            'seconds': (len(images) + 1)*60/rpm if rpm else None}
+            'seconds': (len(images) + 1 + naming)*60/rpm if rpm else None}
 
 # %% ../nbs/04c_verify.ipynb #fdfec5e1
 def verify_summary_line(findings:pd.DataFrame # the verify stage's findings
@@ -703,7 +844,8 @@ def estimate_verification_lines(e:dict|None, cfg:AttrDict|None=None) -> list[str
     n = f"{e['predicates']}" if e['known'] else f"up to {e['predicates']}"
     usd = lambda x: 'unknown' if x is None else f'${x:,.4f}'
     return [f"verification estimate ({e['backend']} {e['model']}{', batch mode' if e['batch'] else ''}): {e['requests']} requests "
-            f"(1 to write the questions, 1 per held-out image with {n} questions each)",
+            f"({e.get('naming_requests', 0)} to name the concepts and check each name, 1 to write the questions, 1 per held-out "
+            f"image with {n} questions each)",
             f"  tokens: ~{'unknown' if e['tokens_in'] is None else format(e['tokens_in'], ',')} in, ~{e['tokens_out']:,} out; "
             f"est. USD at list prices: online {usd(e['usd_online'])}, batch {usd(e['usd_batch'])}"
             + (f"; ~{e['seconds']/60:.1f} min at rpm {cfg.rpm:g}" if e['seconds'] and cfg is not None else '')]

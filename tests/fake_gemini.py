@@ -34,8 +34,10 @@ property. Boolean properties are yes/no questions (their `description`) about a 
 with `captions='freeform'`, as a vision-language model would: in one of several wordings or not at all, with filler
 sentences, in any order (`freeform_caption`).
 Per image, `rate_not_json` answers prose instead of JSON, `rate_missing` leaves out the last
-property, `rate_refusal` declines in prose (OpenAI: `message.refusal`). String properties (a text-only request) get a
-question written from the item's text.
+property, `rate_refusal` declines in prose (OpenAI: `message.refusal`). Text-only requests: string properties get a
+question written from the item's text, or, when the instruction asks for short names, a name for each group of
+sentences (the attribute side most of them speak of, `NAMES`); boolean properties under an instruction that quotes a
+name are sentences labelled as saying that name or not (`label`).
 
 Server-side bookkeeping (`requests`, `ok_by_image`, `duplicates()`) lets tests and the benchmark check what
 was really sent and answered. Run standalone: `python tests/fake_gemini.py --port 8765 --rate429 0.2`
@@ -173,6 +175,45 @@ def written_question(item:str) -> str:
     return f'Is the image {name}?' + (f' (as in: {ex})' if ex else '')
 
 
+NAMES = {   # the name the fake's "language model" writes for a group of sentences about one side of an attribute
+    ('dark', True): 'a dark, dimly lit image', ('dark', False): 'a bright, well-lit image',
+    ('cool', True): 'cool blue colours', ('cool', False): 'warm red and orange colours',
+    ('bw', True): 'black and white', ('bw', False): 'full colour',
+    ('cluttered', True): 'a busy, cluttered layout', ('cluttered', False): 'a clean, minimal layout',
+    ('big_title', True): 'a large, bold title', ('big_title', False): 'small text'}
+
+def said_side(text:str) -> tuple[str, bool]|None:
+    "The (attribute, present) a sentence speaks of, as the fake reads it: its own wordings, else the attribute words; None: none."
+    for a, sides in FREEFORM.items():
+        for present, ways in zip((True, False), sides):
+            if text in ways: return a, present
+    for a, sides in PLANTED_SENTENCES.items():
+        if text in sides: return a, text == sides[0]
+    q, best = text.lower(), None
+    for attr, (yes, no) in ATTRIBUTE_WORDS.items():
+        for words, present in ((yes, True), (no, False)):
+            hits = [x for x in (_word_at(q, w) for w in words) if x >= 0]
+            if hits and (best is None or (len(hits), -min(hits)) > best[0]): best = ((len(hits), -min(hits)), attr, present)
+    return None if best is None else best[1:]
+
+def _content(text:str) -> set:
+    return {w for w in re.findall(r'[a-z]+', text.lower()) if len(w) > 3}
+
+def written_name(item:str) -> str:
+    "The name the fake writes for a naming item 'with: a | b; without: c | d': the side most 'with' sentences speak of, else the first sentence."
+    with_ = item.split('; without:')[0].removeprefix('with:').strip().split(' | ')
+    sides = Counter(s for s in map(said_side, with_) if s is not None)
+    if sides and 2*sides.most_common(1)[0][1] > len(with_): return NAMES[sides.most_common(1)[0][0]]
+    return with_[0].rstrip('.').lower()
+
+def label(name:str, sentence:str) -> bool:
+    "Whether the fake reads `sentence` as saying `name`: the same attribute side, else most of the name's content words."
+    a, b = said_side(name), said_side(sentence)
+    if a is not None: return a == b
+    words = _content(name)
+    return bool(words) and 2*len(words & _content(sentence)) >= len(words)
+
+
 def _error(code, status, message, details=None):
     return {'error': {'code': code, 'message': message, 'status': status, **({'details': details} if details else {})}}
 
@@ -294,9 +335,13 @@ class FakeServer:
         for name, rate in (('refusal', self.rate_refusal), ('not_json', self.rate_not_json), ('missing', self.rate_missing)):
             if rate and self._per_image(sha, name) < rate: return name
         return None
-    def structured(self, sha:str, props:dict, kind:str='BOOLEAN') -> str:
-        "The JSON text answering `props` ({id: description}): booleans from the image's planted attributes, or written questions."
-        if kind.upper() == 'STRING': return json.dumps({k: written_question(str(d)) for k, d in props.items()})
+    def structured(self, sha:str, props:dict, kind:str='BOOLEAN', prompt:str='') -> str:
+        "The JSON text answering `props` ({id: description}): booleans from the image's planted attributes, or text-only answers."
+        if kind.upper() == 'STRING':
+            if 'write a short name' in prompt: return json.dumps({k: written_name(str(d)) for k, d in props.items()})
+            return json.dumps({k: written_question(str(d)) for k, d in props.items()})
+        m = re.search(r'has this property, else false: "(.*?)"\.', prompt)
+        if m: return json.dumps({k: label(m.group(1), str(d)) for k, d in props.items()})   # labelling sentences against a name
         attrs, out = self.attributes.get(sha, {}), {}
         for k, q in props.items():
             a = planted_answer(str(q), attrs)
@@ -411,7 +456,7 @@ class FakeGemini(FakeServer):
                          'usageMetadata': {'promptTokenCount': usage_in, 'totalTokenCount': usage_in}, 'modelVersion': version}, {}, out, sha
         if schema is not None:
             kinds = {str(v.get('type', '')).upper() for v in schema['properties'].values()}
-            text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop())
+            text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop(), prompt)
             if self.malformed(sha) == 'refusal':   # Gemini has no refusal field: a model that declines writes prose
                 text = "I'm sorry, but I can't help with answering questions about this image."
         else: text = self.captions(sha, self.attributes[sha]) if sha in self.attributes else caption_for(sha)

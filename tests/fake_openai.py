@@ -70,7 +70,7 @@ class FakeOpenAI(FakeServer):
         text, finish, refusal = self.captions(sha, self.attributes[sha]) if sha in self.attributes else caption_for(sha), 'stop', None
         if schema is not None:
             kinds = {str(v.get('type', '')).upper() for v in schema['properties'].values()}
-            text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop())
+            text = self.structured(sha, {k: v.get('description', '') for k, v in schema['properties'].items()}, kinds.pop(), prompt)
             if self.malformed(sha) == 'refusal': text, refusal = None, "I'm sorry, I can't help with that request."
         if out == 'block': text, finish, refusal = None, 'content_filter', None
         if out == 'maxtokens': text, finish = (text or '')[:30], 'length'

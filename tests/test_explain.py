@@ -316,6 +316,28 @@ def test_concepts_group_wordings_and_flag_each_side_with_its_sign(tok, para):
     np.testing.assert_allclose(fac.q, bh_adjust(fac.p))
 
 
+PALETTE = {'warm': ['Reds and oranges fill the poster.', 'The palette is warm and fiery.', 'Everything glows amber.'],
+           'cool': ['Blues and greens fill the poster.', 'The palette is cool and icy.', 'Everything glows teal.'],
+           'grey': ['Greys and blacks fill the poster.', 'The palette is colourless and grey.', 'Everything is monochrome.'],
+           'filler': ['A road curves into the distance.', 'The poster has a matte finish.', 'There is a hint of motion.',
+                      'A door stands half open.']}
+
+
+def test_three_levels_of_one_topic_stay_apart(tok):
+    "A palette said in every caption with three levels (warm 0, cool +0.4, grey +1.0): cool and grey are separate concepts."
+    g = np.random.default_rng(8)
+    n = 360
+    level = g.choice(['warm', 'cool', 'grey'], size=n, p=[0.4, 0.4, 0.2])
+    caps = [' '.join(g.permutation([g.choice(PALETTE[v]), g.choice(PALETTE['filler'])])) for v in level]
+    y = 6 + 0.4*(level == 'cool') + 1.0*(level == 'grey') + g.normal(0, 0.4, n)
+    df = pd.DataFrame({'id': [f'q{i}' for i in range(n)], 'caption': caps})
+    fac, _, _ = _crossfit_concepts(tok, df, y)
+    side = {t: k for k, ws in PALETTE.items() for t in ws}
+    flagged = [sorted({side[t] for t in r.sentences}) for r in fac[fac.significant].itertuples()]
+    assert all(len(f) == 1 for f in flagged), flagged                    # no flagged concept mixes two levels
+    assert ['grey'] in flagged and (['cool'] in flagged or ['warm'] in flagged), flagged
+
+
 def test_concepts_flag_nothing_on_shuffled_outcomes(tok, para):
     df, y = para
     _, _, s = _crossfit_concepts(tok, df, np.random.default_rng(1).permutation(y))

@@ -94,11 +94,14 @@ def caption_requests(fake) -> list:
 
 
 def check_verify(tmp, variant, fake, env, **overrides):
-    "The verify stage asked every held-out image once (plus the request that writes the questions); a second run sends nothing."
+    "The verify stage asked every held-out image once (plus the text-only requests: names, their checks, questions); a second run sends nothing."
     f = pd.read_parquet(Path(tmp)/'runs'/variant/'verify'/'findings.parquet')
     s = json.loads((Path(tmp)/'runs'/variant/'verify'/'summary.json').read_text())
     asked = [r for r in fake.requests if r.get('kind') == 'structured']
-    assert len(f) and s['predicates'] == len(f) and len(asked) == s['rows'] + 1, (len(asked), s)
+    # one per held-out image, one that writes the questions, one that names the concepts and one per name's fidelity check
+    assert len(f) and s['predicates'] == len(f) and len(asked) == s['rows'] + 1 + s['naming_requests_sent'], (len(asked), s)
+    assert s['naming_requests_sent'] == 1 + (f.name_source == 'model').sum() and (f.name_source == 'model').any(), s
+    assert f.name_f1[f.name_source == 'model'].notna().all()
     assert (f.answered + f.failed == s['rows']).all() and f.answered.sum() > 0
     page = (Path(tmp)/'reports'/variant/'04c_verify.html').read_text()
     assert 'verified on the images' in page

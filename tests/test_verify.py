@@ -237,7 +237,13 @@ def test_stage_verify_end_to_end(monkeypatch, posters, tmp_path, shape):
         assert len(g.requests) == n_req                                   # the second run is served by the cache
     pd.testing.assert_frame_equal(f, f2)
     assert list(f.columns) == FINDINGS_COLUMNS and len(f) == 3
-    assert n_req == len(syn) + 1                                          # one per image, one that wrote the questions
+    assert n_req == len(syn) + 1 + 1 + 3          # one per image, one that wrote the questions, one that named the concepts, one per name's check
+    names = pd.read_parquet(tmp_path/'out'/'names.parquet').set_index('concept')
+    assert names.loc['dark', 'name'] == 'a dark, dimly lit image' and names.loc['cluttered', 'name'] == 'a busy, cluttered layout'
+    assert (names.name_source == 'model').all() and (names.loc[['dark', 'cluttered'], 'name_f1'] == 1.0).all()
+    assert f.set_index('concept').loc['dark', 'name'] == 'a dark, dimly lit image'
+    from posterlens.verify import findings_sentences
+    assert 'a dark, dimly lit image' in ' '.join(findings_sentences(f))
     s = json.loads((tmp_path/'out'/'summary.json').read_text())
     bad = s['answers']['not_json']
     assert bad > 0 and bad % 3 == 0 and (f.n_not_json == bad // 3).all() and (f.answered + f.failed == len(syn)).all()
@@ -245,3 +251,28 @@ def test_stage_verify_end_to_end(monkeypatch, posters, tmp_path, shape):
     assert dark.fidelity > 0.9 and dark.gold_n >= 10 and dark.dsl_lo < dark.dsl_effect < dark.dsl_hi
     assert 'unknown id' in s['gold'] and '1 with an unknown id' in s['gold']
     assert set(pd.read_parquet(tmp_path/'out'/'answers.parquet').status) >= {'yes', 'no', 'not_json'}
+
+
+def test_names_and_their_fidelity_from_the_model(monkeypatch, tmp_path):
+    "The fake's model names each concept from its sentences; its labels of a random sample score the names; a bad answer keeps the own names."
+    from posterlens.verify import GeminiVerifier, name_concepts, NAMES_COLUMNS
+    import fake_gemini as fg
+    words = {s: ws for s, ws in zip(('dark', 'bright'), fg.FREEFORM['dark'])}
+    concepts = pd.DataFrame({'concept': [words['dark'][0], words['bright'][0], 'The framing is vertical.'],
+                             'sentences': [list(words['dark'][:3]), list(words['bright'][:3]), ['The framing is vertical.']]})
+    sentences = [*words['dark'], *words['bright'], *fg.FREEFORM_FILLER]
+    with FakeGemini() as g:
+        monkeypatch.setenv('GEMINI_API_KEY', 'k'); monkeypatch.setenv('GOOGLE_GEMINI_BASE_URL', g.url)
+        v = GeminiVerifier(temperature=0.0)
+        names, note, sent = name_concepts(v, concepts, sentences, CaptionCache(tmp_path/'c'), wait=FAST)
+        assert sent == 4 and len(g.requests) == 4 and list(names.columns) == NAMES_COLUMNS
+        assert names.name.tolist() == ['a dark, dimly lit image', 'a bright, well-lit image', 'the framing is vertical']
+        # the dark concept's members are 3 of the 4 dark wordings: the fake also says yes to the 4th when it is drawn
+        dark = names.iloc[0]
+        assert dark.labelled == min(24, len(sentences)) and 0.7 <= dark.name_f1 <= 1 and dark.name_r > 0.3
+        assert '3 of 3 concepts named' in note
+        # a blocked naming answer: the concepts keep their own sentences as names, no check is asked
+        g.queue = ['prompt_block']
+        n2, note2, sent2 = name_concepts(v, concepts, sentences[:-1], CaptionCache(tmp_path/'c2'), wait=FAST)
+        assert sent2 == 1 and (n2.name == concepts.concept).all() and (n2.name_source == 'segment').all() and n2.name_f1.isna().all()
+        assert 'named no concept' in note2
