@@ -803,7 +803,7 @@ def validation_statement(s:dict # the summary of `crossfit_factors`
     return f"{how} {s['significant']} of {s['tested']} are flagged."
 
 # %% ../nbs/04_explain.ipynb #3fb35d47
-FACTORS_VERSION = 4   # of the factor table's columns and rules (part of the explain stage's key); 3-4: concepts
+FACTORS_VERSION = 5   # of the factor table's columns and rules (part of the explain stage's key); 3-4: concepts; 5: sides in halves
 FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
                   'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
                   'core_phrases', 'versus_core']
@@ -987,9 +987,15 @@ def _concept_fold(g:pd.DataFrame, # one fold model's explained segments (id, tex
     ok = (X.mean(0) >= min_prevalence) & (X.mean(0) <= 1 - min_prevalence)
     M = np.stack([np.isin(t, sorted(p)) for p in parts], 1).astype(float)*ok if parts else np.zeros((len(g), 0))
     picked, gains = forward_select(r, M, max_factors, min_gain)
-    way = [float(np.sign(r[M[:, j] > 0].mean())) for j in picked]   # how the model says each pushes, against its topic's usual say
-    sel = pd.DataFrame({'factor': [ids[j] for j in picked], 'gain': gains, 'way': way, 'members': [sorted(parts[j]) for j in picked]})
-    return sel, pd.DataFrame(X[:, picked], columns=[ids[j] for j in picked])
+    own, taken = [], set()
+    for j in picked:                          # a segment belongs to the first selected concept that has it
+        own.append(set(parts[j]) - taken); taken |= parts[j]
+    keep = [k for k, p in enumerate(own) if p]
+    picked, gains, own = [picked[k] for k in keep], [gains[k] for k in keep], [own[k] for k in keep]
+    way = [float(np.sign(r[np.isin(t, sorted(p))].mean())) for p in own]   # how the model says each pushes, against its topic's usual say
+    sel = pd.DataFrame({'factor': [ids[j] for j in picked], 'gain': gains, 'way': way, 'members': [sorted(p) for p in own]})
+    Xs = np.stack([said[sorted(p)].max(0) for p in own], 1) if own else np.zeros((said.shape[1], 0))
+    return sel, pd.DataFrame(Xs, columns=[ids[j] for j in picked])
 
 
 # %% ../nbs/04_explain.ipynb #523ad24b

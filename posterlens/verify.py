@@ -80,7 +80,7 @@ def caption_concepts(captions:pd.DataFrame, # id, caption
     return out
 
 # %% ../nbs/04c_verify.ipynb #2e94bd39
-VERIFY_VERSION = 1   # of the questions' template, the instruction and the answer schema (part of every cache key)
+VERIFY_VERSION = 2   # of the questions' template, the instruction and the answer schema (part of every cache key); 2: names
 
 def template_question(name:str, # the concept's name
                       sentences:Sequence[str]=() # its member sentences
