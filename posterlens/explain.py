@@ -803,7 +803,7 @@ def validation_statement(s:dict # the summary of `crossfit_factors`
     return f"{how} {s['significant']} of {s['tested']} are flagged."
 
 # %% ../nbs/04_explain.ipynb #3fb35d47
-FACTORS_VERSION = 5   # of the factor table's columns and rules (part of the explain stage's key); 3-4: concepts; 5: sides in halves
+FACTORS_VERSION = 6   # of the factor table's columns and rules (part of the explain stage's key); 3-4: concepts; 5-6: sides in halves
 FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
                   'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
                   'core_phrases', 'versus_core']
