@@ -24,14 +24,15 @@ from .model import (TextRegressor, batch_tokens, covariate_columns, encode_covar
                               make_folds, resolve_text_model, train_fold)
 
 # %% auto #0
-__all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'CONCEPT_COLUMNS', 'EXPLAIN_KEYS', 'split_segments', 'shapley_matrix',
-           'shapley_bruteforce', 'torch_threads', 'coalition_inputs', 'forward_batches', 'explain_segments',
-           'explain_tokens', 'tokens_frame', 'tokens_to_explanation', 'text_plot', 'normalise', 'phrases',
-           'find_factors', 'factor_membership', 'relative_shap', 'factor_contributions', 'factor_stats', 'WordWeights',
-           'planted_recovery', 'unplanted_flagged', 'recovery_summary', 'segment_matrix', 'caption_matrix', 'relations',
-           'merge_factors', 'forward_select', 'select_factors', 'credit_shap', 'heldout_effects', 'combine_folds',
-           'bh_adjust', 'validation_statement', 'crossfit_factors', 'sentence_embeddings', 'concept_tree',
-           'concept_sides', 'concept_key', 'crossfit_concepts', 'stage_explain', 'load_factors']
+__all__ = ['FACTORS_VERSION', 'FACTOR_COLUMNS', 'CONCEPT_COLUMNS', 'EXPLAIN_KEYS', 'SEGMENTS_VERSION', 'split_segments',
+           'shapley_matrix', 'shapley_bruteforce', 'torch_threads', 'coalition_inputs', 'forward_batches',
+           'explain_segments', 'explain_tokens', 'tokens_frame', 'tokens_to_explanation', 'text_plot', 'normalise',
+           'phrases', 'find_factors', 'factor_membership', 'relative_shap', 'factor_contributions', 'factor_stats',
+           'WordWeights', 'planted_recovery', 'unplanted_flagged', 'recovery_summary', 'segment_matrix',
+           'caption_matrix', 'relations', 'merge_factors', 'forward_select', 'select_factors', 'credit_shap',
+           'heldout_effects', 'combine_folds', 'bh_adjust', 'validation_statement', 'crossfit_factors',
+           'sentence_embeddings', 'concept_tree', 'concept_sides', 'concept_key', 'crossfit_concepts', 'stage_explain',
+           'load_factors']
 
 # %% ../nbs/04_explain.ipynb #8c96b88d
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'eg', 'ie', 'e.g', 'i.e', 'no', 'fig', 'approx',
@@ -1123,10 +1124,18 @@ def _explained_rows(cfg:AttrDict, # run configuration
     return df, explained_by, oof_mode
 
 # %% ../nbs/04_explain.ipynb #eaa68823
+SEGMENTS_VERSION = 1   # of the exact segment values (part of each fold's key)
+
+def _part_key(model_dir:Path, k:int, g:pd.DataFrame, max_segments:int, mode:str, key:str) -> str:
+    "What fold `k`'s segment values depend on: its model (the train stage's key, else `key`), its captions, the segmentation."
+    st = Path(model_dir)/'stage.json'
+    model = (read_json(st).get('key') if st.exists() else None) or key
+    return hash_obj([SEGMENTS_VERSION, model, int(k), g.id.astype(str).tolist(), g.caption.tolist(), int(max_segments), str(mode)])
+
 def _segment_values(df:pd.DataFrame, # the captions to explain (id, caption, fold)
                     model_dir:Path, # the train stage's folder (fold*/)
                     out:Path, # the stage's folder (each fold's values go to parts/)
-                    key:str, # the stage's identity: a fold's part computed under the same key is reused
+                    key:str, # the stage's identity: stands for the model when the train stage left no key
                     max_segments:int, # segments per caption
                     mode:str, # 'sentence' or 'clause'
                     progress:bool # show progress bars
@@ -1134,7 +1143,7 @@ def _segment_values(df:pd.DataFrame, # the captions to explain (id, caption, fol
     "(the segment table of every caption in `df`, with its fold; each fold's statistics)."
     parts, stats = [], []
     for k, g in df.groupby('fold', sort=True):
-        pf, pk, part_key = out/'parts'/f'fold{k}.parquet', out/'parts'/f'fold{k}.json', hash_obj([key, int(k)])
+        pf, pk, part_key = out/'parts'/f'fold{k}.parquet', out/'parts'/f'fold{k}.json', _part_key(model_dir, k, g, max_segments, mode, key)
         if pf.exists() and pk.exists() and read_json(pk).get('key') == part_key:
             seg = read_parquet(pf); st = read_json(pk)
         else:

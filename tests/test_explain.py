@@ -485,9 +485,9 @@ def test_word_models_are_ridge_fits(tok):
 @pytest.mark.slow
 def test_stage_explain_smoke(tmp_path):
     "End to end on the smoke variant's synthetic posters (160 of them, the default variant's training): the planted effects are recovered out of fold."
-    cfg = load_settings('smoke', {'runs_dir': str(tmp_path/'runs'), 'cache_dir': str(tmp_path/'cache'), 'fold_subset': 'all',
-                                  'synth_n': 160, 'epochs': 3, 'lr': 3e-4, 'freeze_layers': 4, 'explain_max': 40,
-                                  'token_max_evals': 40})
+    over = {'runs_dir': str(tmp_path/'runs'), 'cache_dir': str(tmp_path/'cache'), 'fold_subset': 'all', 'synth_n': 160, 'epochs': 3,
+            'lr': 3e-4, 'freeze_layers': 4, 'explain_max': 40, 'token_max_evals': 40}
+    cfg = load_settings('smoke', over)
     factors = run_stage(cfg, 'explain', progress=False)
     E, M = artifact(cfg, 'explain', 'summary.json').parent, artifact(cfg, 'train', 'metrics.json').parent
     s, seg, oof = read_json(E/'summary.json'), read_parquet(E/'segments.parquet'), read_parquet(M/'oof.parquet')
@@ -511,3 +511,8 @@ def test_stage_explain_smoke(tmp_path):
     assert rec.flagged_wrong.sum() == 0 and s['planted']['unplanted_flagged'] == []
     assert len(read_parquet(E/'tokens.parquet').id.unique()) == cfg.explain_examples
     assert (E/'stage.json').exists()
+    # another false discovery rate reruns the stage but reuses each fold's segment values (same models, same captions)
+    before = {f.name: f.stat().st_mtime_ns for f in (E/'parts').glob('fold*.parquet')}
+    f10 = run_stage(load_settings('smoke', {**over, 'fdr': 0.1}), 'explain', progress=False)
+    assert {f.name: f.stat().st_mtime_ns for f in (E/'parts').glob('fold*.parquet')} == before and len(before) >= 1
+    assert read_json(E/'summary.json')['validation']['level'] == 0.1 and f10.significant.sum() >= factors.significant.sum()
