@@ -195,9 +195,16 @@ class RecordingLimiter(RateLimiter):
         t = super().acquire(cancel); self.granted.append(t); return t
 
 
+class StepClock:
+    "Time that passes only when the limiter waits (one worker): the starts it grants are exact, whatever the machine's load."
+    def __init__(self): self.t = 1000.0
+    def monotonic(self) -> float: return self.t
+    def sleep(self, s, cancel=None) -> bool: self.t += max(0.0, s); return False
+
+
 def test_rate_limit_applies_to_retries(tmp_path, fast_backoff):
-    f, rl = Fake(fails=1), RecordingLimiter(600)
-    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=4, progress=False,
+    f, rl = Fake(fails=1), RecordingLimiter(600, clock=StepClock())
+    caption_images(f, images(tmp_path/'im', 4), 'p', CaptionCache(tmp_path/'c'), concurrency=1, progress=False,
                    wait=fast_backoff, limiter=rl)
     assert f.n_calls == 8 and len(rl.granted) == 8                       # every request, retries included, took a start
     assert busiest_window(rl.granted, 0.099) == 1                       # ... paced 0.1 s apart by the limiter
