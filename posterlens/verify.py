@@ -430,8 +430,8 @@ def name_concepts(verifier:Captioner, # from `make_verifier`
         sent += int(one)
         if lab is None: continue
         labels = np.array([float(lab[k]) if isinstance(lab.get(k), bool) else np.nan for k in ids])
-        E = sentence_embeddings(list(dict.fromkeys([*c.sentences, *s.text])))
-        at = {t: j for j, t in enumerate(dict.fromkeys([*c.sentences, *s.text]))}
+        texts = list(dict.fromkeys([*c.sentences, *s.text]))
+        E, at = sentence_embeddings(texts), {t: j for j, t in enumerate(texts)}
         centre = E[[at[t] for t in c.sentences]].mean(0)
         f = name_fidelity(labels, s.member.to_numpy(), E[[at[t] for t in s.text]] @ centre)
         rows.loc[i, ['labelled', 'name_f1', 'name_r']] = [f['labelled'], f['f1'], f['r']]
@@ -564,10 +564,10 @@ def findings_table(predicates:pd.DataFrame, # from `predicates_frame`
                      'dsl_hi': d[0] + z*d[1] if d else np.nan, 'gold_n': int(d[2]) if d else 0,
                      **{f'n_{s}': cnt[s] for s in ANSWER_STATUSES[2:]}})
     nm = (names if names is not None else pd.DataFrame(columns=NAMES_COLUMNS)).drop_duplicates('concept').set_index('concept')
-    for row in rows:
-        has = row['concept'] in nm.index
-        row.update(name=nm.name[row['concept']] if has else row['concept'], name_source=nm.name_source[row['concept']] if has else 'segment',
-                   name_f1=float(nm.name_f1[row['concept']]) if has else np.nan, name_r=float(nm.name_r[row['concept']]) if has else np.nan)
+    for row in rows:                          # the model's name where there is one, else the concept's own
+        c = row['concept']
+        row.update(nm.loc[c, ['name', 'name_source', 'name_f1', 'name_r']].to_dict() if c in nm.index else
+                   {'name': c, 'name_source': 'segment', 'name_f1': np.nan, 'name_r': np.nan})
     out = pd.DataFrame(rows, columns=[c for c in FINDINGS_COLUMNS if c != 'q' and c != 'verified'])
     out['q'] = bh_adjust(out.p) if len(out) else []
     out['verified'] = (out.q <= fdr) & (np.sign(out.effect) == np.sign(out.caption_effect)) & out.q.notna()

@@ -85,19 +85,25 @@ def _word_at(text:str, word:str) -> int:
     m = re.search(r'(?<![a-z])' + re.escape(word) + r'(?![a-z])', text)
     return m.start() if m else -1
 
+def worded_side(text:str, # a question or sentence
+                attrs=None # the attributes to consider (default: all of ATTRIBUTE_WORDS)
+               ) -> tuple[str, bool]|None:
+    "The (attribute, present) with the most of its words in `text`, the earliest on a tie (None: no attribute's words)."
+    q, best = text.lower(), None
+    for attr in (ATTRIBUTE_WORDS if attrs is None else attrs):
+        yes, no = ATTRIBUTE_WORDS[attr]
+        for words, present in ((yes, True), (no, False)):
+            hits = [x for x in (_word_at(q, w) for w in words) if x >= 0]
+            if hits and (best is None or (len(hits), -min(hits)) > best[0]): best = ((len(hits), -min(hits)), attr, present)
+    return None if best is None else best[1:]
+
 def planted_answer(question:str, # a yes/no question about an image
                    attributes:dict # the image's planted attributes, e.g. {'dark': 1, 'cool': 0, ...}
                   ) -> bool|None:
     "The true answer for a synthetic poster: the attribute (and side) with the most words in the question, the earliest on a tie (None: no attribute is asked about)."
-    q, best = question.lower(), None
-    for attr, (yes, no) in ATTRIBUTE_WORDS.items():
-        if attr not in attributes: continue
-        for words, present in ((yes, True), (no, False)):
-            at = [_word_at(q, w) for w in words]
-            hits = [x for x in at if x >= 0]
-            if hits and (best is None or (len(hits), -min(hits)) > best[0]): best = ((len(hits), -min(hits)), attr, present)
+    best = worded_side(question, [a for a in ATTRIBUTE_WORDS if a in attributes])
     if best is None: return None
-    _, attr, present = best
+    attr, present = best
     return bool(attributes[attr]) == present
 
 def request_kind(body:dict) -> str:
@@ -189,12 +195,7 @@ def said_side(text:str) -> tuple[str, bool]|None:
             if text in ways: return a, present
     for a, sides in PLANTED_SENTENCES.items():
         if text in sides: return a, text == sides[0]
-    q, best = text.lower(), None
-    for attr, (yes, no) in ATTRIBUTE_WORDS.items():
-        for words, present in ((yes, True), (no, False)):
-            hits = [x for x in (_word_at(q, w) for w in words) if x >= 0]
-            if hits and (best is None or (len(hits), -min(hits)) > best[0]): best = ((len(hits), -min(hits)), attr, present)
-    return None if best is None else best[1:]
+    return worded_side(text)
 
 def _content(text:str) -> set:
     return {w for w in re.findall(r'[a-z]+', text.lower()) if len(w) > 3}
