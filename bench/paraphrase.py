@@ -36,7 +36,7 @@ from _results import ROOT, write_result  # noqa: E402
 from posterlens.core import load_settings, read_json, read_parquet, write_json, write_parquet
 from posterlens.data import EFFECTS, synth_table
 from posterlens.explain import crossfit_concepts, crossfit_factors, explain_segments, factor_membership, split_segments
-from posterlens.model import cross_validate, load_fold_model, make_folds
+from posterlens.model import cross_validate, load_fold_model, make_folds, tiny_text_model
 
 POOLS = {
 'A': ({'dark': ["The scene is dark and shadowy.", "Low-key lighting leaves most of the frame in gloom.",
@@ -147,6 +147,27 @@ POOLS = {
           ["The image is slightly out of focus.", "It has an epic scale.", "A bird flies overhead.", "Someone is running.",
            "It looks handmade.", "A mountain rises behind.", "The costume is elaborate.", "It feels mysterious.",
            "Rain is falling.", "A weapon is visible.", "The sky is cloudy.", "It suggests a journey."]),
+    'F': ({'dark': ["Darkness dominates, with only faint pools of light.", "Much of the image sinks into deep shadow.",
+                    "It is a nocturnal, poorly lit scene.", "The lighting is subdued and sombre.", "Very little light reaches the figures."],
+           'bright': ["Sunshine washes over the whole image.", "It is a radiant, well-lit scene.", "Bright daylight makes every detail clear.",
+                      "The lighting is cheerful and even.", "Hardly any shadow falls anywhere."],
+           'cool': ["Chilly blues and turquoise set the colour scheme.", "The hues are glacial, icy and pale blue.",
+                    "A cold, bluish tint runs through the picture.", "Its colour scheme is built on navy and cyan."],
+           'warm': ["Blazing oranges and reds set the colour scheme.", "The hues are sunset-like, coppery and hot.",
+                    "A warm, reddish tint runs through the picture.", "Its colour scheme is built on crimson and ochre."],
+           'bw': ["The whole image is rendered without colour.", "It is a grayscale picture, like vintage newsprint.",
+                  "Black, white and silver greys are the only tones.", "The film poster is a monochrome photograph."],
+           'cluttered': ["Dozens of characters and props jostle for space.", "The design is crowded, with no breathing room.",
+                         "Every corner is crammed with figures and objects.", "It is a chaotic montage of many scenes."],
+           'clean': ["A single figure stands alone in generous empty space.", "The design is spare, with lots of breathing room.",
+                     "There is almost nothing in the frame besides one person.", "It is an austere, minimalist composition."],
+           'big_title': ["The title is printed in enormous block capitals.", "Giant lettering spells out the name across the middle.",
+                         "The heading takes up a third of the poster.", "Its name is written in massive, heavy type."],
+           'small_text': ["The title is printed in a discreet, small font.", "Only a little lettering appears, in one corner.",
+                          "The heading is small and easy to overlook.", "Its name is written in fine, delicate type."]},
+          ["A car is parked nearby.", "The characters look tired.", "There is a hint of romance.", "The background shows a city skyline.",
+           "A dog sits at someone's feet.", "It suggests an adventure.", "The poster has a glossy finish.", "Two people are arguing.",
+           "The clothing looks old-fashioned.", "A river runs through the scene.", "It looks like a sequel.", "Someone holds a letter."]),
 }
 SIDES = {'dark': ('dark', 1), 'bright': ('dark', -1), 'cool': ('cool', 1), 'warm': ('cool', -1), 'bw': ('bw', 1),
          'cluttered': ('cluttered', 1), 'clean': ('cluttered', -1), 'big_title': ('big_title', 1), 'small_text': ('big_title', -1)}
@@ -254,10 +275,12 @@ def main(argv=None) -> int:
     ap.add_argument('--seeds', type=int, default=10); ap.add_argument('--n', type=int, default=400)
     ap.add_argument('--pools', nargs='+', default=list(POOLS)); ap.add_argument('--shuffled', type=int, default=10)
     ap.add_argument('--cached', action='store_true', help='only the runs already in the cache (evaluate, compute nothing)')
-    ap.add_argument('--smoke', action='store_true', help='tiny sizes (1 seed, 60 captions, 2 folds, 1 epoch)')
+    ap.add_argument('--smoke', action='store_true', help='tiny sizes (1 seed, 60 captions, 2 folds, 1 epoch, a tiny random text model)')
     a = ap.parse_args(argv)
     cfg = load_settings('default')
-    if a.smoke: a.seeds, a.n, a.pools, a.shuffled, cfg.epochs, cfg.folds = 1, 60, ['A'], 1, 1, 2
+    if a.smoke:
+        a.seeds, a.n, a.pools, a.shuffled, cfg.epochs, cfg.folds = 1, 60, ['A'], 1, 1, 2
+        cfg.text_model, cfg.freeze_layers = tiny_text_model(Path(tempfile.mkdtemp(prefix='paraphrase-tiny-'))/'tiny'), 0
     cache = Path(tempfile.mkdtemp(prefix='paraphrase-smoke-')) if a.smoke else ROOT/'.cache'/'bench-paraphrase'
     t0, runs = time.time(), []
     plan = [(s, p, False) for p in a.pools for s in range(a.seeds)] + [(s, 'A', True) for s in range(a.shuffled)]

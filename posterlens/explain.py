@@ -804,7 +804,7 @@ def validation_statement(s:dict # the summary of `crossfit_factors`
     return f"{how} {s['significant']} of {s['tested']} are flagged."
 
 # %% ../nbs/04_explain.ipynb #3fb35d47
-FACTORS_VERSION = 6   # of the factor table's columns and rules (part of the explain stage's key); 3-4: concepts; 5-6: sides in halves
+FACTORS_VERSION = 7   # of the factor table's columns and rules (part of the explain stage's key); 3-4: concepts; 5-6: sides in halves; 7: the said-together rule from one expected shared caption
 FACTOR_COLUMNS = ['factor', 'versus', 'n', 'prevalence', 'mean_shap', 'versus_shap', 'effect', 'effect_lo', 'effect_hi', 'se', 'p', 'q',
                   'significant', 'direction', 'selected_folds', 'tested_folds', 'tested_rows', 'example', 'phrases', 'versus_phrases',
                   'core_phrases', 'versus_core']
@@ -881,7 +881,7 @@ def concept_tree(E:np.ndarray, # unit-length embeddings of the distinct segments
                  said:np.ndarray, # segments x captions, 1 where the caption has the segment
                  min_similarity:float=0.15, # least mean pairwise cosine similarity of two groups that merge
                  together:float=0.25, # most captions two merging groups share, as a share of those expected if independent
-                 min_expected:float=3.0 # the "said together" rule applies once this many shared captions are expected
+                 min_expected:float=1.0 # the "said together" rule applies once this many shared captions are expected
                 ) -> list[list[int]]:
     "Every group of segments formed by average-linkage merges of groups that are similar and never said together (leaves first)."
     n, N = len(E), max(said.shape[1], 1)

@@ -1,5 +1,8 @@
 """The end of every test run says plainly which groups of tests were skipped (they did NOT run) and the command that
-runs them: a skip must never read as a pass."""
+runs them: a skip must never read as a pass.
+
+Expensive fixtures are session-scoped, not module-scoped: pytest-xdist may run another module's tests between two
+tests of one module on a worker, and a module-scoped fixture would then be torn down and built again."""
 from collections import defaultdict
 
 

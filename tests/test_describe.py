@@ -22,7 +22,7 @@ def face_posters(d:Path, n:int, seed:int=0) -> list[Path]:
     return out
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def posters(tmp_path_factory):
     return face_posters(tmp_path_factory.mktemp('faces'), 120)
 

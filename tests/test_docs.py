@@ -211,14 +211,14 @@ def run_build(args, timeout=3600):
 
 ERROR_LINE = re.compile(r'(?im)^.*\b(error|exception|traceback|keyboardinterrupt)\b.*$')
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def mini(tmp_path_factory):
     d = tmp_path_factory.mktemp('docs')
     fx = make_fixture(d/'nbs')
     r = run_build([ROOT/'nbs'/'index.ipynb', ROOT/'nbs'/'00_core.ipynb', fx, '--proc', d/'proc', '--out', d/'site'])
     return {'site': d/'site', 'proc': d/'proc', 'log': r.stdout + r.stderr}
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def mini_site(mini): return mini['site']
 
 def page(site, name): return (site/name).read_text()
@@ -321,7 +321,7 @@ def test_no_machine_paths(mini):
     for ph in ['&lt;project&gt;', '&lt;tmp&gt;', '&lt;local server&gt;', '&lt;build&gt;']: assert ph not in plots, ph
 
 # ------------------------------------------------------------------------------------------ in the browser
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -538,7 +538,7 @@ def test_report_html_renders_math(browser, tmp_path):
     assert '$' not in r['text'] and '\\phi' not in r['text']
 
 # ------------------------------------------------------------------------------------------ the full site
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def full_site():
     "`make docs`' site: every notebook, the `default` variant (cached executions are reused)."
     r = run_build([])

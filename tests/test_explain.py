@@ -25,12 +25,12 @@ TRUTH = {'effects': [{'attribute': 'dark', 'coef': 0.6, 'present_phrase': 'dark'
                      {'attribute': 'big_title', 'coef': -0.3, 'present_phrase': 'large bold text', 'absent_phrase': 'small text'}]}
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def tok():
     return AutoTokenizer.from_pretrained(resolve_text_model('minilm'))
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def tiny(tmp_path_factory):
     torch.manual_seed(0)
     path = tiny_text_model(tmp_path_factory.mktemp('tiny')/'m')
@@ -294,7 +294,7 @@ def _crossfit_concepts(tok, df, y, y_test=None, k=3, **kw):
     return crossfit_concepts(pd.concat(parts, ignore_index=True), rows, **kw)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def para():
     return paraphrased(300, seed=5)
 
@@ -359,6 +359,20 @@ def test_segments_said_together_never_share_a_topic():
     assert all(set(grp) <= {0, 1, 2, 3} or set(grp) <= {4, 5, 6, 7} for grp in groups), groups
     assert any(set(grp) == {0, 1, 2, 3} for grp in groups) and any(set(grp) == {4, 5, 6, 7} for grp in groups), groups
 
+
+
+def test_rare_wordings_said_together_stay_apart():
+    "Two wordings each in a few captions: sharing 2 captions where 2 are expected by chance keeps them apart; sharing none, they merge."
+    texts = ['The poster is black-and-white.', 'A dark, shadow-heavy image.', 'It is printed in monochrome.']
+    said = np.zeros((3, 400))
+    said[0, :20] = 1                                   # black and white: 20 captions
+    said[1, 18:58] = 1                                 # dark: 40 captions, 2 of them with black and white (20*40/400 = 2 expected)
+    said[2, 300:320] = 1                               # monochrome: 20 captions, never with black and white (1 expected)
+    E = sentence_embeddings(texts)
+    assert E[0] @ E[1] > 0.3                           # the encoder alone would merge black and white with dark
+    groups = [set(g) for g in concept_tree(E[:2], said[:2])]
+    assert {0, 1} not in groups, groups
+    assert {0, 1} in [set(g) for g in concept_tree(E[[0, 2]], said[[0, 2]])]
 
 def test_concept_folds_are_tested_on_exactly_their_heldout_rows(tok, para):
     from posterlens.model import make_folds

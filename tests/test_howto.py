@@ -56,7 +56,7 @@ def run_blocks(page:Path, cwd:Path, env:dict) -> list[subprocess.CompletedProces
         assert r.returncode == 0, f'{page.name}: this block failed ({r.returncode}):\n{b}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}'
     return out
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def project(tmp_path_factory):
     "A project as a reader of the guides has it: the clone's settings.ini and prompts/, the notebooks, their data."
     d = tmp_path_factory.mktemp('howto')/'posterlens'
@@ -67,11 +67,11 @@ def project(tmp_path_factory):
     reader_data(d/'data'/'ads')
     return d
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def fakes():
     with FakeGemini(api_keys=[KEY]) as g, FakeOpenAI() as o: yield g, o
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def env(fakes):
     g, o = fakes
     e = {k: v for k, v in os.environ.items() if not re.match(r'^(GEMINI|GOOGLE|OPENAI)_', k)}
@@ -80,7 +80,7 @@ def env(fakes):
             'GOOGLE_GEMINI_BASE_URL': g.url, 'OPENAI_BASE_URL': o.url + '/v1',
             'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TQDM_DISABLE': '1'}
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def gemini_run(project, env, fakes):
     return run_blocks(HOWTO/'gemini.md', project, env)
 

@@ -27,7 +27,7 @@ FAST = {'epochs': 1, 'folds': 2, 'fold_subset': [0], 'freeze_layers': 0, 'n_boot
         'pixel_baseline': False}   # the backends are what these tests vary; the pixel baseline has its own tests
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def imdb_csv(tmp_path_factory):
     "40 synthetic posters described by an IMDB-shaped CSV (local poster paths instead of URLs)."
     d = tmp_path_factory.mktemp('imdb')
@@ -39,7 +39,7 @@ def imdb_csv(tmp_path_factory):
     return d/'imdb.csv'
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def tiny_bert(tmp_path_factory):
     return str(tiny_text_model(tmp_path_factory.mktemp('tiny-bert')))
 
@@ -83,7 +83,7 @@ def service_account(tmp_path):
     srv.shutdown()
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def planted(imdb_csv):
     "{image sha256: planted attributes} of the IMDB-shaped CSV's posters: the fakes answer yes/no questions from them."
     return synth_attributes(imdb_csv.parent/'synth')

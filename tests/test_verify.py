@@ -33,7 +33,7 @@ def clean_env(monkeypatch):
     for k in GEMINI_ENV: monkeypatch.delenv(k, raising=False)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def posters(tmp_path_factory):
     "24 synthetic posters: (table with image paths, {image sha256: planted attributes})."
     d = tmp_path_factory.mktemp('synth')

@@ -38,7 +38,7 @@ def files(imgs, d:Path) -> list[Path]:
     return out
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def gcs():
     "A Cloud Storage emulator (gcp-storage-emulator, in memory) on a free local port, with the test bucket."
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]

