@@ -549,7 +549,8 @@ def _results_digest(f:dict # from `_run_files`
     fi = f['findings']
     named = ({} if fi is None or 'name_source' not in fi else
              dict(zip(fi.concept[fi.name_source == 'model'], fi.name[fi.name_source == 'model'])))   # the verifier's model's names
-    label = lambda r: (f'"{named[r["name"]]}": ' if r.get('name') in named else '') + factor_label(r, examples=2)
+    key = lambda r: r.get('factor', r.get('name'))                          # the verify stage knows concepts by their factor label
+    label = lambda r: (f'"{named[key(r)]}": ' if key(r) in named else '') + factor_label(r, examples=2)
     good = caps[caps.status.isin(['ok', 'truncated'])] if caps is not None else None
     return {'n': _first(metrics, 'n'), 'n_data': _first(f['info'], 'n'),
             'scores': {k: {'rmse': v['rmse'], 'ci': v.get('ci')} for k, v in scores(metrics).items()},

@@ -43,7 +43,7 @@ def read_concepts(factors:pd.DataFrame # the explain stage's factors.parquet
                  ) -> pd.DataFrame:
     "One row per tested concept: concept, sentences, phrases, caption_effect, caption_lo, caption_hi, caption_q, significant."
     f = factors.reset_index(drop=True)
-    name = f['name'] if 'name' in f else f['factor'] if 'factor' in f else None
+    name = f['factor'] if 'factor' in f else f['name'] if 'name' in f else None   # the factor label: two concepts that share a name are numbered
     if name is None: raise PosterlensError("factors.parquet has neither a 'name' nor a 'factor' column")
     col = lambda c, default=np.nan: f[c] if c in f else pd.Series([default]*len(f))
     if 'sentences' in f: sents = [_list(s) for s in f.sentences]
